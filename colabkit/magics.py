@@ -1,0 +1,91 @@
+"""The magics: argument parsing and a call into the Python API, nothing more.
+
+Every error the user can fix arrives as a ColabkitError and is shown as a UsageError: one
+paragraph, no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .errors import ColabkitError
+
+
+def _clear_errors(method):
+    @functools.wraps(method)
+    def wrapper(self, line=""):
+        try:
+            return method(self, line)
+        except ColabkitError as exc:
+            raise UsageError(str(exc)) from None
+
+    return wrapper
+
+
+@magics_class
+class ColabkitMagics(Magics):
+    @line_magic
+    @magic_arguments()
+    @argument("action", nargs="?", default="start", choices=["start", "stop", "once", "info"],
+              help="start (default): show the live panel; stop: end it; once: print one reading; "
+                   "info: print the platform, its limits and the time left in this session.")
+    @argument("--once", action="store_true", help="Same as the action 'once'.")
+    @argument("--info", action="store_true", help="Same as the action 'info'.")
+    @argument("--interval", default="1s", help="Seconds between samples (default 1s).")
+    @argument("--history", default="10m", help="How much history to keep (default 10m).")
+    @argument("--view", default="auto", choices=["auto", "widget", "colab", "text"],
+              help="auto picks a widget panel in Jupyter, the served panel on Colab, text elsewhere.")
+    @argument("--tier", default=None, help="Your Colab tier: free (12 h cap, the default), pro or "
+                                           "pro+ (24 h). Also read from COLABKIT_TIER.")
+    @argument("--idle", default=None, help="An idle-disconnect limit to count down, e.g. 90m "
+                                           "(no platform documents one; off by default).")
+    @argument("--ram-alert", default=None, help="Alert when RAM reaches this %% (default 90).")
+    @argument("--gpu-alert", default=None, help="Alert when GPU memory reaches this %% (default 95).")
+    @argument("--disk-alert", default=None, help="Alert when a disk reaches this %% (default 90).")
+    @argument("--every", default="60s", help="With the text view: print a reading this often (default 60s).")
+    @_clear_errors
+    def gpuwatch(self, line=""):
+        """Live GPU, CPU, RAM and disk panel with session time left and alerts.
+
+        Examples: %gpuwatch   %gpuwatch --interval 2s   %gpuwatch --tier pro   %gpuwatch --once
+        %gpuwatch info   %gpuwatch stop
+        """
+        from . import monitor
+
+        args = parse_argstring(self.gpuwatch, line)
+        action = "once" if args.once else "info" if args.info else args.action
+        if action == "stop":
+            print("colabkit: watch stopped." if monitor.stop_watch() else "colabkit: no watch was running.")
+        elif action == "once":
+            print(monitor.reading(tier=args.tier))
+        elif action == "info":
+            print(monitor.info(tier=args.tier, idle=args.idle))
+        else:
+            monitor.watch(interval=args.interval, history=args.history, view=args.view, tier=args.tier,
+                          idle=args.idle, ram_alert=args.ram_alert, gpu_alert=args.gpu_alert,
+                          disk_alert=args.disk_alert, text_every=args.every)
+
+    @line_magic
+    @magic_arguments()
+    @argument("--to", default=None, help="Use this folder instead of the platform's default.")
+    @_clear_errors
+    def mount(self, line=""):
+        """Mount the storage colabkit keeps your work in, and print its path.
+
+        Colab: Google Drive (asks for consent), folder MyDrive/colabkit/<notebook>. Kaggle:
+        /kaggle/working. In a SageMaker job: /opt/ml/checkpoints. Elsewhere: ./colabkit-storage.
+        Example: %mount   %mount --to /data/runs
+        """
+        from . import storage
+
+        args = parse_argstring(self.mount, line)
+        path = storage.mount(to=args.to)
+        print(f"colabkit storage: {path}")
+        return path
+
+
+MAGIC_NAMES = ("gpuwatch", "mount")

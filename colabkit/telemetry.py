@@ -1,0 +1,295 @@
+"""One reading of the machine: CPU, RAM (container-aware), swap, disks and every NVIDIA GPU.
+
+A reading that can't be had is None ("n/a" on screen), never an exception: the sampler runs in a
+background thread beside the user's training and must not break it. NVML (nvidia-ml-py) is
+initialised once, on the first reading; without a GPU or a driver every sample says "no NVIDIA GPU".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+NO_GPU = "no NVIDIA GPU"
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    name: str | None
+    used_memory: int | None  # bytes; NVML can't tell per process on MIG or under some drivers
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """One GPU, or one MIG instance of it, in nvidia-smi's units (bytes, %, °C, W)."""
+
+    index: str  # "0", or "0:1" for MIG instance 1 of GPU 0
+    name: str | None
+    uuid: str | None
+    utilization: float | None  # nvidia-smi --query-gpu=utilization.gpu
+    memory_used: int | None  # memory.used
+    memory_total: int | None  # memory.total
+    temperature: float | None  # temperature.gpu
+    power_draw: float | None  # power.draw
+    power_limit: float | None  # enforced.power.limit
+    processes: tuple[GpuProcess, ...] = ()
+    mig_instances: tuple["GpuReading", ...] = ()
+
+    @property
+    def memory_fraction(self) -> float | None:
+        return fraction(self.memory_used, self.memory_total)
+
+
+@dataclass(frozen=True)
+class DiskReading:
+    label: str  # "working folder", "storage"
+    path: str
+    used: int | None
+    total: int | None
+
+    @property
+    def fraction(self) -> float | None:
+        return fraction(self.used, self.total)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Everything colabkit shows at one moment. Fields that couldn't be read are None."""
+
+    time: float
+    cpu_percent: float | None
+    ram_used: int | None
+    ram_total: int | None
+    ram_limited_by: str  # "host" or "cgroup v2"/"cgroup v1": whose total ram_total is
+    swap_used: int | None
+    swap_total: int | None
+    disks: tuple[DiskReading, ...] = ()
+    gpus: tuple[GpuReading, ...] = ()
+    gpu_status: str = NO_GPU  # NO_GPU, or "ok"
+
+    @property
+    def ram_fraction(self) -> float | None:
+        return fraction(self.ram_used, self.ram_total)
+
+
+def fraction(used, total) -> float | None:
+    """used / total, or None when either is unknown."""
+    if used is None or not total:
+        return None
+    return used / total
+
+
+class CgroupMemory:
+    """The container's memory limit and use, which psutil does not see (jupyter-resource-usage#43)."""
+
+    def __init__(self, root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup"):
+        self.kind, self._limit_file, self._usage_file, self._stat_file, self._inactive_key = (
+            self._find(Path(root), Path(proc_cgroup))
+        )
+
+    @staticmethod
+    def _find(root: Path, proc_cgroup: Path):
+        own = "/"
+        try:
+            for line in proc_cgroup.read_text().splitlines():
+                if line.startswith("0::"):
+                    own = line[3:] or "/"
+        except OSError:
+            pass
+        # cgroup v2: our own group first, then the root the container sees.
+        for folder in (root / own.lstrip("/"), root):
+            if (folder / "memory.max").exists():
+                return ("cgroup v2", folder / "memory.max", folder / "memory.current",
+                        folder / "memory.stat", "inactive_file")
+        v1 = root / "memory"
+        if (v1 / "memory.limit_in_bytes").exists():
+            return ("cgroup v1", v1 / "memory.limit_in_bytes", v1 / "memory.usage_in_bytes",
+                    v1 / "memory.stat", "total_inactive_file")
+        return (None, None, None, None, None)
+
+    def read(self) -> tuple[int, int] | None:
+        """(used, limit) in bytes, used counted as the kernel's OOM killer counts it; None if unlimited."""
+        if self.kind is None:
+            return None
+        try:
+            raw_limit = self._limit_file.read_text().strip()
+            if raw_limit == "max":
+                return None
+            limit = int(raw_limit)
+            usage = int(self._usage_file.read_text())
+            inactive = 0
+            for line in self._stat_file.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == self._inactive_key:
+                    inactive = int(value)
+                    break
+        except (OSError, ValueError):
+            return None
+        # The working set (docker stats, kubectl top): page cache that can be dropped doesn't count.
+        return max(usage - inactive, 0), limit
+
+
+class Nvml:
+    """NVML through nvidia-ml-py, initialised once; every failure becomes None or "no NVIDIA GPU"."""
+
+    def __init__(self):
+        self._nvml = None
+        self._tried = False
+        self._process_names: dict[int, str | None] = {}
+
+    def _init(self):
+        self._tried = True
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+        except Exception:  # LibraryNotFound, DriverNotLoaded, no package: all mean "no GPU here"
+            self._nvml = None
+
+    def read(self) -> tuple[tuple[GpuReading, ...], str]:
+        if not self._tried:
+            self._init()
+        if self._nvml is None:
+            return (), NO_GPU
+        count = self._call(self._nvml.nvmlDeviceGetCount)
+        if not count:
+            return (), NO_GPU
+        gpus = []
+        for i in range(count):
+            handle = self._call(self._nvml.nvmlDeviceGetHandleByIndex, i)
+            gpus.append(self._read_device(str(i), handle))
+        return tuple(gpus), "ok"
+
+    def _call(self, fn, *args):
+        """One NVML field: its value, or None for any NVML error (NotSupported, GpuIsLost, ...)."""
+        try:
+            return fn(*args)
+        except self._nvml.NVMLError:
+            return None
+        except Exception:  # a binding that doesn't match the driver: still only this field is lost
+            return None
+
+    def _read_device(self, index: str, handle, with_mig: bool = True) -> GpuReading:
+        nv = self._nvml
+        if handle is None:
+            return GpuReading(index, None, None, None, None, None, None, None, None)
+        memory = self._call(nv.nvmlDeviceGetMemoryInfo, handle)
+        utilization = self._call(nv.nvmlDeviceGetUtilizationRates, handle)
+        power = self._call(nv.nvmlDeviceGetPowerUsage, handle)
+        power_limit = self._call(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
+        return GpuReading(
+            index=index,
+            name=_text(self._call(nv.nvmlDeviceGetName, handle)),
+            uuid=_text(self._call(nv.nvmlDeviceGetUUID, handle)),
+            utilization=float(utilization.gpu) if utilization is not None else None,
+            memory_used=int(memory.used) if memory is not None else None,
+            memory_total=int(memory.total) if memory is not None else None,
+            temperature=_number(self._call(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU)),
+            power_draw=power / 1000 if power is not None else None,  # NVML reports milliwatts
+            power_limit=power_limit / 1000 if power_limit is not None else None,
+            processes=self._processes(handle),
+            mig_instances=self._mig_instances(index, handle) if with_mig else (),
+        )
+
+    def _processes(self, handle) -> tuple[GpuProcess, ...]:
+        nv = self._nvml
+        found: dict[int, GpuProcess] = {}
+        for getter in (nv.nvmlDeviceGetComputeRunningProcesses, nv.nvmlDeviceGetGraphicsRunningProcesses):
+            for proc in self._call(getter, handle) or ():
+                used = getattr(proc, "usedGpuMemory", None)
+                found[proc.pid] = GpuProcess(proc.pid, self._process_name(proc.pid), used)
+        return tuple(sorted(found.values(), key=lambda p: -(p.used_memory or 0)))
+
+    def _process_name(self, pid: int) -> str | None:
+        if pid not in self._process_names:
+            try:
+                self._process_names[pid] = psutil.Process(pid).name()
+            except (psutil.Error, OSError):
+                self._process_names[pid] = None  # another container's PID namespace
+        return self._process_names[pid]
+
+    def _mig_instances(self, index: str, handle) -> tuple[GpuReading, ...]:
+        nv = self._nvml
+        mode = self._call(nv.nvmlDeviceGetMigMode, handle)
+        if not mode or mode[0] != nv.NVML_DEVICE_MIG_ENABLE:
+            return ()
+        instances = []
+        for slot in range(self._call(nv.nvmlDeviceGetMaxMigDeviceCount, handle) or 0):
+            mig = self._call(nv.nvmlDeviceGetMigDeviceHandleByIndex, handle, slot)
+            if mig is not None:  # NotFound: an empty slot
+                instances.append(self._read_device(f"{index}:{slot}", mig, with_mig=False))
+        return tuple(instances)
+
+
+def _text(value) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value
+
+
+def _number(value) -> float | None:
+    return float(value) if value is not None else None
+
+
+@dataclass
+class Sampler:
+    """Takes Samples. Holds what is worth keeping between readings: NVML, the cgroup files."""
+
+    # Called at each reading, so storage mounted after the watch started shows up too.
+    disk_paths: Callable[[], dict[str, str]] = field(default=lambda: {"working folder": os.getcwd()})
+    cgroup: CgroupMemory = field(default_factory=CgroupMemory)
+    nvml: Nvml = field(default_factory=Nvml)
+
+    def __post_init__(self):
+        psutil.cpu_percent(None)  # the first call only sets the baseline for the next
+
+    def read(self) -> Sample:
+        ram_used, ram_total, limited_by = _ram(self.cgroup)
+        try:
+            swap = psutil.swap_memory()
+            swap_used, swap_total = swap.used, swap.total
+        except (OSError, RuntimeError):
+            swap_used = swap_total = None
+        gpus, gpu_status = self.nvml.read()
+        return Sample(
+            time=time.time(),
+            cpu_percent=psutil.cpu_percent(None),
+            ram_used=ram_used,
+            ram_total=ram_total,
+            ram_limited_by=limited_by,
+            swap_used=swap_used,
+            swap_total=swap_total,
+            disks=self._disks(),
+            gpus=gpus,
+            gpu_status=gpu_status,
+        )
+
+    def _disks(self) -> tuple[DiskReading, ...]:
+        readings, seen_devices = [], set()
+        for label, path in self.disk_paths().items():
+            try:
+                device = os.stat(path).st_dev
+                if device in seen_devices:
+                    continue  # the same file system twice would only repeat its numbers
+                seen_devices.add(device)
+                usage = psutil.disk_usage(path)
+                readings.append(DiskReading(label, path, usage.used, usage.total))
+            except OSError:
+                readings.append(DiskReading(label, path, None, None))
+        return tuple(readings)
+
+
+def _ram(cgroup: CgroupMemory) -> tuple[int | None, int | None, str]:
+    host = psutil.virtual_memory()
+    limited = cgroup.read()
+    if limited is not None and limited[1] < host.total:
+        return limited[0], limited[1], cgroup.kind
+    # total - available: what is left before the OOM killer acts, as Colab's own RAM meter counts.
+    return host.total - host.available, host.total, "host"

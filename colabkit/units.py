@@ -1,0 +1,69 @@
+"""Durations and sizes as people write and read them ("1h30m", "3.2 GiB")."""
+
+import re
+
+from .errors import ColabkitError
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+_SECONDS_PER_UNIT = {"h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in "90", "30s", "15m", "1h30m" or "2.5h"; a bare number means seconds."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        spelled = str(text).strip().lower().replace(" ", "")
+        try:
+            seconds = float(spelled)
+        except ValueError:
+            parts = _DURATION_PART.findall(spelled)
+            if not parts or "".join(n + u for n, u in parts) != spelled:
+                raise ColabkitError(
+                    f"{text!r} is not a duration colabkit understands. Write it as a number of "
+                    "seconds or with units h, m and s, for example 30s, 15m, 1h30m or 2.5h."
+                ) from None
+            seconds = sum(float(n) * _SECONDS_PER_UNIT[u] for n, u in parts)
+    if seconds < 0:
+        raise ColabkitError(f"A duration cannot be negative (got {text!r}).")
+    return seconds
+
+
+def format_duration(seconds: float | None) -> str:
+    """ "3h 05m", "12m 30s", "45s"; n/a for an unknown duration."""
+    if seconds is None:
+        return "n/a"
+    sign = "-" if seconds < 0 else ""
+    s = int(abs(seconds))
+    hours, rest = divmod(s, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{sign}{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{sign}{minutes}m {secs:02d}s"
+    return f"{sign}{secs}s"
+
+
+def format_bytes(n: float | None) -> str:
+    """Binary units, as nvidia-smi and free -h show them."""
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def parse_percent(text: str | float) -> float:
+    """A threshold as a fraction: "90", "90%" and 0.9 all mean 0.9."""
+    try:
+        value = float(str(text).strip().rstrip("%"))
+    except ValueError:
+        raise ColabkitError(
+            f"{text!r} is not a percentage. Write a number between 1 and 100, for example 90."
+        ) from None
+    fraction = value / 100 if value > 1 else value
+    if not 0 < fraction <= 1:
+        raise ColabkitError(f"A threshold must lie between 1 and 100 percent (got {text!r}).")
+    return fraction

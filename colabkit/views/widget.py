@@ -1,0 +1,44 @@
+"""The live panel for JupyterLab and Notebook 7: an ipywidgets HTML widget updated from the watcher thread.
+
+Where widgets don't render (nbconvert, GitHub, a frontend without the widget manager) the same
+output shows its text/plain part instead: the reading at the time it was displayed.
+"""
+
+from __future__ import annotations
+
+from ..watch import Sample, Watcher
+from . import render
+
+
+class WidgetView:
+    def __init__(self, watcher: Watcher):
+        import ipywidgets  # only when a panel is shown: it costs ~100 ms to import
+
+        self.watcher = watcher
+        self._seq = 0
+        self.widget = ipywidgets.HTML(value=self._render())
+        self.widget.add_class("colabkit-widget")
+        # An alert comes with the sample that raised it: the render puts it in the panel's banner.
+        self._unsubscribe = watcher.subscribe(on_sample=self._on_sample)
+
+    def _render(self) -> str:
+        seq, newer = self.watcher.since(self._seq)
+        self._seq = seq
+        return render.panel_html(self.watcher.latest, self.watcher.history(), self.watcher.peaks(newer),
+                                 self.watcher.platform, self.watcher.alerts, seq)
+
+    def _on_sample(self, sample: Sample) -> None:
+        self.widget.value = self._render()
+
+    def display(self) -> None:
+        from IPython.display import display
+
+        bundle = self.widget._repr_mimebundle_()
+        latest = self.watcher.latest
+        if latest is not None:
+            bundle["text/plain"] = render.text_line(latest, self.watcher.platform)
+        display(bundle, raw=True)
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self.widget.close()
