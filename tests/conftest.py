@@ -1,0 +1,51 @@
+"""Shared test set-up: the fakes folder on the path, and fresh fake Colab state per test."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+FAKES = Path(__file__).parent / "fakes"
+sys.path.insert(0, str(FAKES))
+
+
+@pytest.fixture
+def fake_colab(tmp_path, monkeypatch):
+    """A Colab-like machine: COLAB_RELEASE_TAG set, /content/drive under tmp, an empty mount table."""
+    from google.colab import _message, drive, userdata
+
+    from colabkit import storage
+
+    content = tmp_path / "content"
+    content.mkdir()
+    mounts = tmp_path / "mounts"
+    mounts.write_text("overlay / overlay rw,relatime 0 0\n")
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-20261120-060000-RC00")
+    monkeypatch.setattr(storage, "DRIVE_MOUNTPOINT", str(content / "drive"))
+    monkeypatch.setattr(storage, "MOUNTS_FILE", str(mounts))
+    monkeypatch.setattr(drive, "MOUNTS_FILE", str(mounts))
+    monkeypatch.setattr(drive, "SCENARIO", "ok")
+    drive.CALLS.clear()
+    _message.SENT.clear()
+    _message.FRONTEND.clear()
+    _message.FRONTEND["GetSecret"] = userdata._answer
+    monkeypatch.chdir(tmp_path)
+    return content
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    """Keep the session record out of the real /tmp."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    monkeypatch.setenv("COLABKIT_STATE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def nvml():
+    """Installs fake_nvml for one test and always puts the real pynvml back."""
+    import fake_nvml
+
+    yield fake_nvml
+    fake_nvml.uninstall()

@@ -1,0 +1,112 @@
+import threading
+import time
+
+from colabkit import platform as p
+from colabkit.telemetry import DiskReading, GpuReading, Sample
+from colabkit.watch import Thresholds, Watcher
+
+GiB = 1024**3
+
+
+def sample(ram=0.5, gpu=0.2, disk=0.3, cpu=10.0, t=None):
+    gpus = (GpuReading("0", "T4", None, 50.0, int(gpu * 15 * GiB), 15 * GiB, 60.0, 30.0, 70.0),)
+    return Sample(time=time.time() if t is None else t, cpu_percent=cpu, ram_used=int(ram * 12 * GiB),
+                  ram_total=12 * GiB, ram_limited_by="host", swap_used=0, swap_total=0,
+                  disks=(DiskReading("working folder", "/content", int(disk * 100 * GiB), 100 * GiB),),
+                  gpus=gpus, gpu_status="ok")
+
+
+class Script:
+    """A sampler that plays back a list of samples (the real Sampler is tested on its own)."""
+
+    def __init__(self, samples):
+        self.samples = list(samples)
+
+    def read(self):
+        return self.samples.pop(0) if len(self.samples) > 1 else self.samples[0]
+
+
+def colab(start):
+    return p.Platform(p.COLAB, p.COLAB_FREE_CAP, "Colab FAQ", None, start, tier="free")
+
+
+def test_each_alert_once_per_crossing_and_again_after_it_clears():
+    values = [0.5, 0.91, 0.95, 0.93, 0.80, 0.92]
+    w = Watcher(sampler=Script(sample(ram=v) for v in values), platform=colab(time.time()))
+    seen = []
+    w.subscribe(on_alert=seen.append)
+    for _ in values:
+        w.tick()
+    assert [a.kind for a in seen] == ["ram", "ram"]
+    assert "Colab restarts the runtime when RAM is full" in seen[0].message
+    assert "91%" in seen[0].message
+
+
+def test_gpu_memory_and_disk_thresholds_and_configurable_levels():
+    w = Watcher(sampler=Script([sample(gpu=0.96, disk=0.5), sample(gpu=0.97, disk=0.85)]),
+                thresholds=Thresholds(disk=0.8))
+    w.tick()
+    w.tick()
+    kinds = [(a.kind, a.key) for a in w.alerts]
+    assert kinds == [("gpu_memory", "0"), ("disk", "/content")]
+    assert "CUDA out of memory" in w.alerts[0].message
+
+
+def test_session_deadline_alerts_at_30_and_10_minutes():
+    start = 1_000_000.0
+    cap = p.COLAB_FREE_CAP
+    times = [start + cap - 3600, start + cap - 29 * 60, start + cap - 20 * 60, start + cap - 9 * 60,
+             start + cap - 8 * 60]
+    w = Watcher(sampler=Script(sample(t=t) for t in times), platform=colab(start))
+    for _ in times:
+        w.tick()
+    assert [(a.kind, a.key) for a in w.alerts] == [("session", "1800"), ("session", "600")]
+    assert "29m 00s left" in w.alerts[0].message and "Save a checkpoint" in w.alerts[0].message
+
+
+def test_a_late_start_says_the_nearest_deadline_once():
+    start = 1_000_000.0
+    w = Watcher(sampler=Script([sample(t=start + p.COLAB_FREE_CAP - 300)]), platform=colab(start))
+    w.tick()
+    w.tick()
+    assert [(a.kind, a.key) for a in w.alerts] == [("session", "600")]
+
+
+def test_history_is_a_bounded_ring_and_peaks_catch_spikes_between_renders():
+    cpus = [10, 95, 20, 30, 15, 5]
+    w = Watcher(interval=1, history=4, sampler=Script(sample(cpu=c) for c in cpus))
+    seq = 0
+    w.tick(); w.tick(); w.tick()
+    seq, newer = w.since(seq)
+    assert seq == 3 and w.peaks(newer).cpu_percent == 95  # the spike at tick 2 shows at the render
+    w.tick(); w.tick(); w.tick()
+    seq, newer = w.since(seq)
+    assert seq == 6 and [s.cpu_percent for s in newer] == [30, 15, 5] and w.peaks(newer).cpu_percent == 30
+    assert len(w.history()) == 4 and w.latest.cpu_percent == 5
+
+
+def test_thread_samples_at_its_interval_and_stops():
+    w = Watcher(interval=0.05, sampler=Script([sample()]))
+    got = threading.Event()
+    count = []
+    w.subscribe(on_sample=lambda s: (count.append(s), len(count) >= 5 and got.set()))
+    w.start()
+    assert got.wait(5)
+    assert w.running
+    w.stop()
+    assert not w.running
+    n = len(count)
+    time.sleep(0.2)
+    assert len(count) == n
+
+
+def test_a_failing_subscriber_does_not_stop_the_others(caplog):
+    w = Watcher(sampler=Script([sample(ram=0.95)]))
+    got = []
+    w.subscribe(on_sample=lambda s: 1 / 0, on_alert=lambda a: 1 / 0)
+    unsubscribe = w.subscribe(on_sample=got.append)
+    w.tick()
+    assert len(got) == 1 and "subscriber" in caplog.text
+    unsubscribe()
+    w.tick()
+    assert len(got) == 1
