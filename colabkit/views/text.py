@@ -27,19 +27,22 @@ class TextView:
 
     def _on_sample(self, sample: Sample) -> None:
         if sample.time - self._last_print >= self.every:
-            self._write(self._line(sample))
+            self._print_reading(sample)
 
     def _on_alert(self, alert: Alert) -> None:
         self._write(f"[colabkit] WARNING: {alert.message}")
 
+    def _print_reading(self, sample: Sample) -> None:
+        self._last_print = sample.time
+        self._write(self._line(sample))
+
     def _write(self, text: str) -> None:
-        self._last_print = self.watcher.latest.time if self.watcher.latest else 0.0
         print(text, file=self.stream, flush=True)
 
     def display(self) -> None:
         latest = self.watcher.latest
         if latest is not None:
-            self._write(self._line(latest))
+            self._print_reading(latest)
 
     def close(self) -> None:
         self._unsubscribe()
