@@ -1,0 +1,134 @@
+"""The magics in a real IPython shell, as a user types them."""
+
+import os
+import threading
+import time
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from colabkit import monitor, storage
+
+
+@pytest.fixture
+def shell(state_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(storage, "_current", None)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "colabkit")
+    yield ip
+    ip.run_line_magic("unload_ext", "colabkit")
+
+
+def run(ip, line):
+    with capture_output() as out:
+        result = ip.run_cell(line)
+    return result, out
+
+
+def test_every_magic_has_help(shell):
+    for name in ("gpuwatch", "mount"):
+        _, out = run(shell, f"%{name}?")
+        help_text = out.stdout
+        assert f"%{name}" in help_text and "--" in help_text and "Example" in help_text
+
+
+def test_once_and_info(shell):
+    _, out = run(shell, "%gpuwatch --once")
+    assert "GPU: no NVIDIA GPU" in out.stdout and "RAM" in out.stdout and "CPU" in out.stdout
+    _, out = run(shell, "%gpuwatch info")
+    assert "platform:" in out.stdout and "time left:" in out.stdout
+
+
+def test_colab_info_with_tier(shell, monkeypatch):
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "r")
+    _, out = run(shell, "%gpuwatch --info --tier pro")
+    assert "Google Colab (pro)" in out.stdout and "24h 00m" in out.stdout
+
+
+@pytest.mark.parametrize("line,says", [
+    ("%gpuwatch --interval 15x", "not a duration"),
+    ("%gpuwatch --interval 0.01", "at least 0.1 s"),
+    ("%gpuwatch --ram-alert lots", "not a percentage"),
+    ("%gpuwatch --tier gold --info", "not a Colab tier"),
+    ("%gpuwatch --view fancy", "invalid choice"),
+    ("%gpuwatch sideways", "invalid choice"),
+])
+def test_bad_input_is_one_clear_usage_error(shell, line, says):
+    result, out = run(shell, line)
+    assert isinstance(result.error_in_exec, UsageError)
+    assert says in str(result.error_in_exec)
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_text_watch_starts_replaces_and_stops(shell):
+    run(shell, "%gpuwatch --view text --interval 0.1 --every 0")
+    first = monitor.active()
+    assert first.watcher.running
+    run(shell, "%gpuwatch --view text --interval 0.1")
+    assert not first.watcher.running and monitor.active().watcher.running
+    watchers = [t for t in threading.enumerate() if t.name == "colabkit-watcher"]
+    assert len(watchers) == 1
+    _, out = run(shell, "%gpuwatch stop")
+    assert "stopped" in out.stdout and monitor.active() is None
+
+
+def test_watch_keeps_sampling_while_another_cell_runs(shell):
+    run(shell, "%gpuwatch --view text --interval 0.1 --every 100")
+    before = monitor.active().watcher.latest_seq
+    run(shell, "import time; time.sleep(0.6)")
+    assert monitor.active().watcher.latest_seq >= before + 4
+
+
+def test_mount_prints_and_returns_the_path(shell, tmp_path):
+    result, out = run(shell, "%mount")
+    assert out.stdout.splitlines()[0] == f"colabkit storage: {tmp_path / 'colabkit-storage'}"
+    assert result.result == tmp_path / "colabkit-storage"
+    result, out = run(shell, f"%mount --to {tmp_path / 'elsewhere'}")
+    assert (tmp_path / "elsewhere").is_dir()
+    (tmp_path / "blocker").write_text("")
+    result, out = run(shell, f"%mount --to {tmp_path / 'blocker' / 'x'}")
+    assert isinstance(result.error_in_exec, UsageError) and "cannot write to" in str(result.error_in_exec)
+
+
+def test_the_storage_disk_joins_the_panel_once_mounted(shell, tmp_path):
+    run(shell, "%gpuwatch --view text --interval 0.1 --every 100")
+    run(shell, f"%mount --to {tmp_path / 'store'}")
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        disks = monitor.active().watcher.latest.disks
+        if disks:
+            break
+    assert monitor.active().watcher.sampler.disk_paths()["storage"] == str(tmp_path / "store")
+
+
+def _fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_unload_stops_every_thread_and_server(shell):
+    run(shell, "%gpuwatch --view colab --interval 0.1")
+    server = monitor.active().view.server
+    assert any(t.name == "colabkit-panel-server" for t in threading.enumerate())
+    shell.run_line_magic("unload_ext", "colabkit")
+    assert not [t for t in threading.enumerate() if t.name.startswith("colabkit")]
+    assert server._server.socket.fileno() == -1
+    assert "gpuwatch" not in shell.magics_manager.magics["line"]
+    shell.run_line_magic("load_ext", "colabkit")
+
+
+def test_a_hundred_start_stop_cycles_leave_nothing_behind(shell):
+    run(shell, "%gpuwatch --view colab --interval 0.1")  # warm up lazily created things (NVML, caches)
+    run(shell, "%gpuwatch stop")
+    threads, fds = threading.active_count(), _fds()
+    for i in range(100):
+        view = ("colab", "text", "widget")[i % 3]
+        result, _ = run(shell, f"%gpuwatch --view {view} --interval 0.1 --every 100")
+        assert result.success
+        if i % 2:
+            run(shell, "%gpuwatch stop")
+    run(shell, "%gpuwatch stop")
+    assert threading.active_count() == threads, [t.name for t in threading.enumerate()]
+    assert _fds() == fds
