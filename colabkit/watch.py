@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -186,7 +187,16 @@ class Watcher:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # Ticks keep to a fixed schedule: under a GIL-bound training loop a tick itself takes a
+        # while, and waiting a full interval after each one would drift far from the interval.
+        next_at = time.monotonic()
+        while True:
+            next_at += self.interval
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind: take the next reading now, without a burst to catch up
+                next_at, delay = time.monotonic(), 0
+            if self._stop.wait(delay):
+                return
             try:
                 self.tick()
             except Exception:  # never let a bad reading end the watching
