@@ -21,13 +21,13 @@ STYLE = """<style>
   border:1px solid #ccd;border-radius:6px;padding:8px 10px;max-width:680px;background:#fbfbfd}
 .ck-head{display:flex;justify-content:space-between;gap:8px;font-weight:600;margin-bottom:4px}
 .ck-head .ck-sub{font-weight:400;color:#555}
-.ck-row{display:grid;grid-template-columns:92px 1fr 210px;align-items:center;gap:8px;margin:2px 0}
+.ck-row{display:grid;grid-template-columns:140px 1fr 210px;align-items:center;gap:8px;margin:2px 0}
 .ck-bar{height:10px;background:#e3e5ec;border-radius:3px;position:relative;overflow:hidden}
 .ck-fill{height:100%;background:#3a8d5d}
 .ck-fill.ck-warn{background:#d49a1c}.ck-fill.ck-crit{background:#c9372c}
 .ck-peak{position:absolute;top:0;bottom:0;width:2px;background:#333}
 .ck-val{font-variant-numeric:tabular-nums;color:#333;white-space:nowrap}
-.ck-note{color:#666;margin-left:100px}
+.ck-note{color:#666;margin-left:148px}
 .ck-alert{background:#fdecea;border:1px solid #c9372c;color:#7a1b14;border-radius:4px;
   padding:4px 6px;margin:4px 0}
 .ck-spark{margin-top:4px}.ck-spark text{font-size:10px;fill:#666}

@@ -93,7 +93,7 @@ class ServedView:
     def html(self) -> str:
         latest = self.watcher.latest
         gpus = len(latest.gpus) if latest else 0
-        height = 230 + 75 * max(gpus - 1, 0) + (20 if latest and latest.swap_total else 0)
+        height = 200 + 75 * max(gpus - 1, 0) + (20 if latest and latest.swap_total else 0)
         element = f"colabkit-served-{self.server.token[:8]}"
         every = int(self.watcher.interval * 1000)
         return f"""<div id="{element}" class="colabkit-served"></div>
