@@ -210,8 +210,7 @@ class Watcher:
         with self._lock:
             self._history.append((next(self._seq), sample))
             self.alerts.extend(alerts)
-        for alert in alerts:
-            log.warning("%s", alert.message)
+        for alert in alerts:  # subscribers decide how a person sees it
             self._notify(self._alert_subscribers, alert)
         self._notify(self._sample_subscribers, sample)
         return sample

@@ -69,3 +69,24 @@ def test_widget_panel_updates_from_its_thread_while_a_cell_is_busy(kernel, tmp_p
     # sent from the watcher thread during the busy cell, not only the first render.
     seqs = [int(re.search(r'data-seq="(\d+)"', v).group(1)) for v in widget_values(nb)]
     assert seqs and max(seqs) >= after - 1, (seqs, after)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_session_deadline_warning_shows_under_the_running_cell(kernel, tmp_path, state_dir, monkeypatch):
+    kernel_or_skip(kernel)
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-test")
+    nb = new_notebook(cells=[
+        # This runtime started 11 h 30 min (and 2 s) ago, per the session record the kernel reads.
+        new_code_cell("import json, os, time\nfrom colabkit import platform as p\n"
+                      "record = {'vm_start': p.vm_start_time(), 'session_start': time.time() - p.COLAB_FREE_CAP + 1802}\n"
+                      "open(os.path.join(os.environ['COLABKIT_STATE_DIR'], p.SESSION_FILE), 'w').write(json.dumps(record))"),
+        new_code_cell("%load_ext colabkit"),
+        new_code_cell("%gpuwatch --interval 0.25s"),
+        new_code_cell("time.sleep(5)"),
+    ])
+    execute(nb, kernel, tmp_path)
+    busy = [o for o in nb.cells[3].outputs if o.get("name") == "stderr"]
+    assert len(busy) == 1, nb.cells[3].outputs
+    assert busy[0]["text"].startswith("colabkit warning: 29m 5")
+    assert "left in this Google Colab (free) session" in busy[0]["text"]
+    assert not [o for o in nb.cells[2].outputs if o.get("name") == "stderr"]

@@ -29,6 +29,7 @@ def test_percentages():
     assert parse_percent("90") == pytest.approx(0.9)
     assert parse_percent("85%") == pytest.approx(0.85)
     assert parse_percent(0.5) == 0.5
+    assert parse_percent("1") == 0.01 and parse_percent("100") == 1.0
     for bad in ("lots", "0", "150"):
         with pytest.raises(ColabkitError):
             parse_percent(bad)

@@ -17,7 +17,7 @@ from importlib import resources
 from urllib.parse import parse_qs, urlparse
 
 from ..watch import Watcher
-from . import render
+from . import notify, render
 
 
 class PanelServer:
@@ -89,6 +89,7 @@ class ServedView:
     def __init__(self, watcher: Watcher):
         self.server = PanelServer(watcher)
         self.watcher = watcher
+        self._unsubscribe = watcher.subscribe(on_alert=notify.alert)
 
     def html(self) -> str:
         latest = self.watcher.latest
@@ -120,4 +121,5 @@ class ServedView:
         display(HTML(self.html()))
 
     def close(self) -> None:
+        self._unsubscribe()
         self.server.close()

@@ -7,7 +7,7 @@ output shows its text/plain part instead: the reading at the time it was display
 from __future__ import annotations
 
 from ..watch import Sample, Watcher
-from . import render
+from . import notify, render
 
 
 class WidgetView:
@@ -18,8 +18,8 @@ class WidgetView:
         self._seq = 0
         self.widget = ipywidgets.HTML(value=self._render())
         self.widget.add_class("colabkit-widget")
-        # An alert comes with the sample that raised it: the render puts it in the panel's banner.
-        self._unsubscribe = watcher.subscribe(on_sample=self._on_sample)
+        # The render puts the latest alert in the panel's banner; the notifier shows it in the cell.
+        self._unsubscribe = watcher.subscribe(on_sample=self._on_sample, on_alert=notify.alert)
 
     def _render(self) -> str:
         seq, newer = self.watcher.since(self._seq)
