@@ -33,8 +33,19 @@ def __getattr__(name):
     raise AttributeError(f"module 'colabkit' has no attribute {name!r}")
 
 
+MAGIC_NAMES = ("gpuwatch", "mount")
+_MAGICS_SPEC = "colabkit.magics:ColabkitMagics"
+
+
 def load_ipython_extension(ipython):
-    from .magics import ColabkitMagics
+    """Register the magics. Where IPython can (9.x), lazily: the magics module and its argument
+    parsers are only built when a magic is first used or asked for help (`%gpuwatch?`)."""
+    manager = ipython.magics_manager
+    if hasattr(manager, "load_lazy") and f"{__name__}.magics" not in sys.modules:
+        for name in MAGIC_NAMES:
+            manager.register_lazy(name, _MAGICS_SPEC, "line")
+        return
+    from .magics import ColabkitMagics  # older IPython (Colab has 7.34), or already imported
 
     ipython.register_magics(ColabkitMagics)
 
@@ -44,8 +55,8 @@ def unload_ipython_extension(ipython):
     monitor = sys.modules.get(f"{__name__}.monitor")
     if monitor is not None:
         monitor.stop_watch()
-    from .magics import MAGIC_NAMES
-
+    manager = ipython.magics_manager
     for name in MAGIC_NAMES:
-        ipython.magics_manager.magics["line"].pop(name, None)
-    ipython.magics_manager.registry.pop("ColabkitMagics", None)
+        manager.magics["line"].pop(name, None)
+        getattr(manager, "lazy_magics", {}).pop(name, None)
+    manager.registry.pop("ColabkitMagics", None)

@@ -87,5 +87,3 @@ class ColabkitMagics(Magics):
         print(f"colabkit storage: {path}")
         return path
 
-
-MAGIC_NAMES = ("gpuwatch", "mount")

@@ -33,11 +33,13 @@ class WidgetView:
     def display(self) -> None:
         from IPython.display import display
 
-        bundle = self.widget._repr_mimebundle_()
+        # The bundle ipywidgets 7 and 8 both display, with our reading as the text/plain part.
         latest = self.watcher.latest
-        if latest is not None:
-            bundle["text/plain"] = render.text_line(latest, self.watcher.platform)
-        display(bundle, raw=True)
+        display({
+            "application/vnd.jupyter.widget-view+json": {
+                "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id},
+            "text/plain": render.text_line(latest, self.watcher.platform) if latest else "colabkit panel",
+        }, raw=True)
 
     def close(self) -> None:
         self._unsubscribe()
