@@ -29,7 +29,7 @@ def main():
 
     def render_panel(sample):  # what the widget view does on each sample
         seq[0], newer = watcher.since(seq[0])
-        render.panel_html(sample, watcher.history(), watcher.peaks(newer), watcher.platform, watcher.alerts, seq[0])
+        render.panel_html(watcher, seq[0], watcher.peaks(newer))
 
     watcher.subscribe(on_sample=render_panel)
     idle_start = cpu_seconds()

@@ -7,7 +7,6 @@ thread; `stop_watch()` (and `%unload_ext colabkit`) ends the thread and any serv
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,20 +26,19 @@ _active: "Monitor | None" = None
 class Monitor:
     watcher: object  # watch.Watcher
     view: object  # one of views.*View
+    shell: object = None  # the IPython shell whose cell events feed watcher.activity
 
     def stop(self) -> None:
         self.view.close()
         self.watcher.stop()
+        if self.shell is not None:
+            self.shell.events.unregister("pre_run_cell", self.watcher.activity.cell_started)
+            self.shell.events.unregister("post_run_cell", self.watcher.activity.cell_finished)
 
 
 def current_platform(tier: str | None = None, idle: str | float | None = None):
     """The platform as detected now, with an optional Colab tier and idle limit."""
-    return platforms.detect(shell=_shell(), tier=tier, idle_timeout=idle)
-
-
-def _shell():
-    ipython = sys.modules.get("IPython")
-    return ipython.get_ipython() if ipython else None
+    return platforms.detect(shell=platforms.current_shell(), tier=tier, idle_timeout=idle)
 
 
 def _choose_view(view: str, platform) -> str:
@@ -50,7 +48,7 @@ def _choose_view(view: str, platform) -> str:
         return view
     if platform.name == platforms.COLAB:
         return "colab"  # widgets don't update from a thread there (colabtools#3373)
-    if type(_shell()).__name__ == "ZMQInteractiveShell" and platform.name != platforms.SAGEMAKER_JOB:
+    if type(platforms.current_shell()).__name__ == "ZMQInteractiveShell" and platform.name != platforms.SAGEMAKER_JOB:
         return "widget"
     return "text"
 
@@ -88,7 +86,7 @@ def watch(
 ) -> Monitor:
     """Start watching GPU, CPU, RAM and disk, and show a live panel. Replaces a watch already running."""
     from .telemetry import Sampler
-    from .watch import Watcher
+    from .watch import Activity, Watcher
 
     seconds = parse_duration(interval)
     if seconds < 0.1:
@@ -104,10 +102,14 @@ def watch(
             _active.stop()
             _active = None
         watcher = Watcher(interval=seconds, history=parse_duration(history), thresholds=thresholds,
-                          platform=platform, sampler=Sampler(disk_paths=_disk_paths))
+                          platform=platform, sampler=Sampler(disk_paths=_disk_paths), activity=Activity())
+        shell = platforms.current_shell()
+        if shell is not None:
+            shell.events.register("pre_run_cell", watcher.activity.cell_started)
+            shell.events.register("post_run_cell", watcher.activity.cell_finished)
         view_object = _make_view(chosen, watcher, text_seconds)
         watcher.start()
-        _active = Monitor(watcher, view_object)
+        _active = Monitor(watcher, view_object, shell)
     if display:
         view_object.display()
     return _active

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ColabkitError
@@ -107,7 +107,7 @@ def detect_name(environ=None, root: str = "/", shell=None) -> str:
     # Studio Lab runs every notebook as this user (Studio Lab docs, "Manage your environment").
     if env.get("USER") == "studio-lab-user" or (base / "home/studio-lab-user").is_dir():
         return STUDIOLAB
-    kind = type(shell).__name__ if shell is not None else _shell_kind()
+    kind = type(shell if shell is not None else current_shell()).__name__
     if kind == "ZMQInteractiveShell":
         return JUPYTER
     if kind == "TerminalInteractiveShell":
@@ -115,10 +115,10 @@ def detect_name(environ=None, root: str = "/", shell=None) -> str:
     return PYTHON
 
 
-def _shell_kind() -> str:
+def current_shell():
+    """The running IPython shell, or None; never imports IPython."""
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython else None
-    return type(shell).__name__ if shell is not None else ""
+    return ipython.get_ipython() if ipython else None
 
 
 def _tpu(env) -> str | None:
@@ -226,14 +226,3 @@ def detect(
         accelerator=accelerator,
     )
 
-
-def with_tier(platform: Platform, tier: str) -> Platform:
-    """The same platform under another Colab tier (the tier can't be read from inside Colab)."""
-    chosen = tier_from(tier)
-    if platform.name != COLAB:
-        raise ColabkitError(
-            f"--tier applies to Google Colab only; this is {platform.label}, whose limits do not "
-            "depend on a paid tier."
-        )
-    cap, source = session_cap(platform.name, chosen, platform.accelerator)
-    return replace(platform, tier=chosen, session_cap=cap, session_cap_source=source)

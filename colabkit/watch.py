@@ -28,6 +28,7 @@ class Thresholds:
     gpu_memory: float = 0.95
     disk: float = 0.90
     session_left: tuple[float, ...] = (30 * 60, 10 * 60)
+    idle_left: tuple[float, ...] = (10 * 60,)  # only when an idle limit is set (--idle)
     # An alert re-arms only once its reading has fallen this far below its level, so a value that
     # hovers around the line does not alert on every tick.
     rearm_margin: float = 0.05
@@ -74,12 +75,31 @@ def _max(a, b):
     return max(a, b)
 
 
+class Activity:
+    """When the user last ran a cell. The monitor feeds it from IPython's pre/post_run_cell events."""
+
+    def __init__(self):
+        self.running = False
+        self.last = time.time()
+
+    def cell_started(self, *_):
+        self.running = True
+
+    def cell_finished(self, *_):
+        self.running = False
+        self.last = time.time()
+
+    def idle_for(self, now: float) -> float:
+        return 0.0 if self.running else max(0.0, now - self.last)
+
+
 class AlertRules:
     """Turns samples into alerts, each once when its level is crossed (not on every tick)."""
 
-    def __init__(self, thresholds: Thresholds, platform: Platform | None):
+    def __init__(self, thresholds: Thresholds, platform: Platform | None, activity: Activity | None = None):
         self.thresholds = thresholds
         self.platform = platform
+        self.activity = activity
         self._armed: dict[str, bool] = {}
 
     def check(self, sample: Sample) -> list[Alert]:
@@ -103,6 +123,7 @@ class AlertRules:
                 f"Disk {f:.0%} full at {d.path} ({format_bytes(d.used)} of {format_bytes(d.total)}): "
                 "a checkpoint or download may fail. Delete old files or checkpoints."))
         alerts += self._session(sample)
+        alerts += self._idle(sample)
         return [Alert(kind, key, message, sample.time, value) for kind, key, message, value in alerts]
 
     def _on(self, name: str) -> bool:
@@ -123,22 +144,35 @@ class AlertRules:
         if self.platform is None or self.platform.session_cap is None:
             return []
         left = self.platform.time_left(sample.time)
+        return self._countdown("session", left, self.thresholds.session_left, lambda: (
+            f"{format_duration(max(left, 0))} left in this {self.platform.label} session (cap "
+            f"{format_duration(self.platform.session_cap)}): the runtime will be stopped. Save a "
+            "checkpoint now; %to_sagemaker moves a run that needs longer."))
+
+    def _idle(self, sample: Sample):
+        if self.platform is None or not self.platform.idle_timeout or self.activity is None:
+            return []
+        idle = self.activity.idle_for(sample.time)
+        left = self.platform.idle_timeout - idle
+        return self._countdown("idle", left, self.thresholds.idle_left, lambda: (
+            f"No cell has run for {format_duration(idle)}: with your idle limit of "
+            f"{format_duration(self.platform.idle_timeout)} the notebook may be disconnected in "
+            f"{format_duration(max(left, 0))}. Run a cell to keep the session."))
+
+    def _countdown(self, kind: str, left: float, levels: tuple[float, ...], message):
+        """One alert per level of time left, re-armed when time is given back (a tier, activity)."""
         fired = []
-        for level in self.thresholds.session_left:
-            rule = f"session:{level:.0f}"
+        for level in levels:
+            rule = f"{kind}:{level:.0f}"
             if left <= level and self._armed.get(rule, True):
                 self._armed[rule] = False
                 fired.append(level)
             elif left > level:
-                self._armed[rule] = True  # e.g. after --tier pro moved the deadline away
+                self._armed[rule] = True
         if not fired:
             return []
         # Crossing two levels at once (a late start) says it once, for the nearest deadline.
-        level = min(fired)
-        return [("session", f"{level:.0f}", (
-            f"{format_duration(max(left, 0))} left in this {self.platform.label} session (cap "
-            f"{format_duration(self.platform.session_cap)}): the runtime will be stopped. Save a "
-            "checkpoint now; %to_sagemaker moves a run that needs longer."), left)]
+        return [(kind, f"{min(fired):.0f}", message(), left)]
 
 
 class Watcher:
@@ -151,12 +185,14 @@ class Watcher:
         thresholds: Thresholds | None = None,
         platform: Platform | None = None,
         sampler: Sampler | None = None,
+        activity: Activity | None = None,
     ):
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.interval = interval
         self.platform = platform
-        self.rules = AlertRules(thresholds or Thresholds(), platform)
+        self.activity = activity
+        self.rules = AlertRules(thresholds or Thresholds(), platform, activity)
         self.sampler = sampler or Sampler()
         self._history: deque[tuple[int, Sample]] = deque(maxlen=max(2, int(history / interval)))
         self._seq = itertools.count(1)
@@ -256,6 +292,12 @@ class Watcher:
         with self._lock:
             newer = [sample for n, sample in self._history if n > seq]
             return (self._history[-1][0] if self._history else seq), newer
+
+    def idle_for(self, now: float) -> float | None:
+        """Seconds since the last cell ran, when an idle limit is being counted down."""
+        if self.activity is None or self.platform is None or not self.platform.idle_timeout:
+            return None
+        return self.activity.idle_for(now)
 
     def peaks(self, samples: list[Sample] | None = None) -> Peaks:
         peaks = Peaks()

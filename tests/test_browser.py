@@ -140,13 +140,21 @@ def kernel_busy(port, name):
     return sessions[0]["kernel"]["execution_state"] == "busy"
 
 
+def wait_until_busy(port, name, timeout=15):
+    """The kernel is idle for a moment between two cells: wait for the busy cell to start."""
+    deadline = time.time() + timeout
+    while not kernel_busy(port, name):
+        assert time.time() < deadline, "the busy cell never started"
+        time.sleep(0.1)
+
+
 def test_jupyterlab_widget_panel_updates_while_a_cell_is_busy(lab, browser):
     port, notebooks = lab({})
     write_notebook(notebooks, "watch.ipynb", "%gpuwatch --view widget --interval 0.5s")
     page = open_and_run_all(browser, port, "watch.ipynb")
     selector = ".jp-OutputArea-output .colabkit-widget .ck-panel"
     page.wait_for_selector(selector, timeout=60_000)
-    assert kernel_busy(port, "watch.ipynb")
+    wait_until_busy(port, "watch.ipynb")
     seen = read_panel_changes(lambda: page.locator(selector).first, page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jupyterlab-widget-panel.png"))
@@ -167,8 +175,7 @@ def test_colab_served_panel_updates_while_a_cell_is_busy(lab, browser):
     page.wait_for_selector(".jp-OutputArea-output iframe.colabkit-frame", timeout=60_000)
     frame = page.frame_locator("iframe.colabkit-frame")
     frame.locator(".ck-panel").wait_for(timeout=30_000)
-    page.wait_for_timeout(500)
-    assert kernel_busy(port, "colab.ipynb")
+    wait_until_busy(port, "colab.ipynb")
     seen = read_panel_changes(lambda: frame.locator(".ck-panel"), page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "colab-served-panel.png"))

@@ -132,3 +132,16 @@ def test_a_hundred_start_stop_cycles_leave_nothing_behind(shell):
     run(shell, "%gpuwatch stop")
     assert threading.active_count() == threads, [t.name for t in threading.enumerate()]
     assert _fds() == fds
+
+
+def test_idle_countdown_follows_the_cells_the_user_runs(shell):
+    run(shell, "%gpuwatch --view text --interval 0.1 --every 100 --idle 90m")
+    activity = monitor.active().watcher.activity
+    run(shell, "import time; time.sleep(0.3)")
+    finished = activity.last
+    assert not activity.running and time.time() - finished < 0.5
+    run(shell, "pass")
+    assert activity.last > finished
+    run(shell, "%gpuwatch stop")
+    run(shell, "pass")
+    assert "cell_finished" not in str(shell.events.callbacks["post_run_cell"])

@@ -21,8 +21,10 @@ def test_panel_shows_every_resource_and_na_for_unknown_fields():
     now = time.time()
     s = Sample(now, 55.0, 6 * GiB, 12 * GiB, "cgroup v2", 0, 0, (), (gpu,), "ok")
     colab = p.Platform(p.COLAB, p.COLAB_FREE_CAP, "", None, now - 3600 - 30, tier="free")
+    watcher = Watcher(sampler=Script([s]), platform=colab)
+    watcher.tick()
     peaks = Peaks(cpu_percent=90.0)
-    html = render.panel_html(s, [s, s], peaks, colab, [], 7)
+    html = render.panel_html(watcher, 7, peaks)
     for expected in ("Google Colab (free)", "GPU 0 util", "n/a", "14.0 GiB / 15.0 GiB", "70 °C",
                      "python3 13.0 GiB", "CPU", "55%", "peak 90%", "RAM (cgroup v2)", "10h 59m left",
                      'data-seq="7"', "<svg"):
@@ -33,10 +35,11 @@ def test_panel_shows_every_resource_and_na_for_unknown_fields():
 
 
 def test_panel_without_gpu_and_with_an_alert():
-    w = Watcher(sampler=Script([sample(ram=0.95)]))
-    s = w.tick()
+    s = sample(ram=0.95)
     s = Sample(s.time, s.cpu_percent, s.ram_used, s.ram_total, "host", 0, 0, s.disks, (), "no NVIDIA GPU")
-    html = render.panel_html(s, [s], Peaks(), None, w.alerts, 1)
+    w = Watcher(sampler=Script([s]))
+    w.tick()
+    html = render.panel_html(w, 1, Peaks())
     assert "no NVIDIA GPU" in html and "ck-alert" in html and "RAM 95% full" in html
 
 

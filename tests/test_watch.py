@@ -3,7 +3,7 @@ import time
 
 from colabkit import platform as p
 from colabkit.telemetry import DiskReading, GpuReading, Sample
-from colabkit.watch import Thresholds, Watcher
+from colabkit.watch import Activity, Thresholds, Watcher
 
 GiB = 1024**3
 
@@ -110,3 +110,34 @@ def test_a_failing_subscriber_does_not_stop_the_others(caplog):
     unsubscribe()
     w.tick()
     assert len(got) == 1
+
+
+def test_idle_limit_counts_from_the_last_cell_and_rearms_when_a_cell_runs():
+    start = time.time()
+    platform = p.Platform(p.COLAB, p.COLAB_FREE_CAP, "", 90 * 60, start, tier="free")
+    activity = Activity()
+    activity.last = start
+    times = [start + 60, start + 81 * 60, start + 82 * 60]
+    w = Watcher(sampler=Script(sample(t=t) for t in times), platform=platform, activity=activity)
+    w.tick()
+    assert w.idle_for(start + 60) == 60
+    w.tick()
+    w.tick()
+    assert [(a.kind, a.key) for a in w.alerts] == [("idle", "600")]
+    assert "No cell has run for 1h 21m" in w.alerts[0].message and "9m 00s" in w.alerts[0].message
+    activity.cell_started()
+    assert w.idle_for(start + 83 * 60) == 0
+    activity.cell_finished()
+    activity.last = start + 83 * 60
+    w2 = Watcher(sampler=Script([sample(t=start + 84 * 60)]), platform=platform, activity=activity)
+    w2.rules._armed = dict(w.rules._armed)
+    w2.tick()
+    assert w2.alerts == []
+
+
+def test_no_idle_alert_without_an_idle_limit():
+    activity = Activity()
+    activity.last = 0.0
+    w = Watcher(sampler=Script([sample()]), platform=colab(time.time()), activity=activity)
+    w.tick()
+    assert w.alerts == [] and w.idle_for(time.time()) is None

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from ..platform import Platform
 from ..telemetry import GpuReading, Sample, fraction
 from ..units import format_bytes, format_duration
-from ..watch import Alert, Peaks
+from ..watch import Alert, Peaks, Watcher
 
 SPARK_POINTS = 120  # the sparkline's width in samples (2 minutes at the default 1 s)
 
@@ -102,9 +102,9 @@ def sparkline(history: list[Sample], width: int = 300, height: int = 36) -> str:
             f'<rect width="{width}" height="{height}" fill="#f1f2f6"/>{"".join(lines)}{legend}</svg>')
 
 
-def panel_html(sample: Sample | None, history: list[Sample], peaks: Peaks,
-               platform: Platform | None, alerts: list[Alert], seq: int) -> str:
+def panel_html(watcher: Watcher, seq: int, peaks: Peaks) -> str:
     """The whole panel as one HTML fragment (style included, so it renders on its own)."""
+    sample, platform, alerts = watcher.latest, watcher.platform, watcher.alerts
     if sample is None:
         return STYLE + '<div class="ck-panel colabkit-panel">colabkit: waiting for the first reading…</div>'
     head_left = "colabkit"
@@ -116,6 +116,9 @@ def panel_html(sample: Sample | None, history: list[Sample], peaks: Peaks,
         session = f"session {format_duration(platform.session_age(sample.time))}"
         if left is not None:
             session += f" · <b class='ck-left'>{format_duration(max(left, 0))} left</b>"
+    idle = watcher.idle_for(sample.time)
+    if idle is not None:
+        session += f" · idle {format_duration(idle)} of {format_duration(platform.idle_timeout)}"
     stamp = time.strftime("%H:%M:%S", time.localtime(sample.time))
     parts = [STYLE, f'<div class="ck-panel colabkit-panel" data-seq="{seq}">',
              f'<div class="ck-head"><span>{html.escape(head_left)}</span>'
@@ -138,7 +141,7 @@ def panel_html(sample: Sample | None, history: list[Sample], peaks: Peaks,
                           _of(sample.swap_used, sample.swap_total)))
     for disk in sample.disks:
         parts.append(_row(f"disk ({disk.label})", "ck-disk", disk.fraction, _of(disk.used, disk.total)))
-    parts.append(sparkline(history))
+    parts.append(sparkline(watcher.history()))
     parts.append("</div>")
     return "".join(parts)
 

@@ -70,8 +70,7 @@ class PanelServer:
         with self._lock:
             seq, newer = self.watcher.since(self._seq)
             self._seq = seq
-        return render.panel_html(self.watcher.latest, self.watcher.history(), self.watcher.peaks(newer),
-                                 self.watcher.platform, self.watcher.alerts, seq)
+        return render.panel_html(self.watcher, seq, self.watcher.peaks(newer))
 
     def data(self) -> dict:
         return render.panel_data(self.watcher.latest, self.watcher.platform, self.watcher.alerts,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from ..watch import Alert, Sample, Watcher
+from ..telemetry import Sample
+from ..watch import Alert, Watcher
 from . import render
 
 

@@ -6,7 +6,8 @@ output shows its text/plain part instead: the reading at the time it was display
 
 from __future__ import annotations
 
-from ..watch import Sample, Watcher
+from ..telemetry import Sample
+from ..watch import Watcher
 from . import notify, render
 
 
@@ -24,8 +25,7 @@ class WidgetView:
     def _render(self) -> str:
         seq, newer = self.watcher.since(self._seq)
         self._seq = seq
-        return render.panel_html(self.watcher.latest, self.watcher.history(), self.watcher.peaks(newer),
-                                 self.watcher.platform, self.watcher.alerts, seq)
+        return render.panel_html(self.watcher, seq, self.watcher.peaks(newer))
 
     def _on_sample(self, sample: Sample) -> None:
         self.widget.value = self._render()
