@@ -28,7 +28,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "colabkit-test-token"
-BUSY_CELL = "import time\nfor _ in range(40):\n    time.sleep(0.25)  # busy: the kernel runs this cell"
+# Busy until the test has read the panel (it then creates the file `done`), at most 60 s.
+BUSY_CELL = ("import os, time\nstart = time.time()\n"
+             "while not os.path.exists('done') and time.time() - start < 60:\n"
+             "    time.sleep(0.25)  # busy: the kernel runs this cell")
 
 
 def free_port():
@@ -159,6 +162,7 @@ def test_jupyterlab_widget_panel_updates_while_a_cell_is_busy(lab, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jupyterlab-widget-panel.png"))
     assert kernel_busy(port, "watch.ipynb"), "the busy cell ended before the panel was read"
+    (notebooks / "done").touch()
     seqs = [s for s, _ in seen]
     assert len(set(seqs)) >= 3 and seqs == sorted(seqs), seqs  # changed at least twice
     texts = [t for _, t in seen]
@@ -180,6 +184,7 @@ def test_colab_served_panel_updates_while_a_cell_is_busy(lab, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "colab-served-panel.png"))
     assert kernel_busy(port, "colab.ipynb"), "the busy cell ended before the panel was read"
+    (notebooks / "done").touch()
     seqs = [s for s, _ in seen]
     assert len(set(seqs)) >= 3 and seqs == sorted(seqs), seqs
     assert "Google Colab (free)" in seen[-1][1] and "left" in seen[-1][1]

@@ -145,3 +145,19 @@ def test_idle_countdown_follows_the_cells_the_user_runs(shell):
     run(shell, "%gpuwatch stop")
     run(shell, "pass")
     assert "cell_finished" not in str(shell.events.callbacks["post_run_cell"])
+
+
+def test_terminal_ipython_gets_plain_text(tmp_path, state_dir):
+    """The real terminal IPython (TerminalInteractiveShell): %gpuwatch picks the text view."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "watch.ipy"
+    script.write_text("%load_ext colabkit\n%gpuwatch --interval 0.2s --every 0.4s\n"
+                      "import time; time.sleep(1.5)\n%gpuwatch stop\n")
+    out = subprocess.run([sys.executable, "-m", "IPython", "--quick", "--no-banner", str(script)],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("[colabkit ")]
+    assert len(lines) >= 3, out.stdout + out.stderr
+    assert all("CPU" in line and "RAM" in line for line in lines)
+    assert "colabkit: watch stopped." in out.stdout
