@@ -24,7 +24,7 @@ STYLE = """<style>
 .ck-row{display:grid;grid-template-columns:140px 1fr 210px;align-items:center;gap:8px;margin:2px 0}
 .ck-bar{height:10px;background:#e3e5ec;border-radius:3px;position:relative;overflow:hidden}
 .ck-fill{height:100%;background:#3a8d5d}
-.ck-fill.ck-warn{background:#d49a1c}.ck-fill.ck-crit{background:#c9372c}
+.ck-fill.ck-warn{background:#d49a1c}.ck-fill.ck-crit{background:#c9372c}.ck-fill.ck-busy{background:#3a6fd8}
 .ck-peak{position:absolute;top:0;bottom:0;width:2px;background:#333}
 .ck-val{font-variant-numeric:tabular-nums;color:#333;white-space:nowrap}
 .ck-note{color:#666;margin-left:148px}
@@ -38,19 +38,24 @@ def _pct(fraction: float | None) -> str:
     return "n/a" if fraction is None else f"{fraction:.0%}"
 
 
-def _bar(fraction: float | None, peak: float | None = None) -> str:
+def _bar(fraction: float | None, peak: float | None = None, fullness: bool = True) -> str:
+    """A bar; `fullness` bars (memory, disk) turn amber and red as they fill, activity bars don't."""
     if fraction is None:
         return '<div class="ck-bar"></div>'
     width = min(max(fraction, 0.0), 1.0) * 100
-    level = " ck-crit" if fraction >= 0.9 else " ck-warn" if fraction >= 0.75 else ""
+    if not fullness:
+        level = " ck-busy"  # a GPU at 97% is doing its job
+    else:
+        level = " ck-crit" if fraction >= 0.9 else " ck-warn" if fraction >= 0.75 else ""
     marker = ""
     if peak is not None and peak > fraction + 0.005:
         marker = f'<div class="ck-peak" style="left:{min(peak, 1.0) * 100:.1f}%"></div>'
     return f'<div class="ck-bar"><div class="ck-fill{level}" style="width:{width:.1f}%"></div>{marker}</div>'
 
 
-def _row(label: str, css: str, fraction: float | None, value: str, peak: float | None = None) -> str:
-    return (f'<div class="ck-row {css}"><span>{html.escape(label)}</span>{_bar(fraction, peak)}'
+def _row(label: str, css: str, fraction: float | None, value: str, peak: float | None = None,
+         fullness: bool = True) -> str:
+    return (f'<div class="ck-row {css}"><span>{html.escape(label)}</span>{_bar(fraction, peak, fullness)}'
             f'<span class="ck-val">{html.escape(value)}</span></div>')
 
 
@@ -64,7 +69,7 @@ def _gpu_rows(gpu: GpuReading, peaks: Peaks) -> list[str]:
     peak_util = peaks.gpu_utilization.get(gpu.index)
     rows = [
         _row(f"{name} util", "ck-gpu-util", util, _pct(util),
-             None if peak_util is None else peak_util / 100),
+             None if peak_util is None else peak_util / 100, fullness=False),
         _row(f"{name} mem", "ck-gpu-mem", gpu.memory_fraction, _of(gpu.memory_used, gpu.memory_total),
              fraction(peaks.gpu_memory_used.get(gpu.index), gpu.memory_total)),
     ]
@@ -132,7 +137,7 @@ def panel_html(watcher: Watcher, seq: int, peaks: Peaks) -> str:
         parts.append(f'<div class="ck-row ck-gpu-none"><span>GPU</span><span>{html.escape(sample.gpu_status)}</span></div>')
     cpu = None if sample.cpu_percent is None else sample.cpu_percent / 100
     peak_cpu = None if peaks.cpu_percent is None else peaks.cpu_percent / 100
-    parts.append(_row("CPU", "ck-cpu", cpu, f"{_pct(cpu)} · peak {_pct(peak_cpu)}", peak_cpu))
+    parts.append(_row("CPU", "ck-cpu", cpu, f"{_pct(cpu)} · peak {_pct(peak_cpu)}", peak_cpu, fullness=False))
     ram_label = "RAM" if sample.ram_limited_by == "host" else f"RAM ({sample.ram_limited_by})"
     parts.append(_row(ram_label, "ck-ram", sample.ram_fraction, _of(sample.ram_used, sample.ram_total),
                       fraction(peaks.ram_used, sample.ram_total)))
