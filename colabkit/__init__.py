@@ -19,6 +19,8 @@ _API = {
     "Thresholds": "watch",
     "Sampler": "telemetry",
     "Sample": "telemetry",
+    "Checkpointer": "checkpoint.schedule",
+    "resumable": "checkpoint.session",
     "ColabkitError": "errors",
     "ColabkitWarning": "errors",
 }
@@ -33,7 +35,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'colabkit' has no attribute {name!r}")
 
 
-MAGIC_NAMES = ("gpuwatch", "mount")
+MAGIC_NAMES = ("gpuwatch", "mount", "checkpoint")
 _MAGICS_SPEC = "colabkit.magics:ColabkitMagics"
 
 
@@ -55,6 +57,9 @@ def unload_ipython_extension(ipython):
     monitor = sys.modules.get(f"{__name__}.monitor")
     if monitor is not None:
         monitor.stop_watch()
+    checkpoints = sys.modules.get(f"{__name__}.checkpoint.session")
+    if checkpoints is not None:
+        checkpoints.deactivate()
     manager = ipython.magics_manager
     for name in MAGIC_NAMES:
         manager.magics["line"].pop(name, None)

@@ -71,6 +71,29 @@ class ColabkitMagics(Magics):
 
     @line_magic
     @magic_arguments()
+    @argument("words", nargs="*", help="every PERIOD NAME...: what to save and how often (30s, 15m, 1h30m, "
+                                       "or '500 steps'); now: save at once; list; restore [latest|ID]; off.")
+    @argument("--keep", type=int, default=3, help="How many checkpoints to keep (default 3).")
+    @argument("--to", default=None, help="Checkpoint folder (default: <storage>/checkpoints, see %%mount).")
+    @argument("--trust", action="store_true", help="With restore: also load objects.pkl (pickled values). "
+                                                   "Only for checkpoints you wrote yourself.")
+    @_clear_errors
+    def checkpoint(self, line=""):
+        """Save training state on a schedule, atomically, and resume it after a restart.
+
+        Examples:
+          %checkpoint every 15m model optimizer scheduler
+          %checkpoint every 500 steps model optimizer --keep 5
+          for epoch in colabkit.resumable(range(50)): ...
+          %checkpoint now      %checkpoint list      %checkpoint restore [latest|step-N]      %checkpoint off
+        """
+        from .checkpoint import commands
+
+        args = parse_argstring(self.checkpoint, line)
+        return commands.run(args.words, keep=args.keep, to=args.to, trust=args.trust, shell=self.shell)
+
+    @line_magic
+    @magic_arguments()
     @argument("--to", default=None, help="Use this folder instead of the platform's default.")
     @_clear_errors
     def mount(self, line=""):

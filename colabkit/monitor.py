@@ -20,6 +20,7 @@ VIEWS = ("auto", "widget", "colab", "text")
 
 _lock = threading.Lock()
 _active: "Monitor | None" = None
+_alert_listeners: list = []  # subscribed to every watcher this module starts
 
 
 @dataclass
@@ -107,6 +108,8 @@ def watch(
         if shell is not None:
             shell.events.register("pre_run_cell", watcher.activity.cell_started)
             shell.events.register("post_run_cell", watcher.activity.cell_finished)
+        for listener in _alert_listeners:
+            watcher.subscribe(on_alert=listener)
         view_object = _make_view(chosen, watcher, text_seconds)
         watcher.start()
         _active = Monitor(watcher, view_object, shell)
@@ -127,6 +130,20 @@ def _make_view(name: str, watcher, text_every: float):
     from .views.text import TextView
 
     return TextView(watcher, every=text_every)
+
+
+def add_alert_listener(callback):
+    """Hear the alerts of the current watch and of every later one; returns a function that stops it."""
+    _alert_listeners.append(callback)
+    current = _active.watcher.subscribe(on_alert=callback) if _active is not None else None
+
+    def remove():
+        if callback in _alert_listeners:
+            _alert_listeners.remove(callback)
+        if current is not None:
+            current()
+
+    return remove
 
 
 def stop_watch() -> bool:

@@ -1,0 +1,1 @@
+"""Checkpoints that survive the end of a session: store, state codec, writer process, schedule."""

@@ -1,0 +1,96 @@
+"""What `%checkpoint ...` does, on a notebook's variables: every, now, list, restore, off."""
+
+from __future__ import annotations
+
+import difflib
+import time
+
+from ..errors import ColabkitError
+from ..units import format_bytes
+from . import session
+from .schedule import Checkpointer, parse_every
+from .store import CheckpointStore
+
+USAGE = ("Use %checkpoint every 15m model optimizer (what to save, how often), then now, list, "
+         "restore [latest|step-N] or off.")
+
+
+def _lookup(names: list[str], namespace: dict) -> dict:
+    if not names:
+        raise ColabkitError("Name what to save after the period, e.g. %checkpoint every 15m model optimizer.")
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        name = missing[0]
+        close = difflib.get_close_matches(name, [k for k in namespace if not k.startswith("_")], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else " Create it first, then run %checkpoint again."
+        raise ColabkitError(f"There is no variable named {name!r} in this notebook.{hint}")
+    return {n: namespace[n] for n in names}
+
+
+def _period_and_names(words: list[str]) -> tuple[str, list[str]]:
+    if not words:
+        raise ColabkitError("every needs a period: 30s, 15m, 1h30m, or '500 steps'. " + USAGE)
+    if len(words) > 1 and words[1].lower() in ("step", "steps", "iterations"):
+        return f"{words[0]} steps", words[2:]
+    return words[0], words[1:]
+
+
+def _store(to) -> CheckpointStore:
+    active = session.active()
+    if active is not None and to is None:
+        return active.store
+    from .. import storage
+
+    root = to or ((storage.current() or storage.mount()) / "checkpoints")
+    return CheckpointStore(root)
+
+
+def listing(store: CheckpointStore) -> str:
+    checkpoints = store.list()
+    if not checkpoints:
+        return f"colabkit: no checkpoints in {store.root} yet."
+    rows = [f"{'id':<14}{'saved (local time)':<22}{'step':>8}  {'size':>10}  platform"]
+    for c in checkpoints:
+        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.time))
+        rows.append(f"{c.id:<14}{saved:<22}{c.step:>8}  {format_bytes(c.size):>10}  {c.manifest.get('platform', '?')}")
+    return f"colabkit: checkpoints in {store.root}\n" + "\n".join(rows)
+
+
+def run(words: list[str], keep: int, to, trust: bool, shell):
+    namespace = shell.user_ns
+    action = words[0].lower() if words else ""
+    if action == "every":
+        period, names = _period_and_names(words[1:])
+        parse_every(period)  # a bad period is reported before anything is looked up
+        objects = _lookup(names, namespace)
+        checkpointer = session.activate(Checkpointer(every=period, to=to, keep=keep, **objects), shell)
+        print(f"colabkit: saving {', '.join(names)} every {period} to {checkpointer.store.root} "
+              f"(keeping {keep}); colabkit.resumable(...) resumes a loop.")
+        return None
+    if action == "now":
+        checkpointer = session.active()
+        if checkpointer is None:
+            raise ColabkitError("Nothing to save yet. " + USAGE)
+        checkpointer.save(force=True, wait=True)
+        last = checkpointer.last
+        print(f"colabkit: saved {last['id']} ({format_bytes(last.get('bytes'))}) in {checkpointer.store.root}")
+        return None
+    if action == "list":
+        print(listing(_store(to)))
+        return None
+    if action == "restore":
+        which = words[1] if len(words) > 1 else "latest"
+        checkpointer = session.active() or Checkpointer(to=to)
+        restored = checkpointer.restore(which, trust=trust, namespace=namespace)
+        if restored is None:
+            print(f"colabkit: no checkpoint to restore in {checkpointer.store.root}.")
+            return None
+        print(f"colabkit: restored {restored.checkpoint.id} (step {restored.checkpoint.step})"
+              + "".join(f"\n  note: {n}" for n in restored.notes))
+        return None
+    if action == "off":
+        had = session.active() is not None
+        session.deactivate()
+        print("colabkit: checkpointing off." if had else "colabkit: checkpointing was not on.")
+        return None
+    raise ColabkitError((f"Unknown %checkpoint action {words[0]!r}. " if words else "") + USAGE)
