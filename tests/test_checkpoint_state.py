@@ -1,0 +1,153 @@
+"""Saving and restoring real PyTorch and NumPy training state through the Checkpointer."""
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from colabkit.checkpoint.schedule import Checkpointer, parse_every
+from colabkit.errors import ColabkitError, ColabkitWarning
+
+
+def make(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    model[0].to(torch.bfloat16)  # a dtype numpy doesn't have
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 2, gamma=0.5)
+    return model, opt, sched
+
+
+def train_step(model, opt, sched):
+    x = torch.randn(16, 8)  # draws from the torch RNG, so the random streams matter
+    out = model[2](model[1](model[0](x.to(torch.bfloat16)).float()))
+    loss = out.pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
+def states_equal(a, b):
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(states_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(states_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_parse_every():
+    assert parse_every("15m") == (900, None) and parse_every("500 steps") == (None, 500)
+    assert parse_every(None) == (None, None)
+    for bad in ("15x", "0", "0 steps"):
+        with pytest.raises(ColabkitError):
+            parse_every(bad)
+
+
+def test_restore_in_place_is_bit_for_bit_and_the_random_streams_continue(tmp_path):
+    model, opt, sched = make()
+    arrays = {"ema": np.linspace(0, 1, 7), "counts": np.arange(4, dtype=np.int16)}
+    ck = Checkpointer(to=tmp_path, model=model, optimizer=opt, scheduler=sched, ema=arrays["ema"],
+                      counts=arrays["counts"], history=[0.5, {"best": 1.25, 3: (1, 2)}], label="run-a")
+    for _ in range(3):
+        train_step(model, opt, sched)
+    random.seed(7)
+    np.random.seed(8)
+    ck.step = 3
+    ck.save(wait=True)
+    expected_next = (random.random(), np.random.rand(), torch.rand(3))
+    saved_state = {"model": {k: v.clone() for k, v in model.state_dict().items()},
+                   "opt": opt.state_dict(), "sched": sched.state_dict()}
+    saved_opt = {k: {n: t.clone() if torch.is_tensor(t) else t for n, t in v.items()}
+                 for k, v in opt.state_dict()["state"].items()}
+    ck.close()
+
+    model2, opt2, sched2 = make(seed=99)  # a fresh kernel: other weights, other random streams
+    random.seed(1)
+    np.random.seed(1)
+    ck2 = Checkpointer(to=tmp_path, model=model2, optimizer=opt2, scheduler=sched2)
+    namespace = {}
+    restored = ck2.restore(namespace=namespace)
+    assert restored.checkpoint.id == "step-3" and ck2.step == 3 and restored.notes == []
+    assert states_equal(saved_state["model"], model2.state_dict())
+    assert model2[0].weight.dtype == torch.bfloat16
+    assert states_equal(saved_opt, opt2.state_dict()["state"])
+    assert opt2.state_dict()["param_groups"][0]["lr"] == saved_state["opt"]["param_groups"][0]["lr"]
+    assert sched2.state_dict() == saved_state["sched"]
+    assert np.array_equal(namespace["ema"], arrays["ema"]) and namespace["counts"].dtype == np.int16
+    assert namespace["history"] == [0.5, {"best": 1.25, 3: (1, 2)}] and namespace["label"] == "run-a"
+    got_next = (random.random(), np.random.rand(), torch.rand(3))
+    assert got_next[0] == expected_next[0] and got_next[1] == expected_next[1]
+    assert torch.equal(got_next[2], expected_next[2])
+    ck2.close()
+
+
+def test_values_that_cant_be_saved_are_named_and_the_rest_is_saved(tmp_path):
+    def numbers():
+        yield 1
+
+    model, opt, _ = make()
+    handle = open(tmp_path / "log.txt", "w")
+    ck = Checkpointer(to=tmp_path / "ck", model=model, stream=numbers(), log=handle, config={"lr": 0.1})
+    with pytest.warns(ColabkitWarning, match=r"stream: generator can't be saved.*log: TextIOWrapper can't be saved"):
+        ck.save(wait=True)
+    handle.close()
+    namespace = {}
+    restored = Checkpointer(to=tmp_path / "ck", model=make(5)[0]).restore(namespace=namespace)
+    assert namespace == {"config": {"lr": 0.1}} and restored.checkpoint.id == "step-0"
+
+
+class Custom:
+    def __init__(self, value):
+        self.value = value
+
+
+def test_pickled_values_load_only_when_trusted(tmp_path):
+    ck = Checkpointer(to=tmp_path, thing=Custom(41))
+    ck.save(wait=True)
+    ck.close()
+    namespace = {}
+    restored = Checkpointer(to=tmp_path).restore(namespace=namespace)
+    assert "thing" not in namespace and "--trust" in restored.notes[0]
+    Checkpointer(to=tmp_path).restore(trust=True, namespace=namespace)
+    assert namespace["thing"].value == 41
+
+
+def test_a_state_dict_with_nowhere_to_go_is_a_note(tmp_path):
+    model, _, _ = make()
+    Checkpointer(to=tmp_path, model=model).save(wait=True)
+    restored = Checkpointer(to=tmp_path).restore(namespace={})
+    assert "no such object to load it into" in restored.notes[0]
+
+
+def test_loop_saves_when_due_and_resumes_after_the_done_iterations(tmp_path, capsys):
+    model, opt, sched = make()
+    ck = Checkpointer(every="2 steps", to=tmp_path, model=model, optimizer=opt)
+    seen = []
+    for i in ck.loop(range(5)):
+        seen.append(i)
+        train_step(model, opt, sched)
+        if i == 2:
+            break  # the cell was interrupted during iteration 3
+    ck.close()
+    assert seen == [0, 1, 2]
+    ck2 = Checkpointer(every="2 steps", to=tmp_path, model=make(3)[0], optimizer=make(3)[1])
+    rest = list(ck2.loop(range(5)))
+    ck2.close()
+    assert rest == [2, 3, 4]  # step-2 covered iterations 0 and 1
+    assert "resumed from step-2: 2 iteration(s) done" in capsys.readouterr().out
+    assert [c.step for c in ck2.store.list()] == [5, 4, 2]
+
+
+def test_a_save_due_while_one_is_writing_is_skipped_with_a_note(tmp_path):
+    big = torch.zeros(64 << 20, dtype=torch.uint8)  # 64 MiB: the first write takes a while
+    ck = Checkpointer(every="1 steps", to=tmp_path, big=big)
+    ck.save(force=True)
+    with pytest.warns(ColabkitWarning, match="skipped: the previous one is still being written"):
+        assert ck.save(force=False) is False
+    ck.close()
+    assert [c.step for c in ck.store.list()] == [0]

@@ -1,0 +1,119 @@
+"""The store's commit point, proven by killing the writer (SIGKILL) at random moments and after each phase."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from colabkit.checkpoint.store import CheckpointDamaged, CheckpointStore, write_file
+from colabkit.errors import ColabkitError
+
+HELPER = Path(__file__).parent / "helpers" / "commit_loop.py"
+sys.path.insert(0, str(HELPER.parent))
+from commit_loop import payload  # noqa: E402
+
+PHASES = ["payload", "manifest", "synced", "renamed", "committed", "retained"]
+
+
+def small_commit(store, step, text=b"x"):
+    return store.commit(step, lambda folder: {"a.bin": write_file(folder / "a.bin", text * step)}, {"platform": "t"})
+
+
+def test_commit_list_latest_and_retention(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    for step in (1, 2, 3):
+        small_commit(store, step)
+    assert [c.id for c in store.list()] == ["step-3", "step-2"]
+    assert (tmp_path / "LATEST").read_text() == "step-3\n"
+    latest, skipped = store.latest_valid()
+    assert latest.step == 3 and skipped == []
+    manifest = json.loads((tmp_path / "step-3" / "manifest.json").read_text())
+    assert manifest["format"] == 1 and manifest["files"]["a.bin"]["size"] == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_edited_or_cut_checkpoint_is_refused_and_the_one_before_is_used(tmp_path):
+    store = CheckpointStore(tmp_path, keep=3)
+    small_commit(store, 1)
+    small_commit(store, 2)
+    (tmp_path / "step-2" / "a.bin").write_bytes(b"yy")  # same size, other bytes
+    latest, skipped = store.latest_valid()
+    assert latest.step == 1 and "step-2: a.bin does not match its sha256" in skipped[0]
+    with pytest.raises(CheckpointDamaged, match="does not match"):
+        store.verify(store.get("step-2"))
+    (tmp_path / "step-1" / "a.bin").write_bytes(b"")
+    assert store.latest_valid()[0] is None
+    with pytest.raises(ColabkitError, match="There is no checkpoint 'step-9'"):
+        store.get("step-9")
+    with pytest.raises(ColabkitError, match="at least 1"):
+        CheckpointStore(tmp_path, keep=0)
+
+
+def test_saving_the_same_step_again_replaces_it_and_recovers_a_crash_between_renames(tmp_path):
+    store = CheckpointStore(tmp_path, keep=3)
+    small_commit(store, 5, b"a")
+    small_commit(store, 5, b"b")
+    assert (tmp_path / "step-5" / "a.bin").read_bytes() == b"bbbbb"
+    # A crash after the old one was moved aside and before the new one was renamed in:
+    os.rename(tmp_path / "step-5", tmp_path / ".replaced-step-5-0123456789ab")
+    (tmp_path / ".tmp-step-5-feedfeedfeed").mkdir()
+    store.prepare()
+    assert (tmp_path / "step-5" / "a.bin").read_bytes() == b"bbbbb"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def check_store(root: Path, megabytes: int):
+    """After a kill: the newest valid checkpoint is exactly some step's payload; nothing else is read."""
+    store = CheckpointStore(root, keep=2)
+    store.prepare()
+    latest, skipped = store.latest_valid()
+    assert skipped == [], skipped  # a torn checkpoint must never be visible as committed
+    if latest is None:
+        return None
+    data = load_file(str(latest.path / "tensors.safetensors"))["x"]
+    assert np.array_equal(data, payload(latest.step, megabytes)), f"{latest.id} is not step {latest.step}'s state"
+    return latest.step
+
+
+def start(root, step, megabytes, phase=None):
+    args = [sys.executable, str(HELPER), str(root), str(step), str(megabytes)] + ([phase] if phase else [])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_killed_right_after_each_phase_leaves_old_or_new(tmp_path, phase):
+    megabytes = 4
+    for trial in range(3):
+        before = check_store(tmp_path, megabytes)
+        step = (before or 0) + 1
+        proc = start(tmp_path, step, megabytes, phase)
+        assert proc.wait(60) == -signal.SIGKILL
+        after = check_store(tmp_path, megabytes)
+        expected_new = phase in ("renamed", "committed", "retained")
+        assert after == (step if expected_new else before), (phase, before, after)
+
+
+def test_killed_at_random_moments_leaves_old_or_new(tmp_path):
+    megabytes, trials = 8, 40
+    rng = random.Random(20261123)
+    seen_steps = set()
+    for trial in range(trials):
+        before = check_store(tmp_path, megabytes)
+        proc = start(tmp_path, (before or 0) + 1, megabytes)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        after = check_store(tmp_path, megabytes)
+        assert after is None or before is None or after >= before
+        seen_steps.add(after)
+    assert len(seen_steps) > 5, "the kills should land at many different points"
