@@ -145,10 +145,12 @@ class Checkpointer:
         self._collect()
         if self._writer is not None and self._writer.in_flight is not None:
             if not force:
-                warnings.warn(f"colabkit: checkpoint at step {self.step} skipped: the previous one is "
-                              "still being written (save less often, or to faster storage).", ColabkitWarning,
-                              stacklevel=2)
-                self._mark_saved()
+                # Still due: the next consistent point after the writer finishes saves. One note per save in flight.
+                if self._writer.in_flight.get("noted") is None:
+                    self._writer.in_flight["noted"] = True
+                    warnings.warn(f"colabkit: checkpoint at step {self.step} skipped: the previous one is "
+                                  "still being written; the next one is taken when it is done (save less "
+                                  "often, or to faster storage).", ColabkitWarning, stacklevel=2)
                 return False
             self._record(self._writer.wait())
         captured = state.capture(self.objects)
@@ -165,9 +167,8 @@ class Checkpointer:
         else:
             state.stage(captured.sources, buffer.buf)
             self._writer_process().submit({
-                "root": str(self.store.root), "keep": self.store.keep, "step": self.step,
-                "shm": buffer.name, "size": size, "header": header, "state": state_json,
-                "objects": objects_pkl, "meta": meta})
+                "root": str(self.store.root), "keep": self.store.keep, "step": self.step, "size": size,
+                "header": header, "state": state_json, "objects": objects_pkl, "meta": meta}, buffer)
         self._mark_saved()
         if wait:
             self.wait()
@@ -197,8 +198,8 @@ class Checkpointer:
                 "pace": self.pace, "libraries": versions}
 
     def _staging(self, size: int):
-        """The shared-memory staging buffer, reused across saves; None if it wouldn't fit in free RAM."""
-        from multiprocessing import shared_memory
+        """The staging buffer, reused across saves; None if a new one wouldn't fit in free RAM."""
+        from .writer import StagingBuffer
 
         if self._buffer is not None and self._buffer.size >= max(size, 1):
             return self._buffer
@@ -211,9 +212,11 @@ class Checkpointer:
                 f"{format_bytes(available)} is free; writing it directly from the live state instead, which "
                 "pauses training until it is on disk.", ColabkitWarning, stacklevel=3)
             return None
+        if self._writer is not None and (result := self._writer.wait()) is not None:
+            self._record(result)  # the old buffer was still being read
         self._release_buffer()
-        self._buffer = shared_memory.SharedMemory(create=True, size=max(size, 1))
-        atexit.register(self.close)  # finish the last save and free the shared memory at exit
+        self._buffer = StagingBuffer(size)
+        atexit.register(self.close)  # finish the last save at exit
         return self._buffer
 
     def _save_inline(self, captured, header, state_json, objects_pkl, meta) -> None:
@@ -326,7 +329,6 @@ class Checkpointer:
     def _release_buffer(self) -> None:
         if self._buffer is not None:
             self._buffer.close()
-            self._buffer.unlink()
             self._buffer = None
 
 

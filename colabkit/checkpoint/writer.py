@@ -1,4 +1,4 @@
-"""The writer: a long-lived process that commits checkpoints from a shared-memory staging buffer.
+"""The writer: a long-lived process that commits checkpoints from a shared staging buffer.
 
 A writer thread would hold the GIL for much of each save and slow a GIL-bound training loop by
 30-45% while it writes; a separate process that reads the staged bytes from shared memory costs
@@ -9,13 +9,15 @@ If the kernel is killed mid-save, the writer still finishes the commit, then exi
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from multiprocessing import shared_memory
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
@@ -40,33 +42,48 @@ def payload_writer(write_tensors: Callable[[Path], FileRecord], state_json: byte
     return write
 
 
-def _attach(name: str):
-    """Map the trainer's staging buffer. On Linux it is a file in /dev/shm: mapping that file
-    leaves its lifetime to the trainer (and its resource tracker, if the trainer dies)."""
-    path = Path("/dev/shm", name.lstrip("/"))
-    if path.exists():
-        with open(path, "r+b") as f:
-            return mmap.mmap(f.fileno(), 0)
-    shm = shared_memory.SharedMemory(name=name)
-    from multiprocessing import resource_tracker
+class StagingBuffer:
+    """Memory the trainer copies its state into, shared with the writer by file descriptor.
 
-    resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001 (the documented workaround)
-    return shm.buf
+    An anonymous memfd: no name in /dev/shm to leak, no resource tracker, and the kernel frees it
+    when the last holder lets go, so a writer whose trainer was killed can still finish its commit.
+    """
+
+    _serials = itertools.count(1)
+
+    def __init__(self, size: int):
+        self.serial = next(self._serials)  # how the writer tells a new buffer from the one it mapped
+        self.size = max(size, 1)
+        self.fd = os.memfd_create("colabkit-staging", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, self.size)
+        self.map = mmap.mmap(self.fd, self.size)
+
+    @property
+    def buf(self) -> memoryview:
+        return memoryview(self.map)
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
 
 
 def serve(conn) -> None:
-    """The writer process's loop: one job at a time until the trainer closes the pipe."""
-    attached: dict[str, object] = {}
+    """The writer process's loop: one job at a time until the trainer closes its end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted cell must not abort a commit
+    buffer_id, mapped = None, None
     while True:
         try:
             job = conn.recv()
+            if job["buffer"] != buffer_id:  # a new (larger) staging buffer: its fd follows the job
+                fd = reduction.recv_handle(conn)
+                mapped = mmap.mmap(fd, job["buffer_size"])
+                os.close(fd)
+                buffer_id = job["buffer"]
         except (EOFError, OSError):
             break
         started = time.perf_counter()
         try:
-            if job["shm"] not in attached:
-                attached = {job["shm"]: _attach(job["shm"])}  # a new, larger buffer replaces the old
-            data = memoryview(attached[job["shm"]])[: job["size"]]
+            data = memoryview(mapped)[: job["size"]]
             try:
                 store = CheckpointStore(job["root"], job["keep"])
                 write_tensors = lambda path: tensorfile.write(path, job["header"], data)  # noqa: E731
@@ -74,11 +91,15 @@ def serve(conn) -> None:
                                           job["meta"])
             finally:
                 data.release()
-            conn.send({"ok": True, "id": checkpoint.id, "step": checkpoint.step,
-                       "seconds": time.perf_counter() - started, "bytes": checkpoint.size})
+            result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
+                      "seconds": time.perf_counter() - started, "bytes": checkpoint.size}
         except Exception as exc:  # reported to the trainer, raised at its next consistent point
-            conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
-                       "step": job.get("step")})
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
+                      "step": job.get("step")}
+        try:
+            conn.send(result)
+        except OSError:  # the trainer is gone (its kernel was killed): the commit is done, so stop
+            break
 
 
 class WriterProcess:
@@ -95,18 +116,26 @@ class WriterProcess:
         ours, theirs = socket.socketpair()
         package_parent = str(Path(colabkit.__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+        # Its own session: when a dead kernel's process group is killed, the commit in flight
+        # still completes.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "colabkit.checkpoint.writer", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         theirs.close()
         self._conn = Connection(ours.detach())
+        self._buffer_sent: int | None = None
         self.in_flight: dict | None = None
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def submit(self, job: dict) -> None:
+    def submit(self, job: dict, buffer: StagingBuffer) -> None:
+        """Send a job whose staged bytes are in `buffer` (its fd goes along the first time)."""
+        job = {**job, "buffer": buffer.serial, "buffer_size": buffer.size}
         self._conn.send(job)
+        if self._buffer_sent != buffer.serial:
+            reduction.send_handle(self._conn, buffer.fd, self.process.pid)
+            self._buffer_sent = buffer.serial
         self.in_flight = job
 
     def poll(self, timeout: float = 0.0) -> dict | None:
