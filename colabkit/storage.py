@@ -68,7 +68,7 @@ def _colab_notebook_name() -> str | None:
         return None
 
 
-def _writable(folder: Path) -> Path:
+def ensure_writable(folder: Path) -> Path:
     """Create `folder` and prove it takes a file; a clear error otherwise."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def _writable(folder: Path) -> Path:
     except OSError as exc:
         raise ColabkitError(
             f"colabkit cannot write to {folder} ({exc.strerror or exc}). Choose a folder you can "
-            "write to with %mount --to PATH (or colabkit.mount(to=PATH))."
+            "write to with %mount --to PATH or %checkpoint --to PATH (or to=PATH in Python)."
         ) from None
     return folder
 
@@ -118,7 +118,7 @@ def mount(to: str | os.PathLike | None = None, platform=None) -> Path:
     """
     global _current
     if to is not None:
-        _current = _writable(Path(to).expanduser().resolve())
+        _current = ensure_writable(Path(to).expanduser().resolve())
         return _current
     platform = platform or platforms.detect()
     name = platform.name
@@ -137,5 +137,5 @@ def mount(to: str | os.PathLike | None = None, platform=None) -> Path:
         folder = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "checkpoints")
     else:
         folder = Path.cwd() / LOCAL_FOLDER
-    _current = _writable(folder)
+    _current = ensure_writable(folder)
     return _current

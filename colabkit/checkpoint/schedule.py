@@ -78,12 +78,8 @@ class Checkpointer:
 
         self.every_seconds, self.every_steps = parse_every(every)
         root = Path(to) if to is not None else (storage.current() or storage.mount()) / "checkpoints"
-        self.store = CheckpointStore(root, keep)
-        try:
-            self.store.prepare()
-        except OSError as exc:
-            raise ColabkitError(f"colabkit cannot use {root} for checkpoints ({exc.strerror or exc}). "
-                                "Choose a folder you can write to with %checkpoint --to PATH.") from None
+        self.store = CheckpointStore(storage.ensure_writable(root), keep)
+        self.store.prepare()
         self.objects: dict[str, object] = dict(objects)
         self.step = 0
         self.position = 0  # iterations of loop() completed

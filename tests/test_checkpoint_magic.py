@@ -1,0 +1,123 @@
+"""%checkpoint as a user types it, and what happens when storage fails under it."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from colabkit import storage
+from colabkit.checkpoint import session
+from colabkit.checkpoint.store import CheckpointStore
+from colabkit.errors import ColabkitError
+
+
+@pytest.fixture
+def shell(state_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(storage, "_current", None)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "colabkit")
+    ip.run_cell("import torch, numpy as np, colabkit\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(6, 3)\n"
+                "opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)")
+    yield ip
+    ip.run_line_magic("unload_ext", "colabkit")
+
+
+def run(ip, cell):
+    with capture_output() as out:
+        result = ip.run_cell(cell)
+    return result, out
+
+
+TRAIN = ("for epoch in colabkit.resumable(range(4)):\n"
+         "    opt.zero_grad(); model(torch.randn(5, 6)).pow(2).sum().backward(); opt.step()")
+
+
+def test_every_now_list_restore_off(shell, tmp_path):
+    _, out = run(shell, "%checkpoint every 15m model opt --keep 2")
+    assert "saving model, opt every 15m" in out.stdout and str(tmp_path / "colabkit-storage" / "checkpoints") in out.stdout
+    run(shell, TRAIN)
+    _, out = run(shell, "%checkpoint now")
+    assert "saved step-4" in out.stdout
+    _, out = run(shell, "%checkpoint list")
+    assert "step-4" in out.stdout and "python" in out.stdout
+    run(shell, "saved = model.weight.detach().clone()\ntorch.nn.init.zeros_(model.weight)")
+    _, out = run(shell, "%checkpoint restore latest")
+    assert "restored step-4" in out.stdout
+    assert run(shell, "torch.equal(model.weight, saved)")[0].result
+    _, out = run(shell, "%checkpoint off")
+    assert "off" in out.stdout and session.active() is None
+
+
+def test_end_of_cell_is_a_consistent_point(shell):
+    run(shell, "%checkpoint every 1s model")
+    run(shell, "import time; time.sleep(1.1)")
+    session.active().wait()
+    assert [c.step for c in session.active().store.list()] == [0]
+
+
+def test_optimizer_steps_are_consistent_points_in_a_long_cell(shell):
+    run(shell, "%checkpoint every 3 steps model opt")
+    run(shell, "for _ in range(7):\n    opt.zero_grad(); model(torch.randn(2, 6)).sum().backward(); opt.step()\n"
+               "    colabkit.checkpoint.session.active().wait()")
+    assert [c.step for c in session.active().store.list()] == [6, 3]
+
+
+@pytest.mark.parametrize("line,says", [
+    ("%checkpoint every 15x model", "not a duration"),
+    ("%checkpoint every 15m modle", "no variable named 'modle'.*Did you mean 'model'"),
+    ("%checkpoint every 15m", "Name what to save"),
+    ("%checkpoint every", "every needs a period"),
+    ("%checkpoint sometimes model", "Unknown %checkpoint action 'sometimes'"),
+    ("%checkpoint now", "Nothing to save yet"),
+    ("%checkpoint every 15m model --keep 0", "at least 1"),
+    ("%checkpoint restore step-7", "no checkpoint 'step-7'"),
+])
+def test_bad_input_is_one_clear_usage_error(shell, line, says):
+    result, out = run(shell, line)
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    assert __import__("re").search(says, str(result.error_in_exec))
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_resumable_without_checkpoint_says_what_to_do(shell):
+    result, _ = run(shell, "for i in colabkit.resumable(range(3)): pass")
+    assert isinstance(result.error_in_exec, ColabkitError) and "%checkpoint every 15m" in str(result.error_in_exec)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs), so a write fails with ENOSPC as on a full disk."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_why(shell, small_disk):
+    run(shell, f"%checkpoint every 15m model --to {small_disk}")
+    _, out = run(shell, "%checkpoint now")
+    assert "saved step-0" in out.stdout
+    run(shell, "model.weight = torch.nn.Parameter(torch.zeros(300_000))")  # 1.2 MB: no longer fits
+    result, out = run(shell, "%checkpoint now")
+    assert isinstance(result.error_in_exec, UsageError)
+    message = str(result.error_in_exec)
+    assert "the disk is full" in message and "previous checkpoint is intact" in message
+    store = CheckpointStore(small_disk)
+    latest, skipped = store.latest_valid()
+    assert latest.id == "step-0" and skipped == []
+    assert not [p for p in small_disk.iterdir() if p.name.startswith(".tmp-step")]
+
+
+def test_a_read_only_storage_folder_is_refused_up_front(shell, small_disk):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result, _ = run(shell, f"%checkpoint every 15m model --to {small_disk / 'ck'}")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "cannot write to" in str(result.error_in_exec) and "Read-only file system" in str(result.error_in_exec)
