@@ -7,3 +7,16 @@ class ColabkitError(Exception):
 
 class ColabkitWarning(UserWarning):
     """Something worth knowing that did not stop the work (a fallback, a limit close by)."""
+
+
+def warn(message: str) -> None:
+    """Warn with the location of the user's code that led here, not of colabkit's own lines."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is warn's caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ColabkitWarning, stacklevel=level)

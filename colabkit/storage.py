@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import warnings
 from pathlib import Path
 
 from . import platform as platforms
-from .errors import ColabkitError, ColabkitWarning
+from .errors import ColabkitError, warn
 
 DRIVE_MOUNTPOINT = "/content/drive"
 MOUNTS_FILE = "/proc/mounts"
@@ -129,8 +128,8 @@ def mount(to: str | os.PathLike | None = None, platform=None) -> Path:
             raise
         except Exception as exc:  # anything from inside google.colab becomes a fallback, not a traceback
             folder = Path.cwd() / LOCAL_FOLDER
-            warnings.warn(f"{_drive_failure(exc)} colabkit keeps your files in {folder} for now: "
-                          "that folder is deleted when the runtime ends.", ColabkitWarning, stacklevel=2)
+            warn(f"{_drive_failure(exc)} colabkit keeps your files in {folder} for now: "
+                 "that folder is deleted when the runtime ends.")
     elif name == platforms.KAGGLE:
         folder = Path(KAGGLE_WORKING)
     elif name == platforms.SAGEMAKER_JOB:

@@ -49,6 +49,13 @@ def test_demo_runs_end_to_end(tmp_path, state_dir):
     assert (tmp_path / "colabkit-storage").is_dir()
     assert "rounds in" in outputs["import math"][0]["text"]
     assert "CPU" in outputs["%gpuwatch --once"][0]["text"]
+    # The checkpoint part: training "dies" after epoch 5, a fresh runtime resumes from step-4.
+    assert "saving model, optimizer every 2 steps" in outputs["%checkpoint every 2 steps model optimizer --keep 2"][0]["text"]
+    resumed = "".join(o.get("text", "") for o in outputs["model, optimizer = fresh_runtime(seed=123)"])
+    assert "resumed from step-4: 4 iteration(s) done, continuing at 5 of 10" in resumed
+    assert "finished at epoch 10" in resumed
+    listing = outputs["%checkpoint list"][0]["text"]
+    assert "step-10" in listing and "step-8" in listing and "step-4" not in listing  # --keep 2
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             assert out["output_type"] != "error", out

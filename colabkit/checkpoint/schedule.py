@@ -16,14 +16,13 @@ import pickle
 import re
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy
 
 from .. import __version__
-from ..errors import ColabkitError, ColabkitWarning
+from ..errors import ColabkitError, warn
 from ..units import format_bytes, format_duration, parse_duration
 from . import state, tensorfile
 from .store import Checkpoint, CheckpointDamaged, CheckpointStore
@@ -93,6 +92,8 @@ class Checkpointer:
         self._buffer = None
         self._error: str | None = None
         self._warned_skipped: set[str] = set()
+        if self.every_seconds is not None or self.every_steps is not None:
+            self._writer_process()  # started now, so the first scheduled save doesn't wait for it
 
     # -- flags and consistent points -------------------------------------------------------
     def request(self) -> None:
@@ -144,9 +145,8 @@ class Checkpointer:
                 # Still due: the next consistent point after the writer finishes saves. One note per save in flight.
                 if self._writer.in_flight.get("noted") is None:
                     self._writer.in_flight["noted"] = True
-                    warnings.warn(f"colabkit: checkpoint at step {self.step} skipped: the previous one is "
-                                  "still being written; the next one is taken when it is done (save less "
-                                  "often, or to faster storage).", ColabkitWarning, stacklevel=2)
+                    warn(f"colabkit: checkpoint at step {self.step} skipped: the previous one is still being "
+                         "written; the next one is taken when it is done (save less often, or to faster storage).")
                 return False
             self._record(self._writer.wait())
         captured = state.capture(self.objects)
@@ -180,8 +180,7 @@ class Checkpointer:
         if new:
             self._warned_skipped.update(new)
             names = "; ".join(f"{k}: {v}" for k, v in new.items())
-            warnings.warn(f"colabkit: not saved ({names}). Everything else is saved; recreate these after "
-                          "a restore.", ColabkitWarning, stacklevel=3)
+            warn(f"colabkit: not saved ({names}). Everything else is saved; recreate these after a restore.")
 
     def _meta(self) -> dict:
         from .. import platform
@@ -189,7 +188,7 @@ class Checkpointer:
         versions = {"python": sys.version.split()[0], "numpy": numpy.__version__}
         torch = sys.modules.get("torch")
         if torch is not None:
-            versions["torch"] = torch.__version__
+            versions["torch"] = str(torch.__version__)  # a TorchVersion would make the writer import torch
         return {"colabkit": __version__, "platform": platform.detect_name(), "position": self.position,
                 "pace": self.pace, "libraries": versions}
 
@@ -203,10 +202,9 @@ class Checkpointer:
 
         available = psutil.virtual_memory().available
         if size > RAM_HEADROOM * available:
-            warnings.warn(
-                f"colabkit: this checkpoint needs {format_bytes(size)} of staging memory but only "
-                f"{format_bytes(available)} is free; writing it directly from the live state instead, which "
-                "pauses training until it is on disk.", ColabkitWarning, stacklevel=3)
+            warn(f"colabkit: this checkpoint needs {format_bytes(size)} of staging memory but only "
+                 f"{format_bytes(available)} is free; writing it directly from the live state instead, which "
+                 "pauses training until it is on disk.")
             return None
         if self._writer is not None and (result := self._writer.wait()) is not None:
             self._record(result)  # the old buffer was still being read
