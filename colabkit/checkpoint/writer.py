@@ -70,6 +70,7 @@ class StagingBuffer:
 def serve(conn) -> None:
     """The writer process's loop: one job at a time until the trainer closes its end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted cell must not abort a commit
+    os.nice(10)  # background work: on a 2-core Colab VM the training loop comes first
     buffer_id, mapped = None, None
     while True:
         try:
