@@ -21,6 +21,7 @@ VIEWS = ("auto", "widget", "colab", "text")
 _lock = threading.Lock()
 _active: "Monitor | None" = None
 _alert_listeners: list = []  # subscribed to every watcher this module starts
+_status_sources: list = []  # lines every watcher's panel shows
 
 
 @dataclass
@@ -110,6 +111,7 @@ def watch(
             shell.events.register("post_run_cell", watcher.activity.cell_finished)
         for listener in _alert_listeners:
             watcher.subscribe(on_alert=listener)
+        watcher.status_sources = _status_sources  # shared: sources added later show up too
         view_object = _make_view(chosen, watcher, text_seconds)
         watcher.start()
         _active = Monitor(watcher, view_object, shell)
@@ -144,6 +146,12 @@ def add_alert_listener(callback):
             current()
 
     return remove
+
+
+def add_status_source(source):
+    """Show `source()` (a line, or None) in every panel; returns a function that takes it away."""
+    _status_sources.append(source)
+    return lambda: source in _status_sources and _status_sources.remove(source)
 
 
 def stop_watch() -> bool:

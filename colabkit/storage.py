@@ -47,6 +47,17 @@ def drive_is_mounted(mountpoint: str = DRIVE_MOUNTPOINT, mounts_file: str | None
     return False
 
 
+def on_drive(path: Path) -> bool:
+    """Whether `path` lies on the mounted Google Drive (slow to commit to, uploads later)."""
+    mountpoint = Path(DRIVE_MOUNTPOINT)
+    return drive_is_mounted(str(mountpoint)) and Path(path).resolve().is_relative_to(mountpoint.resolve())
+
+
+def local_twin(path: Path) -> Path:
+    """A local-disk folder standing for `path` on Drive: checkpoints commit here, then are mirrored."""
+    return Path.cwd() / ".colabkit-local" / Path(path).name
+
+
 def notebook_name(platform_name: str | None = None) -> str:
     """A folder-safe name for this notebook, so each notebook keeps its own storage."""
     name = None

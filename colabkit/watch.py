@@ -201,6 +201,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._sample_subscribers: list = []
         self._alert_subscribers: list = []
+        self.status_sources: list = []  # callables -> a line for the panel, or None (e.g. checkpoints)
         self.alerts: list[Alert] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -292,6 +293,18 @@ class Watcher:
         with self._lock:
             newer = [sample for n, sample in self._history if n > seq]
             return (self._history[-1][0] if self._history else seq), newer
+
+    def status_lines(self) -> list[str]:
+        lines = []
+        for source in list(self.status_sources):
+            try:
+                line = source()
+            except Exception:  # a broken source must not break the panel
+                log.exception("colabkit watcher: status source %r failed", source)
+                continue
+            if line:
+                lines.append(line)
+        return lines
 
     def idle_for(self, now: float) -> float | None:
         """Seconds since the last cell ran, when an idle limit is being counted down."""

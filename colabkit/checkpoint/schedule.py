@@ -77,6 +77,11 @@ class Checkpointer:
 
         self.every_seconds, self.every_steps = parse_every(every)
         root = Path(to) if to is not None else (storage.current() or storage.mount()) / "checkpoints"
+        # On Drive a commit is slow and uploads later: commit on local disk, mirror to Drive.
+        self.mirror_store = None
+        if to is None and storage.on_drive(root):
+            self.mirror_store = CheckpointStore(storage.ensure_writable(root), keep)
+            root = storage.local_twin(root.parent) / "checkpoints"
         self.store = CheckpointStore(storage.ensure_writable(root), keep)
         self.store.prepare()
         self.objects: dict[str, object] = dict(objects)
@@ -164,7 +169,8 @@ class Checkpointer:
             state.stage(captured.sources, buffer.buf)
             self._writer_process().submit({
                 "root": str(self.store.root), "keep": self.store.keep, "step": self.step, "size": size,
-                "header": header, "state": state_json, "objects": objects_pkl, "meta": meta}, buffer)
+                "header": header, "state": state_json, "objects": objects_pkl, "meta": meta,
+                "mirror": str(self.mirror_store.root) if self.mirror_store else None}, buffer)
         self._mark_saved()
         if wait:
             self.wait()
@@ -248,14 +254,21 @@ class Checkpointer:
         Checkpointer doesn't track, and receives the values restored by name.
         """
         skipped_notes = []
+        stores = [self.store] + ([self.mirror_store] if self.mirror_store else [])
         if checkpoint_id == "latest":
-            checkpoint, skipped_notes = self.store.latest_valid()
-            if checkpoint is None:
+            found = []
+            for store in stores:
+                candidate, skipped = store.latest_valid()
+                skipped_notes += skipped
+                if candidate is not None:
+                    found.append(candidate)
+            if not found:
                 if skipped_notes:
                     raise ColabkitError("No checkpoint in " f"{self.store.root} can be loaded: " + " ".join(skipped_notes))
                 return None
+            checkpoint = max(found, key=lambda c: c.step)  # local first on a tie: max keeps the first
         else:
-            checkpoint = self.store.get(checkpoint_id)
+            checkpoint = self._find(checkpoint_id, stores)
             self.store.verify(checkpoint)
         saved = json.loads((checkpoint.path / STATE).read_text())
         tensors = _load_tensors(checkpoint.path / TENSORS, needs_torch='"__tensor__"' in json.dumps(saved))
@@ -273,6 +286,31 @@ class Checkpointer:
         self._last_save_at = time.monotonic()
         notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped_notes] + notes
         return Restored(checkpoint, values, notes)
+
+    def _find(self, checkpoint_id: str, stores: list[CheckpointStore]) -> Checkpoint:
+        for store in stores:
+            if (store.root / checkpoint_id).is_dir():
+                return store.get(checkpoint_id)
+        return self.store.get(checkpoint_id)  # says clearly that there is no such checkpoint
+
+    def status(self) -> str | None:
+        """One line for the panel: the last checkpoint and, on Drive, how far its copy lags."""
+        from .mirror import read_status
+
+        if self.last is None:
+            return None
+        if not self.last["ok"]:
+            return f"checkpoint step-{self.last.get('step')} FAILED: see the cell output"
+        line = f"checkpoint {self.last['id']} ({format_bytes(self.last.get('bytes'))})"
+        if self.mirror_store is not None:
+            mirror = read_status(self.store.root) or {}
+            copied = mirror.get("mirrored") or "none yet"
+            line += f" · Drive copy: {copied}"
+            if mirror.get("pending"):
+                line += f" (copying {mirror['pending']})"
+            if mirror.get("error"):
+                line += f" · Drive copy failed: {mirror['error']}"
+        return line
 
     # -- the loop --------------------------------------------------------------------------
     def loop(self, iterable, total: int | None = None):

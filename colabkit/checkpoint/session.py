@@ -34,6 +34,7 @@ def activate(checkpointer: Checkpointer, shell=None) -> Checkpointer:
         _undo.append(lambda: shell.events.unregister("post_run_cell", _at_cell_end))
     _hook_optimizer_steps()
     _undo.append(monitor.add_alert_listener(_on_alert))
+    _undo.append(monitor.add_status_source(checkpointer.status))
     return checkpointer
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 
 from .store import CheckpointStore, FileRecord, write_file
 from . import tensorfile
+from .mirror import Mirror
 
 TENSORS = "tensors.safetensors"
 STATE = "state.json"
@@ -72,6 +73,7 @@ def serve(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted cell must not abort a commit
     os.nice(10)  # background work: on a 2-core Colab VM the training loop comes first
     buffer_id, mapped = None, None
+    mirrors: dict[tuple[str, str], Mirror] = {}
     while True:
         try:
             job = conn.recv()
@@ -94,6 +96,11 @@ def serve(conn) -> None:
                 data.release()
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
                       "seconds": time.perf_counter() - started, "bytes": checkpoint.size}
+            if job.get("mirror"):
+                key = (job["root"], job["mirror"])
+                if key not in mirrors:
+                    mirrors[key] = Mirror(Path(job["root"]), Path(job["mirror"]), job["keep"])
+                mirrors[key].push(checkpoint.path)
         except Exception as exc:  # reported to the trainer, raised at its next consistent point
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
                       "step": job.get("step")}
@@ -101,6 +108,8 @@ def serve(conn) -> None:
             conn.send(result)
         except OSError:  # the trainer is gone (its kernel was killed): the commit is done, so stop
             break
+    for mirror in mirrors.values():  # the last checkpoint reaches Drive before the writer goes
+        mirror.drain()
 
 
 class WriterProcess:

@@ -30,7 +30,7 @@ STYLE = """<style>
 .ck-note{color:#666;margin-left:148px}
 .ck-alert{background:#fdecea;border:1px solid #c9372c;color:#7a1b14;border-radius:4px;
   padding:4px 6px;margin:4px 0}
-.ck-spark{margin-top:4px}.ck-spark text{font-size:10px;fill:#666}
+.ck-status{color:#333;margin:2px 0 4px}.ck-spark{margin-top:4px}.ck-spark text{font-size:10px;fill:#666}
 </style>"""
 
 
@@ -130,6 +130,7 @@ def panel_html(watcher: Watcher, seq: int, peaks: Peaks) -> str:
              f'<span class="ck-sub">{session} · <span class="ck-stamp">{stamp}</span></span></div>']
     if alerts:
         parts.append(f'<div class="ck-alert">⚠ {html.escape(alerts[-1].message)}</div>')
+    parts += [f'<div class="ck-status">{html.escape(line)}</div>' for line in watcher.status_lines()]
     if sample.gpus:
         for gpu in sample.gpus:
             parts += _gpu_rows(gpu, peaks)

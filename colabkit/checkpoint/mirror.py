@@ -1,0 +1,113 @@
+"""A copy of the newest checkpoint on slow storage (Google Drive), made in the background.
+
+Drive writes land in a local cache and upload later (colabtools#2607: 30 min for 3 GB; #2869:
+the last checkpoint lost at session end), and a commit there is slow. So on Colab checkpoints
+are committed to local disk, and this mirror, a thread of the writer process, copies each new one
+to Drive through the same atomic commit (payload, then manifest, then rename). Only the newest
+waiting checkpoint is copied: a mirror that falls behind skips to the latest. Its progress is in
+MIRROR.json beside the local store, for the panel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from .store import MANIFEST, CheckpointStore, FileRecord
+
+STATUS = "MIRROR.json"
+COPY_CHUNK = 16 << 20
+
+
+def copy_file(source: Path, target: Path) -> FileRecord:
+    """Copy with the hash computed from the bytes written, then fsync."""
+    digest, size = hashlib.sha256(), 0
+    with open(source, "rb", buffering=0) as src, open(target, "wb", buffering=0) as dst:
+        while chunk := src.read(COPY_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+        os.fsync(dst.fileno())
+    return FileRecord(size, digest.hexdigest())
+
+
+class Mirror:
+    def __init__(self, local_root: Path, remote_root: Path, keep: int):
+        self.local_root = Path(local_root)
+        self.remote = CheckpointStore(remote_root, keep)
+        self._pending: Path | None = None
+        self._busy = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="colabkit-mirror", daemon=True)
+        self._thread.start()
+
+    def push(self, checkpoint: Path) -> None:
+        """Copy this committed checkpoint next (replacing one still waiting)."""
+        with self._cond:
+            self._pending = checkpoint
+            self._write_status(pending=checkpoint.name)
+            self._cond.notify()
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until nothing is waiting or being copied (the writer's last act before it exits)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None)
+                source, self._pending, self._busy = self._pending, None, True
+            error = None
+            try:
+                self._copy(source)
+            except Exception as exc:  # Drive unmounted, quota, ...: shown in the panel, retried next time
+                error = f"{type(exc).__name__}: {exc}"
+            with self._cond:
+                self._busy = False
+                self._write_status(mirrored=None if error else source.name, error=error,
+                                   pending=self._pending.name if self._pending else None)
+                self._cond.notify_all()
+
+    def _copy(self, source: Path) -> None:
+        manifest = json.loads((source / MANIFEST).read_text())
+        step = manifest["step"]
+        existing = self.remote.root / source.name
+        if existing.is_dir() and (existing / MANIFEST).is_file() and \
+                json.loads((existing / MANIFEST).read_text())["files"] == manifest["files"]:
+            return  # already there
+        meta = {k: v for k, v in manifest.items() if k not in ("format", "step", "files")}
+
+        def write_payload(folder: Path) -> dict[str, FileRecord]:
+            records = {name: copy_file(source / name, folder / name) for name in manifest["files"]}
+            for name, record in records.items():
+                if record.sha256 != manifest["files"][name]["sha256"]:
+                    raise OSError(f"{name} changed while it was being copied")
+            return records
+
+        self.remote.commit(step, write_payload, meta)
+
+    def _write_status(self, **fields) -> None:
+        path = self.local_root / STATUS
+        try:
+            status = json.loads(path.read_text())
+        except (OSError, ValueError):
+            status = {}
+        status.update({k: v for k, v in fields.items() if v is not None or k in ("error", "pending")})
+        status.update(remote=str(self.remote.root), updated=time.time())
+        if fields.get("mirrored"):
+            status["mirrored_at"] = time.time()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, path)
+
+
+def read_status(local_root: Path) -> dict | None:
+    try:
+        return json.loads((Path(local_root) / STATUS).read_text())
+    except (OSError, ValueError):
+        return None

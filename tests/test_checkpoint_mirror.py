@@ -1,0 +1,62 @@
+"""On Colab: commit to local disk, mirror to Drive in the background, resume from Drive on a new VM."""
+
+import shutil
+import time
+
+import torch
+
+from colabkit import platform as p
+from colabkit import storage
+from colabkit.checkpoint.mirror import read_status
+from colabkit.checkpoint.schedule import Checkpointer
+
+
+def until(condition, timeout=20):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_checkpoints_commit_locally_and_reach_drive_and_a_new_vm_resumes_from_drive(fake_colab, monkeypatch, state_dir):
+    monkeypatch.setattr(storage, "_current", None)
+    drive_folder = storage.mount(platform=p.detect())
+    assert storage.on_drive(drive_folder)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(32, 8)
+    ck = Checkpointer(every="1 steps", model=model)
+    assert ck.mirror_store.root == drive_folder / "checkpoints"
+    assert not storage.on_drive(ck.store.root) and ck.store.root.name == "checkpoints"
+    ck.step = 3
+    ck.save(wait=True)
+    drive_copy = drive_folder / "checkpoints" / "step-3"
+    until(lambda: (read_status(ck.store.root) or {}).get("mirrored") == "step-3")
+    assert sorted(f.name for f in drive_copy.iterdir()) == ["manifest.json", "state.json", "tensors.safetensors"]
+    assert (drive_copy / "tensors.safetensors").read_bytes() == (ck.store.root / "step-3" / "tensors.safetensors").read_bytes()
+    assert "Drive copy: step-3" in ck.status()
+    ck.close()
+
+    # A new VM: the local disk is gone, Drive is still there; a half-copied newer folder is ignored.
+    shutil.rmtree(ck.store.root.parent)
+    (drive_folder / "checkpoints" / "step-9").mkdir()
+    (drive_folder / "checkpoints" / "step-9" / "tensors.safetensors").write_bytes(b"partial")
+    fresh = torch.nn.Linear(32, 8)
+    ck2 = Checkpointer(every="1 steps", model=fresh)
+    restored = ck2.restore()
+    assert restored.checkpoint.path == drive_copy and ck2.step == 3
+    assert any("step-9 has no manifest.json" in note for note in restored.notes)
+    assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)
+    ck2.close()
+
+
+def test_the_writer_finishes_the_drive_copy_before_it_exits(fake_colab, monkeypatch, state_dir):
+    monkeypatch.setattr(storage, "_current", None)
+    drive_folder = storage.mount(platform=p.detect())
+    ck = Checkpointer(every="1 steps", big=torch.zeros(32 << 20, dtype=torch.uint8))
+    ck.step = 1
+    ck.save()
+    ck.close()  # the kernel going away: closes the writer's pipe at once
+    copy = drive_folder / "checkpoints" / "step-1"
+    assert (copy / "manifest.json").is_file()
+    store = ck.mirror_store
+    assert store.latest_valid()[0].id == "step-1"
