@@ -2,7 +2,11 @@
 
 
 class ColabkitError(Exception):
-    """A problem the user can fix; its message says how. Magics show it without a traceback."""
+    """A problem the user can fix; its message says how. Shown without a traceback in IPython."""
+
+    def _render_traceback_(self):
+        # IPython prints these lines instead of a traceback through colabkit's internals.
+        return [f"ColabkitError: {self}"]
 
 
 class ColabkitWarning(UserWarning):

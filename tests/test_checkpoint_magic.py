@@ -12,7 +12,7 @@ from IPython.utils.capture import capture_output
 from colabkit import storage
 from colabkit.checkpoint import session
 from colabkit.checkpoint.store import CheckpointStore
-from colabkit.errors import ColabkitError
+from colabkit.errors import ColabkitError, ColabkitWarning
 
 
 @pytest.fixture
@@ -85,8 +85,10 @@ def test_bad_input_is_one_clear_usage_error(shell, line, says):
 
 
 def test_resumable_without_checkpoint_says_what_to_do(shell):
-    result, _ = run(shell, "for i in colabkit.resumable(range(3)): pass")
+    result, out = run(shell, "for i in colabkit.resumable(range(3)): pass")
     assert isinstance(result.error_in_exec, ColabkitError) and "%checkpoint every 15m" in str(result.error_in_exec)
+    assert "ColabkitError: resumable() needs to know what to save" in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
 
 
 @pytest.fixture
@@ -121,3 +123,32 @@ def test_a_read_only_storage_folder_is_refused_up_front(shell, small_disk):
     result, _ = run(shell, f"%checkpoint every 15m model --to {small_disk / 'ck'}")
     assert isinstance(result.error_in_exec, UsageError)
     assert "cannot write to" in str(result.error_in_exec) and "Read-only file system" in str(result.error_in_exec)
+
+
+def test_the_session_deadline_alert_forces_a_checkpoint(shell, state_dir, monkeypatch):
+    import json
+    import time
+
+    from colabkit import platform as p
+
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-test")
+    record = {"vm_start": p.vm_start_time(), "session_start": time.time() - p.COLAB_FREE_CAP + 30 * 60 + 1}
+    (state_dir / p.SESSION_FILE).write_text(json.dumps(record))
+    run(shell, "%checkpoint every 1h model opt --to checkpoints")  # not due for an hour
+    run(shell, "%gpuwatch --view text --interval 0.2s --every 1h")
+    run(shell, "import time; time.sleep(1.5)")  # the 30-minute alert fires while this cell runs
+    session.active().wait()
+    assert [c.step for c in session.active().store.list()] == [0]
+    run(shell, "%gpuwatch stop")
+
+
+def test_without_free_ram_to_stage_it_writes_from_the_live_state(shell, monkeypatch):
+    from colabkit.checkpoint import schedule
+
+    monkeypatch.setattr(schedule, "RAM_HEADROOM", 0.0)
+    run(shell, "%checkpoint every 1h model opt")
+    with pytest.warns(ColabkitWarning, match="staging memory.*writing it directly"):
+        run(shell, "%checkpoint now")
+    run(shell, "saved = model.weight.detach().clone()\ntorch.nn.init.zeros_(model.weight)")
+    run(shell, "%checkpoint restore")
+    assert run(shell, "torch.equal(model.weight, saved)")[0].result
