@@ -2,9 +2,7 @@
 
 import subprocess
 
-import numpy as np
 import pytest
-import torch
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output

@@ -1,7 +1,6 @@
 """Saving and restoring real PyTorch and NumPy training state through the Checkpointer."""
 
 import random
-import warnings
 
 import numpy as np
 import pytest

@@ -93,7 +93,7 @@ def start(root, step, megabytes, phase=None):
 @pytest.mark.parametrize("phase", PHASES)
 def test_killed_right_after_each_phase_leaves_old_or_new(tmp_path, phase):
     megabytes = 4
-    for trial in range(3):
+    for _ in range(3):
         before = check_store(tmp_path, megabytes)
         step = (before or 0) + 1
         proc = start(tmp_path, step, megabytes, phase)
@@ -107,7 +107,7 @@ def test_killed_at_random_moments_leaves_old_or_new(tmp_path):
     megabytes, trials = 8, 40
     rng = random.Random(20261123)
     seen_steps = set()
-    for trial in range(trials):
+    for _ in range(trials):
         before = check_store(tmp_path, megabytes)
         proc = start(tmp_path, (before or 0) + 1, megabytes)
         time.sleep(rng.uniform(0.0, 0.4))

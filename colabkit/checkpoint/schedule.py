@@ -138,7 +138,7 @@ class Checkpointer:
             self._record(result)
 
     def _record(self, result: dict) -> None:
-        self.last = result
+        self.last = {**result, "at": time.time()}
         if not result["ok"]:
             self._error = _describe_write_error(result, self.store.root)
 
@@ -301,7 +301,8 @@ class Checkpointer:
             return None
         if not self.last["ok"]:
             return f"checkpoint step-{self.last.get('step')} FAILED: see the cell output"
-        line = f"checkpoint {self.last['id']} ({format_bytes(self.last.get('bytes'))})"
+        age = format_duration(time.time() - self.last["at"])
+        line = f"checkpoint {self.last['id']} ({format_bytes(self.last.get('bytes'))}, {age} ago)"
         if self.mirror_store is not None:
             mirror = read_status(self.store.root) or {}
             copied = mirror.get("mirrored") or "none yet"
