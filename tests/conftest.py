@@ -49,3 +49,27 @@ def nvml():
 
     yield fake_nvml
     fake_nvml.uninstall()
+
+
+@pytest.fixture
+def shell(state_dir, tmp_path, monkeypatch):
+    """A real IPython shell with colabkit loaded, in a fresh folder, nothing mounted yet."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from colabkit import storage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(storage, "_current", None)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "colabkit")
+    yield ip
+    ip.run_line_magic("unload_ext", "colabkit")
+
+
+def run(ip, cell):
+    """Run a cell as a user would; returns IPython's result and what it printed."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as out:
+        result = ip.run_cell(cell)
+    return result, out

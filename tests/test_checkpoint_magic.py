@@ -4,31 +4,19 @@ import subprocess
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
-from IPython.utils.capture import capture_output
 
-from colabkit import storage
 from colabkit.checkpoint import session
 from colabkit.checkpoint.store import CheckpointStore
 from colabkit.errors import ColabkitError, ColabkitWarning
+from conftest import run
 
 
 @pytest.fixture
-def shell(state_dir, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(storage, "_current", None)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "colabkit")
-    ip.run_cell("import torch, numpy as np, colabkit\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(6, 3)\n"
-                "opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)")
-    yield ip
-    ip.run_line_magic("unload_ext", "colabkit")
-
-
-def run(ip, cell):
-    with capture_output() as out:
-        result = ip.run_cell(cell)
-    return result, out
+def shell(shell):
+    """The shared shell, with a small model and optimizer to save."""
+    run(shell, "import torch, numpy as np, colabkit\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(6, 3)\n"
+               "opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)")
+    return shell
 
 
 TRAIN = ("for epoch in colabkit.resumable(range(4)):\n"

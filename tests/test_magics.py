@@ -6,26 +6,9 @@ import time
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
-from IPython.utils.capture import capture_output
 
-from colabkit import monitor, storage
-
-
-@pytest.fixture
-def shell(state_dir, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(storage, "_current", None)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "colabkit")
-    yield ip
-    ip.run_line_magic("unload_ext", "colabkit")
-
-
-def run(ip, line):
-    with capture_output() as out:
-        result = ip.run_cell(line)
-    return result, out
+from colabkit import monitor
+from conftest import run
 
 
 def test_every_magic_has_help(shell):
