@@ -150,3 +150,24 @@ def test_a_save_due_while_one_is_writing_is_skipped_with_a_note(tmp_path):
         assert ck.save(force=False) is False
     ck.close()
     assert [c.step for c in ck.store.list()] == [0]
+
+
+def test_in_a_sagemaker_job_checkpoints_go_to_opt_ml_checkpoints_and_a_partial_upload_is_skipped(tmp_path, monkeypatch):
+    from colabkit import storage
+
+    base = tmp_path / "opt" / "ml"
+    (base / "input" / "config").mkdir(parents=True)
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
+    monkeypatch.setattr(storage, "_current", None)
+    model, opt, _ = make()
+    ck = Checkpointer(every="1 steps", model=model, optimizer=opt)
+    assert ck.store.root == base / "checkpoints" / "checkpoints" and ck.mirror_store is None
+    for step in (1, 2):
+        ck.step = step
+        ck.save(wait=True)
+    ck.close()
+    # SageMaker syncs the folder with S3 file by file: a checkpoint can arrive with a file missing.
+    (ck.store.root / "step-2" / "tensors.safetensors").unlink()
+    restored = Checkpointer(model=make(4)[0], optimizer=make(4)[1]).restore()
+    assert restored.checkpoint.id == "step-1"
+    assert any("step-2: tensors.safetensors is missing" in note for note in restored.notes)
