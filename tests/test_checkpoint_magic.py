@@ -39,6 +39,17 @@ def test_every_now_list_restore_off(shell, tmp_path):
     assert "off" in out.stdout and session.active() is None
 
 
+def test_resumable_rebinds_arrays_and_values_in_the_notebook(shell):
+    run(shell, "ema = np.arange(3.0)\nbest = {'loss': 1.5}")
+    run(shell, "%checkpoint every 1 steps model opt ema best")
+    run(shell, "for epoch in colabkit.resumable(range(2)):\n    ema = ema + 1; best = {'loss': best['loss'] / 2}")
+    run(shell, "%checkpoint off")
+    run(shell, "ema = None; best = None")  # a fresh runtime has neither
+    run(shell, "%checkpoint every 1 steps model opt ema best")
+    run(shell, "for epoch in colabkit.resumable(range(2)): pass")
+    assert run(shell, "ema.tolist(), best")[0].result == ([2.0, 3.0, 4.0], {"loss": 0.375})
+
+
 def test_end_of_cell_is_a_consistent_point(shell):
     run(shell, "%checkpoint every 1s model")
     run(shell, "import time; time.sleep(1.1)")

@@ -63,7 +63,8 @@ def run(words: list[str], keep: int, to, trust: bool, shell):
         period, names = _period_and_names(words[1:])
         parse_every(period)  # a bad period is reported before anything is looked up
         objects = _lookup(names, namespace)
-        checkpointer = session.activate(Checkpointer(every=period, to=to, keep=keep, **objects), shell)
+        checkpointer = session.activate(
+            Checkpointer(every=period, to=to, keep=keep, namespace=namespace, **objects), shell)
         print(f"colabkit: saving {', '.join(names)} every {period} to {checkpointer.store.root} "
               f"(keeping {keep}); colabkit.resumable(...) resumes a loop.")
         return None

@@ -72,7 +72,9 @@ class Checkpointer:
     ...     train_one_epoch(model, opt)
     """
 
-    def __init__(self, every=None, to=None, keep: int = 3, **objects):
+    def __init__(self, every=None, to=None, keep: int = 3, namespace: dict | None = None, **objects):
+        """`namespace` (a notebook's variables, given by %checkpoint) receives the values that are
+        restored by name; with the Python API they are in `.objects` after a restore."""
         from .. import storage
 
         self.every_seconds, self.every_steps = parse_every(every)
@@ -85,6 +87,7 @@ class Checkpointer:
         self.store = CheckpointStore(storage.ensure_writable(root), keep)
         self.store.prepare()
         self.objects: dict[str, object] = dict(objects)
+        self.namespace = namespace
         self.step = 0
         self.position = 0  # iterations of loop() completed
         self.pace: float | None = None  # seconds per loop iteration, kept for cost estimates
@@ -154,7 +157,7 @@ class Checkpointer:
                          "written; the next one is taken when it is done (save less often, or to faster storage).")
                 return False
             self._record(self._writer.wait())
-        captured = state.capture(self.objects)
+        captured = state.capture(self.tracked())
         self._warn_skipped(captured.skipped)
         size = state.layout(captured.sources)
         header = tensorfile.header_bytes(state.entries(captured.sources), {"format": "pt"})
@@ -175,6 +178,13 @@ class Checkpointer:
         if wait:
             self.wait()
         return True
+
+    def tracked(self) -> dict[str, object]:
+        """The objects to save now. Names are read afresh from the notebook, since a cell may
+        rebind them (ema = ema * 0.9 + ...)."""
+        if self.namespace is None:
+            return self.objects
+        return {name: self.namespace.get(name, value) for name, value in self.objects.items()}
 
     def _mark_saved(self) -> None:
         self._forced = False
@@ -251,8 +261,10 @@ class Checkpointer:
         """Load a checkpoint (the newest that verifies, by default) into the tracked objects.
 
         `namespace` (a notebook's variables) supplies objects to load state dicts into that this
-        Checkpointer doesn't track, and receives the values restored by name.
+        Checkpointer doesn't track, and receives the values restored by name (default: the
+        namespace given at creation).
         """
+        namespace = self.namespace if namespace is None else namespace
         skipped_notes = []
         stores = [self.store] + ([self.mirror_store] if self.mirror_store else [])
         if checkpoint_id == "latest":
@@ -276,7 +288,7 @@ class Checkpointer:
         if trust and (checkpoint.path / OBJECTS).exists():
             with open(checkpoint.path / OBJECTS, "rb") as f:
                 pickled = pickle.load(f)  # verified against the manifest above, and trusted by the user
-        targets = {**(namespace or {}), **self.objects}
+        targets = {**(namespace or {}), **self.tracked()}
         values, notes = state.restore(saved["structure"], tensors, targets, pickled)
         self.objects.update({k: v for k, v in values.items() if k in self.objects})
         if namespace is not None:
