@@ -171,3 +171,12 @@ def test_in_a_sagemaker_job_checkpoints_go_to_opt_ml_checkpoints_and_a_partial_u
     restored = Checkpointer(model=make(4)[0], optimizer=make(4)[1]).restore()
     assert restored.checkpoint.id == "step-1"
     assert any("step-2: tensors.safetensors is missing" in note for note in restored.notes)
+
+
+def test_colliding_dotted_keys_keep_both_tensors(tmp_path):
+    ck = Checkpointer(to=tmp_path, stats={"a.b": torch.ones(2), "a": {"b": torch.zeros(3)}})
+    ck.save(wait=True)
+    namespace = {}
+    Checkpointer(to=tmp_path).restore(namespace=namespace)
+    assert torch.equal(namespace["stats"]["a.b"], torch.ones(2))
+    assert torch.equal(namespace["stats"]["a"]["b"], torch.zeros(3))

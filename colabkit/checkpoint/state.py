@@ -83,6 +83,15 @@ class _Encoder:
 
     def __init__(self, capture: Capture):
         self.capture = capture
+        self._keys: set[str] = set()
+
+    def _unique(self, key: str) -> str:
+        """Dotted keys can collide ({"a.b": x} beside {"a": {"b": y}}); a file key must not."""
+        unique, n = key, 1
+        while unique in self._keys:
+            unique, n = f"{key}#{n}", n + 1
+        self._keys.add(unique)
+        return unique
 
     def encode(self, value, key: str):
         if is_tensor(value):
@@ -112,6 +121,7 @@ class _Encoder:
             raise Unsaveable(f"a tensor of dtype {tensor.dtype}")
         if tensor.is_sparse or getattr(tensor, "is_quantized", False):
             raise Unsaveable("a sparse or quantized tensor")
+        key = self._unique(key)
         self.capture.sources.append(
             Source(key, tensor.detach(), code, tuple(tensor.shape), tensor.numel() * tensor.element_size()))
         return {"__tensor__": key, "device": str(tensor.device), "requires_grad": bool(tensor.requires_grad)}
@@ -120,6 +130,7 @@ class _Encoder:
         code = NUMPY_CODES.get(array.dtype.name)
         if code is None or array.dtype.byteorder == ">":
             raise Unsaveable(f"an array of dtype {array.dtype}")
+        key = self._unique(key)
         self.capture.sources.append(Source(key, array, code, tuple(array.shape), array.nbytes))
         return {"__array__": key}
 
