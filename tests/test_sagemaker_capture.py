@@ -1,0 +1,82 @@
+"""Capturing a notebook's cells for export, and refusing to export secrets."""
+
+import re
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from colabkit.errors import ColabkitError
+from colabkit.sagemaker import secrets
+from colabkit.sagemaker.capture import Cell, capture, read_notebook
+
+CELLS = ["!pip install -q timm==0.9.16", "import torch\nmodel = torch.nn.Linear(2, 2)", "%checkpoint every 15m model",
+         "%to_sagemaker ml.g5.xlarge"]
+
+
+def notebook():
+    nb = new_notebook(cells=[new_markdown_cell("# title")] + [new_code_cell(s) for s in CELLS])
+    nb.metadata["colab"] = {"name": "My Run.ipynb"}
+    return nb
+
+
+def test_read_a_notebook_file(tmp_path):
+    nbformat.write(notebook(), tmp_path / "train.ipynb")
+    got = read_notebook(tmp_path / "train.ipynb")
+    assert [c.source for c in got.cells] == CELLS and [c.number for c in got.cells] == [1, 2, 3, 4]
+    assert got.name == "train"
+    with pytest.raises(ColabkitError, match="no notebook at"):
+        read_notebook(tmp_path / "missing.ipynb")
+    (tmp_path / "bad.ipynb").write_text("{not json")
+    with pytest.raises(ColabkitError, match="not a notebook"):
+        read_notebook(tmp_path / "bad.ipynb")
+
+
+def test_on_colab_the_cells_come_from_the_browser_up_to_the_calling_cell(fake_colab):
+    from google.colab import _message
+
+    _message.FRONTEND["get_ipynb"] = lambda request: {"ipynb": notebook()}
+    got = capture(calling_source="%to_sagemaker ml.g5.xlarge\n")
+    assert got.origin == "colab" and got.name == "My Run" and [c.number for c in got.cells] == [1, 2, 3]
+    assert [c.number for c in capture(calling_source=CELLS[3], all_cells=True).cells] == [1, 2, 3, 4]
+    assert ("get_ipynb", "") in _message.SENT
+    with pytest.raises(ColabkitError, match="not saved yet"):
+        capture(calling_source="%to_sagemaker ml.p4d.24xlarge")
+
+
+def test_in_jupyter_the_cells_come_from_the_notebook_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    nbformat.write(notebook(), tmp_path / "train.ipynb")
+    monkeypatch.setenv("JPY_SESSION_NAME", "projects/x/train.ipynb")  # relative to the server's root
+    got = capture(calling_source=CELLS[3])
+    assert got.origin.endswith("train.ipynb") and [c.source for c in got.cells] == CELLS[:3]
+
+
+def test_elsewhere_the_session_history(shell, monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    for source in ("a = 1", "b = a + 1", "export_here = True"):
+        shell.run_cell(source, store_history=True)  # as a kernel runs every cell
+    got = capture(shell)
+    assert got.origin == "history" and [c.source.strip() for c in got.cells][-2:] == ["a = 1", "b = a + 1"]
+
+
+@pytest.mark.parametrize("source,what", [
+    ("key = 'AKIAIOSFODNN7EXAMPLE'", "an AWS access key id"),
+    ("aws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'", "a secret-looking value"),
+    ("import os\nos.environ['HF_TOKEN'] = 'abc123'", "a credential set in os.environ['HF_TOKEN']"),
+    ("%env WANDB_API_KEY=0123456789abcdef", "a credential set for WANDB_API_KEY"),
+    ("from google.colab import userdata\ntoken = userdata.get('HF_TOKEN')", "a value read from Colab Secrets"),
+    ("login(token='hf_abcdefghijklmnopqrstuvwxyzABCDEFGH')", "a Hugging Face token"),
+    ("g = 'ghp_abcdefghijklmnopqrstuvwxyz0123456789'", "a GitHub token"),
+])
+def test_secrets_stop_the_export_naming_cell_and_line(source, what):
+    cells = [Cell(1, "x = 1"), Cell(2, "# setup\n" + source)]
+    with pytest.raises(ColabkitError, match=r"cell 2, line \d+: " + re.escape(what)):
+        secrets.check(cells)
+
+
+def test_allow_secret_and_clean_cells():
+    cells = [Cell(1, "import os\nos.environ['HF_TOKEN'] = 'abc123'"), Cell(2, "!pip install torch\nx = 'hello'")]
+    secrets.check(cells, allow=("HF_TOKEN",))
+    secrets.check([Cell(1, "os.environ['EPOCHS'] = '10'\nlr = 3e-4\npath = '/content/drive/MyDrive/x.csv'")])
+    secrets.check([Cell(1, "def broken(:\n")])  # not Python: nothing to find, and the job would fail on it
