@@ -35,6 +35,26 @@ def copy_file(source: Path, target: Path) -> FileRecord:
     return FileRecord(size, digest.hexdigest())
 
 
+def copy_checkpoint(source: Path, store: CheckpointStore) -> bool:
+    """Copy a committed checkpoint folder into `store` through its atomic commit; False if it is there."""
+    manifest = json.loads((source / MANIFEST).read_text())
+    existing = store.root / source.name
+    if existing.is_dir() and (existing / MANIFEST).is_file() and \
+            json.loads((existing / MANIFEST).read_text())["files"] == manifest["files"]:
+        return False
+    meta = {k: v for k, v in manifest.items() if k not in ("format", "step", "files")}
+
+    def write_payload(folder: Path) -> dict[str, FileRecord]:
+        records = {name: copy_file(source / name, folder / name) for name in manifest["files"]}
+        for name, record in records.items():
+            if record.sha256 != manifest["files"][name]["sha256"]:
+                raise OSError(f"{name} changed while it was being copied")
+        return records
+
+    store.commit(manifest["step"], write_payload, meta)
+    return True
+
+
 class Mirror:
     def __init__(self, local_root: Path, remote_root: Path, keep: int):
         self.local_root = Path(local_root)
@@ -64,7 +84,7 @@ class Mirror:
                 source, self._pending, self._busy = self._pending, None, True
             error = None
             try:
-                self._copy(source)
+                copy_checkpoint(source, self.remote)
             except Exception as exc:  # Drive unmounted, quota, ...: shown in the panel, retried next time
                 error = f"{type(exc).__name__}: {exc}"
             with self._cond:
@@ -72,24 +92,6 @@ class Mirror:
                 self._write_status(mirrored=None if error else source.name, error=error,
                                    pending=self._pending.name if self._pending else None)
                 self._cond.notify_all()
-
-    def _copy(self, source: Path) -> None:
-        manifest = json.loads((source / MANIFEST).read_text())
-        step = manifest["step"]
-        existing = self.remote.root / source.name
-        if existing.is_dir() and (existing / MANIFEST).is_file() and \
-                json.loads((existing / MANIFEST).read_text())["files"] == manifest["files"]:
-            return  # already there
-        meta = {k: v for k, v in manifest.items() if k not in ("format", "step", "files")}
-
-        def write_payload(folder: Path) -> dict[str, FileRecord]:
-            records = {name: copy_file(source / name, folder / name) for name in manifest["files"]}
-            for name, record in records.items():
-                if record.sha256 != manifest["files"][name]["sha256"]:
-                    raise OSError(f"{name} changed while it was being copied")
-            return records
-
-        self.remote.commit(step, write_payload, meta)
 
     def _write_status(self, **fields) -> None:
         path = self.local_root / STATUS
