@@ -35,7 +35,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'colabkit' has no attribute {name!r}")
 
 
-MAGIC_NAMES = ("gpuwatch", "mount", "checkpoint")
+MAGIC_NAMES = ("gpuwatch", "mount", "checkpoint", "to_sagemaker")
 _MAGICS_SPEC = "colabkit.magics:ColabkitMagics"
 
 

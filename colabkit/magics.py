@@ -94,6 +94,34 @@ class ColabkitMagics(Magics):
 
     @line_magic
     @magic_arguments()
+    @argument("instance_type", help="A SageMaker training instance type, e.g. ml.g5.xlarge.")
+    @argument("--local", action="store_true", help="Run the exported job on this machine in a SageMaker-like "
+                                                   "layout (no Docker, no AWS).")
+    @argument("--all", action="store_true", help="Export every code cell, not only those above this one.")
+    @argument("--allow-secret", action="append", default=[], metavar="NAME",
+              help="Let this named secret travel with the cells (rarely what you want).")
+    @_clear_errors
+    def to_sagemaker(self, line=""):
+        """Export this notebook's run (its cells up to this one, and the latest checkpoint) as a
+        SageMaker training job.
+
+        Example: %to_sagemaker ml.g5.xlarge --local
+        """
+        from .sagemaker.export import to_sagemaker
+
+        args = parse_argstring(self.to_sagemaker, line)
+        history = self.shell.user_ns.get("In") or [""]
+        result = to_sagemaker(args.instance_type, run_local=args.local, all_cells=args.all,
+                              allow_secrets=tuple(args.allow_secret), shell=self.shell, calling_source=history[-1])
+        if not result.succeeded:
+            raise UsageError(f"The job failed (exit code {result.exit_code}); its log is above and in "
+                             f"{result.base / 'output' / 'failure'}.")
+        if result.final_checkpoint:
+            print(f"colabkit: {result.final_checkpoint} from the job is in your checkpoints: "
+                  "%checkpoint restore loads it.")
+
+    @line_magic
+    @magic_arguments()
     @argument("--to", default=None, help="Use this folder instead of the platform's default.")
     @_clear_errors
     def mount(self, line=""):

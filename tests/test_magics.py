@@ -12,7 +12,7 @@ from conftest import run
 
 
 def test_every_magic_has_help(shell):
-    for name in ("gpuwatch", "mount"):
+    for name in ("gpuwatch", "mount", "checkpoint", "to_sagemaker"):
         _, out = run(shell, f"%{name}?")
         help_text = out.stdout
         assert f"%{name}" in help_text and "--" in help_text and "Example" in help_text
@@ -144,3 +144,14 @@ def test_terminal_ipython_gets_plain_text(tmp_path, state_dir):
     assert len(lines) >= 3, out.stdout + out.stderr
     assert all("CPU" in line and "RAM" in line for line in lines)
     assert "colabkit: watch stopped." in out.stdout
+
+
+@pytest.mark.parametrize("line,says", [
+    ("%to_sagemaker ml.g5.xlargee --local", "not a SageMaker training instance type. Did you mean ml.g5.xlarge"),
+    ("%to_sagemaker ml.g5.xlarge", "not available in this colabkit version yet.*--local"),
+])
+def test_to_sagemaker_bad_input(shell, line, says):
+    import re
+
+    result, out = run(shell, line)
+    assert isinstance(result.error_in_exec, UsageError) and re.search(says, str(result.error_in_exec))

@@ -53,9 +53,14 @@ def test_demo_runs_end_to_end(tmp_path, state_dir):
     assert "saving model, optimizer every 2 steps" in outputs["%checkpoint every 2 steps model optimizer --keep 2"][0]["text"]
     resumed = "".join(o.get("text", "") for o in outputs["model, optimizer = fresh_runtime(seed=123)"])
     assert "resumed from step-4: 4 iteration(s) done, continuing at 5 of 10" in resumed
-    assert "finished at epoch 10" in resumed
+    assert "trained 10 epochs: loss" in resumed
     listing = outputs["%checkpoint list"][0]["text"]
     assert "step-10" in listing and "step-8" in listing and "step-4" not in listing  # --keep 2
+    # The export, run locally as a SageMaker job: it resumes from the notebook's checkpoint.
+    job = "".join(o.get("text", "") for o in outputs["%to_sagemaker ml.g5.xlarge --local"])
+    assert "the job starts from step-10" in job and "platform:      SageMaker training job" in job
+    assert "resumed from step-10: 10 iteration(s) done, nothing left to run" in job
+    assert "completed in" in job and "(exit code 0)" in job
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             assert out["output_type"] != "error", out

@@ -38,7 +38,7 @@ def test_the_job_resumes_from_the_notebooks_checkpoint_and_brings_its_own_back(t
     notebook_trained_three_epochs(store.root)
     source = convert([Cell(i + 1, s) for i, s in enumerate(CELLS)], tmp_path / "source")
     lines = []
-    result = local.run(source, store, tmp_path / "jobs", "colabkit-test-job", echo=lines.append)
+    result = local.run(source, store, tmp_path / "job", "colabkit-test-job", echo=lines.append)
     log = "\n".join(lines)
     assert result.succeeded, log
     assert "the job starts from step-3" in log and "resumed from step-3" in log
@@ -52,7 +52,7 @@ def test_the_job_resumes_from_the_notebooks_checkpoint_and_brings_its_own_back(t
 def test_a_failing_cell_fails_the_job_like_the_toolkit(tmp_path):
     source = convert([Cell(1, "x = 1"), Cell(2, "raise RuntimeError('out of data')")], tmp_path / "source")
     lines = []
-    result = local.run(source, None, tmp_path / "jobs", "colabkit-failing-job", echo=lines.append)
+    result = local.run(source, None, tmp_path / "job", "colabkit-failing-job", echo=lines.append)
     assert result.exit_code == 1 and not result.succeeded
     failure = (result.base / "output" / "failure").read_text()
     assert failure.startswith("ExecuteUserScriptError:") and "cell 2 failed with RuntimeError: out of data" in failure

@@ -22,8 +22,11 @@ class LoopProgress:
         shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
         self._in_kernel = type(shell).__name__ == "ZMQInteractiveShell"
         if restored is not None:
-            first = (f"colabkit: resumed from {restored.checkpoint.id}: {start} iteration(s) done, "
-                     f"continuing at {start + 1}" + (f" of {total}" if total else ""))
+            first = f"colabkit: resumed from {restored.checkpoint.id}: {start} iteration(s) done, "
+            if total is not None and start >= total:
+                first += "nothing left to run"
+            else:
+                first += f"continuing at {start + 1}" + (f" of {total}" if total else "")
             print(first + "".join(f"\n  note: {n}" for n in restored.notes), flush=True)
 
     def line(self, position: int, pace: float | None, last: dict | None, done: bool) -> str:

@@ -72,11 +72,11 @@ def _environment(base: Path, job_name: str, channels: dict[str, Path]) -> dict[s
     return env
 
 
-def run(source: SourceFolder, checkpoints: CheckpointStore | None, workdir: Path, job_name: str,
+def run(source: SourceFolder, checkpoints: CheckpointStore | None, base: Path, job_name: str,
         channels: dict[str, Path] | None = None, echo=print) -> LocalRun:
-    """Run the job in `workdir/<job_name>/`; `checkpoints` is the notebook's store (read, then updated)."""
+    """Run the job with `base` as its /opt/ml; `checkpoints` is the notebook's store (read, then updated)."""
     channels = channels or {}
-    base = Path(workdir) / job_name
+    base = Path(base)
     if base.exists():
         raise ColabkitError(f"{base} exists already: choose another job name or remove it.")
     code = _layout(base, source, job_name, channels)

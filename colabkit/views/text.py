@@ -42,7 +42,7 @@ class TextView:
 
     def display(self) -> None:
         latest = self.watcher.latest
-        if latest is not None:
+        if latest is not None and not self._last_print:  # the first tick may have printed it already
             self._print_reading(latest)
 
     def close(self) -> None:
