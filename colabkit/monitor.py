@@ -151,7 +151,12 @@ def add_alert_listener(callback):
 def add_status_source(source):
     """Show `source()` (a line, or None) in every panel; returns a function that takes it away."""
     _status_sources.append(source)
-    return lambda: source in _status_sources and _status_sources.remove(source)
+
+    def remove():
+        if source in _status_sources:
+            _status_sources.remove(source)
+
+    return remove
 
 
 def stop_watch() -> bool:
