@@ -109,8 +109,7 @@ def watch(
         if shell is not None:
             shell.events.register("pre_run_cell", watcher.activity.cell_started)
             shell.events.register("post_run_cell", watcher.activity.cell_finished)
-        for listener in _alert_listeners:
-            watcher.subscribe(on_alert=listener)
+        watcher.subscribe(on_alert=_tell_listeners)
         watcher.status_sources = _status_sources  # shared: sources added later show up too
         view_object = _make_view(chosen, watcher, text_seconds)
         watcher.start()
@@ -134,16 +133,18 @@ def _make_view(name: str, watcher, text_every: float):
     return TextView(watcher, every=text_every)
 
 
+def _tell_listeners(alert) -> None:
+    for listener in list(_alert_listeners):
+        listener(alert)
+
+
 def add_alert_listener(callback):
     """Hear the alerts of the current watch and of every later one; returns a function that stops it."""
     _alert_listeners.append(callback)
-    current = _active.watcher.subscribe(on_alert=callback) if _active is not None else None
 
     def remove():
         if callback in _alert_listeners:
             _alert_listeners.remove(callback)
-        if current is not None:
-            current()
 
     return remove
 
