@@ -138,26 +138,25 @@ def _tell_listeners(alert) -> None:
         listener(alert)
 
 
-def add_alert_listener(callback):
-    """Hear the alerts of the current watch and of every later one; returns a function that stops it."""
-    _alert_listeners.append(callback)
+def _register(registry: list, item):
+    """Add `item` to a registry every watcher reads; returns a function that takes it out again."""
+    registry.append(item)
 
     def remove():
-        if callback in _alert_listeners:
-            _alert_listeners.remove(callback)
+        if item in registry:
+            registry.remove(item)
 
     return remove
+
+
+def add_alert_listener(callback):
+    """Hear the alerts of the current watch and of every later one; returns a function that stops it."""
+    return _register(_alert_listeners, callback)
 
 
 def add_status_source(source):
     """Show `source()` (a line, or None) in every panel; returns a function that takes it away."""
-    _status_sources.append(source)
-
-    def remove():
-        if source in _status_sources:
-            _status_sources.remove(source)
-
-    return remove
+    return _register(_status_sources, source)
 
 
 def stop_watch() -> bool:
