@@ -21,6 +21,7 @@ _API = {
     "Sample": "telemetry",
     "Checkpointer": "checkpoint.schedule",
     "resumable": "checkpoint.session",
+    "to_sagemaker": "sagemaker.export",
     "ColabkitError": "errors",
     "ColabkitWarning": "errors",
 }

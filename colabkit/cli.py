@@ -1,4 +1,5 @@
-"""`colabkit` from a terminal: the platform and its limits, and a text watch of the machine."""
+"""`colabkit` from a terminal: the platform and its limits, a text watch of the machine, and the
+export of a saved notebook as a SageMaker training job."""
 
 from __future__ import annotations
 
@@ -18,11 +19,23 @@ def main(argv: list[str] | None = None) -> int:
     watch.add_argument("--interval", default="5s", help="time between lines (default 5s)")
     watch.add_argument("--once", action="store_true", help="print one reading and exit")
     watch.add_argument("--tier", help="Colab tier: free, pro or pro+")
+    export = commands.add_parser("export", help="export a notebook (.ipynb) as a SageMaker training job")
+    export.add_argument("notebook", help="the .ipynb file; every code cell is exported")
+    export.add_argument("--instance", required=True, metavar="TYPE", help="a training instance type, e.g. ml.g5.xlarge")
+    export.add_argument("--storage", default=None, metavar="PATH",
+                        help="the notebook's colabkit storage, with its checkpoints "
+                             "(default: colabkit-storage beside the notebook)")
+    from .sagemaker.arguments import ARGUMENTS
+
+    for names, settings in ARGUMENTS:
+        export.add_argument(*names, **settings)
     args = parser.parse_args(argv)
 
     from . import monitor
 
     try:
+        if args.command == "export":
+            return _export(args)
         if args.command == "info":
             print(monitor.info(tier=args.tier))
         elif args.once:
@@ -38,6 +51,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"colabkit: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _export(args) -> int:
+    from pathlib import Path
+
+    from . import storage
+    from .sagemaker import arguments, capture, export
+    from .sagemaker.job import TrainingJob
+
+    captured = capture.read_notebook(args.notebook)
+    storage.mount(to=args.storage or Path(args.notebook).resolve().parent / storage.LOCAL_FOLDER)
+    result = export.run_export(arguments.options_from(args, args.instance), captured)
+    if isinstance(result, TrainingJob):
+        if args.wait:
+            export.follow(result, in_notebook=False)
+        else:
+            print(f"[colabkit] follow it: {result.summary() if result.describe() else result.name}")
+        return 0
+    if isinstance(result, dict):
+        return 0
+    return 0 if result.succeeded else 1
 
 
 if __name__ == "__main__":

@@ -26,6 +26,15 @@ def _clear_errors(method):
     return wrapper
 
 
+def _export_arguments(method):
+    """The export's options (shared with `colabkit export`) as magic_arguments."""
+    from .sagemaker.arguments import ARGUMENTS
+
+    for names, settings in reversed(ARGUMENTS):
+        method = argument(*names, **settings)(method)
+    return method
+
+
 @magics_class
 class ColabkitMagics(Magics):
     @line_magic
@@ -95,24 +104,27 @@ class ColabkitMagics(Magics):
     @line_magic
     @magic_arguments()
     @argument("instance_type", help="A SageMaker training instance type, e.g. ml.g5.xlarge.")
-    @argument("--local", action="store_true", help="Run the exported job on this machine in a SageMaker-like "
-                                                   "layout (no Docker, no AWS).")
-    @argument("--all", action="store_true", help="Export every code cell, not only those above this one.")
-    @argument("--allow-secret", action="append", default=[], metavar="NAME",
-              help="Let this named secret travel with the cells (rarely what you want).")
+    @_export_arguments
     @_clear_errors
     def to_sagemaker(self, line=""):
         """Export this notebook's run (its cells up to this one, and the latest checkpoint) as a
-        SageMaker training job.
+        SageMaker training job: run it here first (--local), see the request (--dry-run), or
+        submit it and follow it (--wait).
 
-        Example: %to_sagemaker ml.g5.xlarge --local
+        Example: %to_sagemaker ml.g5.xlarge --local    %to_sagemaker ml.g5.xlarge --wait
         """
-        from .sagemaker.export import to_sagemaker
+        from .sagemaker import arguments, capture, export
+        from .sagemaker.job import TrainingJob
 
         args = parse_argstring(self.to_sagemaker, line)
+        options = arguments.options_from(args, args.instance_type)
         history = self.shell.user_ns.get("In") or [""]
-        result = to_sagemaker(args.instance_type, run_local=args.local, all_cells=args.all,
-                              allow_secrets=tuple(args.allow_secret), shell=self.shell, calling_source=history[-1])
+        captured = capture.capture(self.shell, history[-1], options.all_cells)
+        result = export.run_export(options, captured)
+        if isinstance(result, TrainingJob):
+            return export.follow(result) if options.wait else result
+        if isinstance(result, dict):
+            return None  # --dry-run printed the request
         if not result.succeeded:
             raise UsageError(f"The job failed (exit code {result.exit_code}); its log is above and in "
                              f"{result.base / 'output' / 'failure'}.")

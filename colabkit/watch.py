@@ -203,11 +203,14 @@ class Watcher:
         self._alert_subscribers: list = []
         self.status_sources: list = []  # callables -> a line for the panel, or None (e.g. checkpoints)
         self.alerts: list[Alert] = []
+        self.session_peaks = Peaks()  # since start, for instance advice when the run moves elsewhere
+        self.started_at: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Watcher":
         if self._thread is not None:
             return self
+        self.started_at = time.monotonic()
         self.tick()  # a first reading at once, so a view has something to show
         self._thread = threading.Thread(target=self._run, name="colabkit-watcher", daemon=True)
         self._thread.start()
@@ -247,6 +250,7 @@ class Watcher:
         with self._lock:
             self._history.append((next(self._seq), sample))
             self.alerts.extend(alerts)
+            self.session_peaks.add(sample)
         for alert in alerts:  # subscribers decide how a person sees it
             self._notify(self._alert_subscribers, alert)
         self._notify(self._sample_subscribers, sample)

@@ -9,6 +9,24 @@ FAKES = Path(__file__).parent / "fakes"
 sys.path.insert(0, str(FAKES))
 
 
+AWS_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                "AWS_DEFAULT_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL",
+                "COLABKIT_SAGEMAKER_ROLE")
+
+
+@pytest.fixture(autouse=True)
+def no_aws(tmp_path_factory, monkeypatch):
+    """No test reaches the developer's AWS account: no credentials, profiles, instance metadata or
+    colabkit config; tests that talk to AWS start their own server (tests/helpers/aws.py)."""
+    empty = tmp_path_factory.getbasetemp() / "no-aws"
+    for name in AWS_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("COLABKIT_CONFIG", str(empty / "colabkit.json"))
+
+
 @pytest.fixture
 def fake_colab(tmp_path, monkeypatch):
     """A Colab-like machine: COLAB_RELEASE_TAG set, /content/drive under tmp, an empty mount table."""

@@ -148,7 +148,11 @@ def test_terminal_ipython_gets_plain_text(tmp_path, state_dir):
 
 @pytest.mark.parametrize("line,says", [
     ("%to_sagemaker ml.g5.xlargee --local", "not a SageMaker training instance type. Did you mean ml.g5.xlarge"),
-    ("%to_sagemaker ml.g5.xlarge", "not available in this colabkit version yet.*--local"),
+    ("%to_sagemaker ml.g5.xlarge", "No AWS credentials were found.*--dry-run or --local"),
+    ("%to_sagemaker ml.g5.xlarge --local --dry-run", "Choose one of --local"),
+    ("%to_sagemaker ml.g5.xlarge --instances 0 --dry-run", "--instances must be 1 or more"),
+    ("%to_sagemaker ml.g5.xlarge --max-run 5x --dry-run", "not a duration"),
+    ("%to_sagemaker ml.trn1.2xlarge --dry-run", "Neuron"),
 ])
 def test_to_sagemaker_bad_input(shell, line, says):
     import re

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import errno
 import json
+import os
 import pickle
 import re
 import sys
@@ -91,6 +92,7 @@ class Checkpointer:
         self.step = 0
         self.position = 0  # iterations of loop() completed
         self.pace: float | None = None  # seconds per loop iteration, kept for cost estimates
+        self.total: int | None = None  # the loop's length when known, for the time left
         self.last: dict | None = None  # the last writer result
         self._forced = False
         self._last_save_at = time.monotonic()
@@ -100,7 +102,9 @@ class Checkpointer:
         self._buffer = None
         self._error: str | None = None
         self._warned_skipped: set[str] = set()
-        if self.every_seconds is not None or self.every_steps is not None:
+        # Under torchrun (a multi-GPU SageMaker job) every rank restores, and rank 0 alone writes.
+        self.writes = os.environ.get("RANK", "0") == "0"
+        if self.writes and (self.every_seconds is not None or self.every_steps is not None):
             self._writer_process()  # started now, so the first scheduled save doesn't wait for it
 
     # -- flags and consistent points -------------------------------------------------------
@@ -146,7 +150,11 @@ class Checkpointer:
             self._error = _describe_write_error(result, self.store.root)
 
     def save(self, force: bool = True, wait: bool = False) -> bool:
-        """Copy the state now and hand it to the writer; False if skipped (one already in flight)."""
+        """Copy the state now and hand it to the writer; False if skipped (one already in flight, or
+        a rank other than 0)."""
+        if not self.writes:
+            self._mark_saved()
+            return False
         self._collect()
         if self._writer is not None and self._writer.in_flight is not None:
             if not force:
@@ -206,7 +214,7 @@ class Checkpointer:
         if torch is not None:
             versions["torch"] = str(torch.__version__)  # a TorchVersion would make the writer import torch
         return {"colabkit": __version__, "platform": platform.detect_name(), "position": self.position,
-                "pace": self.pace, "libraries": versions}
+                "pace": self.pace, "total": self.total, "libraries": versions}
 
     def _staging(self, size: int):
         """The staging buffer, reused across saves; None if a new one wouldn't fit in free RAM."""
@@ -337,6 +345,7 @@ class Checkpointer:
             self.position = 0
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)
+        self.total = total
         progress = LoopProgress(total, start, restored)
         iterator = iter(iterable)
         for _ in range(start):  # the iterations the checkpoint already covers

@@ -65,8 +65,23 @@ def _packages(args: list[str]) -> list[str]:
     return packages
 
 
+def _is_drive_mount(call: ast.Call) -> bool:
+    """drive.mount(...) or google.colab.drive.mount(...)."""
+    func = call.func
+    return (isinstance(func, ast.Attribute) and func.attr == "mount" and
+            ast.unparse(func.value) in ("drive", "google.colab.drive"))
+
+
+def _imports_colab(node: ast.stmt) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return (node.module or "").startswith("google.colab")
+    return isinstance(node, ast.Import) and all(a.name.startswith("google.colab") for a in node.names)
+
+
 def split_installs(cell: Cell) -> tuple[list[str], Cell]:
-    """The packages a cell installs, and the cell without those lines (installed before the job runs)."""
+    """The packages a cell installs, and the cell as the job runs it: those lines commented out
+    (requirements.txt installs them first), Colab's Drive imports dropped and `drive.mount(...)`
+    replaced by colabkit's mount (the job's Drive files come in as an input channel)."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     python = TransformerManager().transform_cell(cell.source)
@@ -74,19 +89,46 @@ def split_installs(cell: Cell) -> tuple[list[str], Cell]:
         tree = ast.parse(python)
     except SyntaxError:
         return [], cell
-    packages, lines = [], set()
+    packages, edits = [], {}  # first line -> (last line, replacement or None to comment out)
     for node in ast.walk(tree):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             args = _pip_install_args(node.value)
             if args is not None:
                 packages += _packages(args)
-                lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+                edits[node.lineno] = (node.end_lineno, "# (installed from requirements.txt) ")
+            elif _is_drive_mount(node.value):
+                edits[node.lineno] = (node.end_lineno, "import colabkit; colabkit.mount()  # colabkit: was ")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)) and _imports_colab(node):
+            edits[node.lineno] = (node.end_lineno, "pass  # colabkit: Colab only, was ")
     source_lines = cell.source.splitlines()
-    if not lines or len(python.splitlines()) != len(source_lines):
+    if not edits or len(python.splitlines()) != len(source_lines):
         return packages, cell  # a cell magic wraps the whole cell: leave it as it is
-    kept = [f"# (installed from requirements.txt) {line}" if number in lines else line
-            for number, line in enumerate(source_lines, start=1)]
+    kept = list(source_lines)
+    for first, (last, prefix) in edits.items():
+        line = kept[first - 1]
+        indent = line[:len(line) - len(line.lstrip())]
+        kept[first - 1] = indent + prefix + line.lstrip()
+        for number in range(first + 1, last + 1):
+            kept[number - 1] = "# " + kept[number - 1]
     return packages, Cell(cell.number, "\n".join(kept))
+
+
+def drive_paths(cells, mount_point: str) -> list[Path]:
+    """The files and folders under the Drive mount that the cells name in string literals."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    root, found = Path(mount_point), []
+    for cell in cells:
+        try:
+            tree = ast.parse(TransformerManager().transform_cell(cell.source))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(f"{root}/"):
+                path = Path(node.value)
+                if path.exists() and path not in found:
+                    found.append(path)
+    return [path for path in found if not any(other in path.parents for other in found)]
 
 
 def _name(requirement: str) -> str:

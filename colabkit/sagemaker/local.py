@@ -60,7 +60,7 @@ def _layout(base: Path, source: SourceFolder, job_name: str, channels: dict[str,
     return code
 
 
-def _environment(base: Path, job_name: str, channels: dict[str, Path]) -> dict[str, str]:
+def _environment(base: Path, job_name: str, channels: dict[str, Path], extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLAB_", "KAGGLE_", "JPY_"))}
     env.update({
         "SAGEMAKER_BASE_DIR": str(base), "TRAINING_JOB_NAME": job_name, "SM_CURRENT_HOST": HOST,
@@ -69,11 +69,13 @@ def _environment(base: Path, job_name: str, channels: dict[str, Path]) -> dict[s
         "SM_NUM_CPUS": str(os.cpu_count() or 1), "SM_NUM_GPUS": "0", "PYTHONUNBUFFERED": "1",
     })
     env.update({f"SM_CHANNEL_{name.upper()}": str(base / "input" / "data" / name) for name in channels})
+    env.update(extra)  # the request's Environment
     return env
 
 
 def run(source: SourceFolder, checkpoints: CheckpointStore | None, base: Path, job_name: str,
-        channels: dict[str, Path] | None = None, echo=print) -> LocalRun:
+        channels: dict[str, Path] | None = None, environment: dict[str, str] | None = None,
+        echo=print) -> LocalRun:
     """Run the job with `base` as its /opt/ml; `checkpoints` is the notebook's store (read, then updated)."""
     channels = channels or {}
     base = Path(base)
@@ -86,7 +88,7 @@ def run(source: SourceFolder, checkpoints: CheckpointStore | None, base: Path, j
         shutil.copytree(latest.path, job_store.root / latest.id)
         echo(f"[colabkit] the job starts from {latest.id}")
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "entry.py"], cwd=code, env=_environment(base, job_name, channels),
+    process = subprocess.Popen([sys.executable, "entry.py"], cwd=code, env=_environment(base, job_name, channels, environment or {}),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
     for line in process.stdout:

@@ -38,10 +38,15 @@ def job_name(name: str) -> str:
     return name
 
 
+def slug(notebook: str) -> str:
+    """The notebook's name in letters, digits and hyphens, for job names and S3 prefixes."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", notebook).strip("-").lower() or "notebook"
+
+
 def job_name_for(notebook: str, when: float) -> str:
     """colabkit-<notebook>-<UTC time>, trimmed and cleaned to the job-name pattern."""
     import time
 
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
-    stem = re.sub(r"[^A-Za-z0-9]+", "-", notebook).strip("-").lower() or "notebook"
+    stem = slug(notebook)
     return job_name(f"colabkit-{stem[:63 - len('colabkit--') - len(stamp)]}-{stamp}".replace("--", "-"))

@@ -1,0 +1,158 @@
+"""The AWS session an export uses, and AWS's errors said as one paragraph of what to do.
+
+Credentials come from boto3's normal chain (environment, ~/.aws, --profile, instance roles), and
+on Colab from Colab Secrets (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN
+and AWS_DEFAULT_REGION) when the chain has none. They stay in this process: nothing colabkit
+writes or sends to the job carries them. `AWS_ENDPOINT_URL` (boto3's own setting) points every
+client elsewhere, which is how the tests reach a local AWS-compatible server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from ..errors import ColabkitError
+
+COLAB_SECRET_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")
+ROLE_ENV = "COLABKIT_SAGEMAKER_ROLE"
+CONFIG_FILE = "~/.config/colabkit/sagemaker.json"  # {"role": "arn:...", "bucket": "...", "region": "..."}
+CONFIG_ENV = "COLABKIT_CONFIG"  # another path for that file
+
+
+@dataclass
+class Aws:
+    session: object  # boto3.Session
+    region: str
+    account: str
+
+    def client(self, service: str):
+        from botocore.config import Config
+
+        return self.session.client(service, region_name=self.region,
+                                   config=Config(user_agent_extra="colabkit", retries={"mode": "standard"}))
+
+
+def _colab_secrets() -> dict[str, str]:
+    from .. import platform
+
+    if platform.detect_name() != platform.COLAB:
+        return {}
+    from google.colab import userdata
+
+    found = {}
+    for name in COLAB_SECRET_NAMES:
+        try:
+            found[name] = userdata.get(name)
+        except Exception:  # SecretNotFoundError, NotebookAccessError: not granted to this notebook
+            continue
+    return found
+
+
+def config() -> dict:
+    import json
+    from pathlib import Path
+
+    path = Path(os.environ.get(CONFIG_ENV) or CONFIG_FILE).expanduser()
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ColabkitError(f"{path} is not valid JSON ({exc}); fix or remove it.") from None
+
+
+def connect(profile: str | None = None, region: str | None = None) -> Aws:
+    """A session with credentials and a region, and the account they belong to."""
+    import boto3
+    import botocore.exceptions
+
+    with errors("reading your AWS credentials"):
+        try:
+            session = boto3.Session(profile_name=profile)
+        except botocore.exceptions.ProfileNotFound:
+            raise ColabkitError(f"There is no AWS profile named {profile!r} in ~/.aws/config or "
+                                "~/.aws/credentials. Run `aws configure --profile NAME`, or leave out --profile.")
+        if session.get_credentials() is None:
+            secrets = _colab_secrets()
+            if secrets.get("AWS_ACCESS_KEY_ID") and secrets.get("AWS_SECRET_ACCESS_KEY"):
+                session = boto3.Session(aws_access_key_id=secrets["AWS_ACCESS_KEY_ID"],
+                                        aws_secret_access_key=secrets["AWS_SECRET_ACCESS_KEY"],
+                                        aws_session_token=secrets.get("AWS_SESSION_TOKEN"),
+                                        region_name=secrets.get("AWS_DEFAULT_REGION"))
+        if session.get_credentials() is None:
+            raise ColabkitError(
+                "No AWS credentials were found. On Colab, add AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "in Secrets (the key icon on the left) and allow this notebook to read them; elsewhere run "
+                "`aws configure` or set AWS_PROFILE. To see the job without an account, use --dry-run or --local.")
+        region = region or session.region_name or config().get("region")
+        if not region:
+            raise ColabkitError("No AWS region is set. Pass --region (for example --region us-east-1), or set "
+                                "AWS_DEFAULT_REGION.")
+        account = session.client("sts", region_name=region).get_caller_identity()["Account"]
+    return Aws(session, region, account)
+
+
+def role_arn(given: str | None, account: str | None = None) -> str:
+    role = given or os.environ.get(ROLE_ENV) or config().get("role")
+    if not role:
+        raise ColabkitError(
+            "SageMaker needs an IAM role to run the job as. Pass --role ARN, set COLABKIT_SAGEMAKER_ROLE, or put "
+            f'{{"role": "ARN"}} in {CONFIG_FILE}. To make one: IAM console > Roles > Create role > AWS service: '
+            "SageMaker, which attaches AmazonSageMakerFullAccess; its ARN looks like "
+            f"arn:aws:iam::{account or '123456789012'}:role/SageMakerExecution.")
+    if not role.startswith("arn:"):
+        if account is None:
+            raise ColabkitError(f"{role!r} is not a role ARN: give it as arn:aws:iam::ACCOUNT:role/NAME.")
+        role = f"arn:aws:iam::{account}:role/{role}"  # a bare role name, as the console shows it
+    return role
+
+
+def _explain(code: str, message: str, doing: str) -> str | None:
+    """One paragraph for the errors a person can act on; None for the rest."""
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"):
+        return (f"AWS refused {doing}: {message} Give your user (or the role in --role) that permission in IAM, "
+                "for example with the AmazonSageMakerFullAccess policy, and run the export again.")
+    if code == "ResourceLimitExceeded":
+        return (f"Your account's SageMaker quota stops {doing}: {message} New accounts have a quota of 0 for "
+                "most GPU training instances. Ask for more in the Service Quotas console: AWS services > Amazon "
+                "SageMaker > '<instance type> for training job usage' (and '... for spot training job usage' "
+                "for Spot), or choose another instance type.")
+    if code in ("ValidationException", "InvalidParameterValue", "InvalidRequest"):
+        return f"SageMaker did not accept the request while {doing}: {message}"
+    if code in ("ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown",
+                "RequestLimitExceeded"):
+        return f"AWS is throttling requests ({doing}): {message} Wait a minute and run it again."
+    if code == "NoSuchBucket":
+        return (f"The S3 bucket does not exist ({doing}): {message} Leave out --bucket to use "
+                "sagemaker-<region>-<account>, which colabkit creates, or create the bucket first.")
+    if code in ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException",
+                "SignatureDoesNotMatch", "InvalidAccessKeyId", "AuthFailure"):
+        return (f"AWS did not accept your credentials ({doing}): {message} Check the access key and secret "
+                "(renew them if they are temporary) and run the export again.")
+    return None
+
+
+@contextlib.contextmanager
+def errors(doing: str):
+    """Turn AWS and connection errors raised inside into one clear ColabkitError."""
+    import botocore.exceptions as bx
+
+    try:
+        yield
+    except bx.ClientError as exc:
+        info = exc.response.get("Error", {})
+        code, message = str(info.get("Code", "")), str(info.get("Message", "") or exc)
+        if message and not message.endswith("."):
+            message += "."
+        raise ColabkitError(_explain(code, message, doing) or f"AWS answered {code} while {doing}: {message}") from None
+    except bx.NoCredentialsError:
+        raise ColabkitError("No AWS credentials were found: run `aws configure`, or on Colab add them in Secrets.") from None
+    except bx.NoRegionError:
+        raise ColabkitError("No AWS region is set: pass --region, or set AWS_DEFAULT_REGION.") from None
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+        raise ColabkitError(f"AWS could not be reached while {doing} ({exc}). Check the network connection "
+                            "and run it again.") from None
+    except bx.ParamValidationError as exc:
+        raise ColabkitError(f"The request for {doing} is not valid: {exc}") from None

@@ -1,0 +1,155 @@
+"""A submitted training job, followed from the notebook: status, time, cost so far, log lines,
+stop, and the results brought back (the model files, and the final checkpoint into the run's
+store so `%checkpoint restore` and `resumable()` continue from it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from ..checkpoint.mirror import copy_checkpoint
+from ..checkpoint.store import CheckpointStore
+from ..units import format_duration
+from . import aws, upload
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+ENDED = ("Completed", "Failed", "Stopped")
+
+
+class TrainingJob:
+    def __init__(self, connection: aws.Aws, name: str, folder: Path, store: CheckpointStore | None = None,
+                 price_per_hour: float | None = None):
+        self.aws, self.name, self.folder, self.store = connection, name, Path(folder), store
+        self.price_per_hour = price_per_hour  # on demand, one instance
+        self.sagemaker, self.s3, self.logs_client = (connection.client(s) for s in ("sagemaker", "s3", "logs"))
+        self.last: dict = {}
+        self._log_tokens: dict[str, str | None] = {}
+
+    # -- reading -------------------------------------------------------------------------
+    def describe(self) -> dict:
+        with aws.errors(f"reading the status of training job {self.name}"):
+            self.last = self.sagemaker.describe_training_job(TrainingJobName=self.name)
+        return self.last
+
+    @property
+    def status(self) -> str | None:
+        return self.last.get("TrainingJobStatus")
+
+    @property
+    def secondary_status(self) -> str | None:
+        return self.last.get("SecondaryStatus")
+
+    @property
+    def elapsed(self) -> float | None:
+        start = self.last.get("TrainingStartTime") or self.last.get("CreationTime")
+        if start is None:
+            return None
+        end = self.last.get("TrainingEndTime") or dt.datetime.now(dt.timezone.utc)
+        return (end - start).total_seconds()
+
+    @property
+    def cost_so_far(self) -> float | None:
+        """Billable seconds (Spot already discounted by SageMaker in them) x instances x the rate."""
+        billable = self.last.get("BillableTimeInSeconds")
+        if billable is None or self.price_per_hour is None:
+            return None
+        instances = self.last.get("ResourceConfig", {}).get("InstanceCount", 1)
+        return billable * instances * self.price_per_hour / 3600
+
+    def new_log_lines(self) -> list[str]:
+        """CloudWatch lines written since the last call, from every stream of the job (one per host)."""
+        lines = []
+        with aws.errors(f"reading the logs of training job {self.name}"):
+            try:
+                streams = self.logs_client.describe_log_streams(
+                    logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.name}/").get("logStreams", [])
+            except self.logs_client.exceptions.ResourceNotFoundException:
+                return []  # the group appears with the job's first log line
+            for stream in sorted(s["logStreamName"] for s in streams):
+                arguments = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+                if self._log_tokens.get(stream):
+                    arguments["nextToken"] = self._log_tokens[stream]
+                reply = self.logs_client.get_log_events(**arguments)
+                self._log_tokens[stream] = reply.get("nextForwardToken")
+                host = stream.split("/", 1)[-1].split("-")[0]
+                prefix = f"[{host}] " if len(streams) > 1 else ""
+                lines += [prefix + event["message"] for event in reply.get("events", [])]
+        return lines
+
+    def summary(self) -> str:
+        parts = [f"{self.name}: {self.status or 'unknown'}"]
+        if self.secondary_status and self.secondary_status != self.status:
+            parts.append(self.secondary_status)
+        parts.append(f"elapsed {format_duration(self.elapsed)}")
+        if self.last.get("BillableTimeInSeconds") is not None:
+            parts.append(f"billable {format_duration(self.last['BillableTimeInSeconds'])}")
+        if self.cost_so_far is not None:
+            parts.append(f"cost so far ${self.cost_so_far:.2f}")
+        if self.last.get("FailureReason"):
+            parts.append(f"reason: {self.last['FailureReason']}")
+        return " · ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"<colabkit TrainingJob {self.summary() if self.last else self.name}>"
+
+    def _repr_html_(self) -> str:
+        region = self.aws.region
+        link = (f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}"
+                f"#/jobs/{html.escape(self.name)}")
+        return (f"<div class='colabkit-job'><b>SageMaker job</b> {html.escape(self.summary())} "
+                f"(<a href='{link}' target='_blank'>console</a>)</div>")
+
+    # -- acting --------------------------------------------------------------------------
+    def wait(self, poll: float = 30.0, echo=print, show=None) -> str:
+        """Follow the job until it ends: new log lines through `echo`, the status through `show`."""
+        while True:
+            self.describe()
+            for line in self.new_log_lines():
+                echo(line)
+            if show is not None:
+                show(self)
+            if self.status in ENDED:
+                return self.status
+            time.sleep(poll)
+
+    def stop(self) -> None:
+        with aws.errors(f"stopping training job {self.name}"):
+            self.sagemaker.stop_training_job(TrainingJobName=self.name)
+
+    def fetch(self) -> tuple[list[Path], str | None]:
+        """Bring the model files into <folder>/model and the newest checkpoint into the run's store."""
+        self.describe()
+        models = []
+        artifact = self.last.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+        target = self.folder / "model"
+        with tempfile.TemporaryDirectory() as temp:
+            if artifact:
+                bucket, key = upload._split(artifact)
+                archive = Path(temp) / "model.tar.gz"
+                with aws.errors(f"downloading {artifact}"):
+                    try:
+                        self.s3.download_file(bucket, key, str(archive))
+                    except self.s3.exceptions.ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                            raise
+                        archive = None  # the job wrote no model files
+                if archive is not None:
+                    target.mkdir(parents=True, exist_ok=True)
+                    with tarfile.open(archive) as tar:
+                        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                        tar.extractall(target, **safe)
+                    models = sorted(p for p in target.rglob("*") if p.is_file())
+            brought = None
+            checkpoints = self.last.get("CheckpointConfig", {}).get("S3Uri")
+            if checkpoints and self.store is not None:
+                job_store = CheckpointStore(Path(temp) / "job")
+                upload.get_prefix(self.s3, f"{checkpoints}/checkpoints", job_store.root)
+                final, _ = job_store.latest_valid()
+                if final is not None and copy_checkpoint(final.path, self.store):
+                    brought = final.id
+        return models, brought
