@@ -91,3 +91,25 @@ def run(ip, cell):
     with capture_output() as out:
         result = ip.run_cell(cell)
     return result, out
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """moto's server on 127.0.0.1 for the whole run; each test that uses `aws` gets it reset."""
+    pytest.importorskip("moto.server", reason="moto is in the test extra: pip install -e '.[test]'")
+    from helpers.aws import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch):
+    """boto3 pointed at a freshly reset moto, with dummy credentials and a SageMaker role."""
+    from helpers import aws as helper
+
+    helper.reset(moto_url)
+    for name, value in helper.environment(moto_url).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("COLABKIT_SAGEMAKER_ROLE", helper.ROLE)
+    return helper

@@ -1,0 +1,118 @@
+"""AWS for tests: moto's server on 127.0.0.1, started and stopped by the tests themselves, and
+the SageMaker platform's part of a training job (the /opt/ml tree, the S3 syncs around it) so
+the real training toolkit can run an exported job.
+
+moto marks a job Completed at once and writes no logs, model or checkpoints: the tests play
+SageMaker's part with `run_in_container`, which does what the platform does before and after
+the container runs, from the stored describe_training_job response.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ACCOUNT = "123456789012"  # moto's
+REGION = "us-east-1"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
+
+
+@contextmanager
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def reset(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).read()
+
+
+def environment(url: str) -> dict[str, str]:
+    """What points boto3 (and the training toolkit) at the server, with dummy credentials."""
+    return {"AWS_ENDPOINT_URL": url, "S3_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "AWS_MAX_ATTEMPTS": "1"}
+
+
+def client(service: str):
+    import boto3
+
+    return boto3.client(service, region_name=REGION)
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def download_prefix(uri: str, folder: Path) -> None:
+    s3 = client("s3")
+    bucket, prefix = _split(uri.rstrip("/") + "/")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            target = folder / item["Key"][len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target))
+
+
+def upload_folder(folder: Path, uri: str) -> None:
+    s3 = client("s3")
+    bucket, prefix = _split(uri.rstrip("/"))
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+def run_in_container(job: dict, request: dict, base: Path, toolkit: Path, url: str,
+                     wheels: Path | None = None) -> subprocess.CompletedProcess:
+    """Lay out /opt/ml (as `base`) from the job's description, run the toolkit's `train`, then
+    sync the checkpoints and model.tar.gz back to S3 as SageMaker does when a job ends.
+    `request` supplies Environment, which moto's describe leaves out."""
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(job["HyperParameters"]))
+    hosts = [f"algo-{i + 1}" for i in range(job["ResourceConfig"]["InstanceCount"])]
+    (config / "resourceconfig.json").write_text(json.dumps(
+        {"current_host": hosts[0], "hosts": hosts, "network_interface_name": "eth0"}))
+    channels = {c["ChannelName"]: c for c in job.get("InputDataConfig", [])}
+    (config / "inputdataconfig.json").write_text(json.dumps(
+        {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+         for name in channels}))
+    for name, channel in channels.items():
+        download_prefix(channel["DataSource"]["S3DataSource"]["S3Uri"], base / "input" / "data" / name)
+    checkpoints = base / "checkpoints"
+    checkpoints.mkdir()
+    download_prefix(job["CheckpointConfig"]["S3Uri"], checkpoints)
+    for folder in ("model", "output/data"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COLAB", "JPY_", "SM_", "SAGEMAKER"))}
+    env.update(environment(url))
+    env.update(request.get("Environment", {}))
+    env.update({"SAGEMAKER_BASE_DIR": str(base), "SM_STUDIO_LOCAL_MODE": "true", "TRAINING_JOB_NAME": job["TrainingJobName"],
+                "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels or base), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run([str(toolkit / "bin" / "train")], env=env, cwd=base, capture_output=True, text=True,
+                          timeout=300)
+    upload_folder(checkpoints, job["CheckpointConfig"]["S3Uri"])
+    if (base / "output" / "success").exists():
+        archive = base / "model.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted((base / "model").iterdir()):
+                tar.add(path, arcname=path.name)
+        bucket, key = _split(job["ModelArtifacts"]["S3ModelArtifacts"])
+        client("s3").upload_file(str(archive), bucket, key)
+    return done

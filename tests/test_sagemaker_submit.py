@@ -1,0 +1,328 @@
+"""Submitting an export to SageMaker, against moto's server on 127.0.0.1 (see helpers/aws.py):
+the uploads, the CreateTrainingJob request, following, fetching; and the checks before it.
+"""
+
+import datetime as dt
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+from botocore.stub import Stubber
+from conftest import run
+from IPython.core.error import UsageError
+
+from colabkit.errors import ColabkitError
+from colabkit.sagemaker import aws as sm_aws
+from colabkit.sagemaker import images, pricing, request
+
+TRAIN = [
+    "import numpy as np, colabkit\nw = np.zeros(8, dtype=np.float32)",
+    "%checkpoint every 1 steps w",
+    "for i in colabkit.resumable(range(4)):\n    w += 1",
+]
+
+
+def cells(ip, sources):
+    for source in sources:
+        result = ip.run_cell(source, store_history=True)
+        assert result.success, result.error_in_exec or result.error_before_exec
+
+
+def objects(bucket):
+    from helpers.aws import client
+
+    return {o["Key"]: o["Size"] for o in client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+# -- the request, offline -------------------------------------------------------------------
+def test_dry_run_prints_the_request_and_sends_nothing(shell):
+    cells(shell, ["x = 1", "!pip install einops==0.8.0"])
+    line = "%to_sagemaker ml.g5.xlarge --dry-run --region eu-west-1 --max-run 2h"
+    result, out = run(shell, line)
+    assert result.success, result.error_in_exec
+    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    assert body["AlgorithmSpecification"]["TrainingImage"].startswith(
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:")
+    assert body["ResourceConfig"] == {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
+    assert body["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200}
+    assert body["EnableManagedSpotTraining"] is False  # no checkpoint to resume from after an interruption
+    hp = body["HyperParameters"]
+    assert json.loads(hp["sagemaker_program"]) == "entry.py" and json.loads(hp["sagemaker_region"]) == "eu-west-1"
+    assert json.loads(hp["sagemaker_submit_directory"]).startswith("s3://sagemaker-eu-west-1-ACCOUNT/colabkit/session/")
+    assert "YOUR-SAGEMAKER-ROLE" in body["RoleArn"] and "no role given" in out.stdout
+    assert "cost: 1 x ml.g5.xlarge: $1.41/h on demand" in out.stdout
+    assert "dry run: nothing was sent" in out.stdout
+
+
+def test_the_request_is_checked_against_the_service_model_before_sending():
+    plan = request.Plan(job_name="colabkit-x-1", notebook="x", region="us-east-1", role="arn:aws:iam::1:role/r",
+                        image="img", instance_type="ml.g5.xlarge", instances=1, volume_gb=30, max_run=3600,
+                        spot=True, max_wait=1800, bucket="b", prefix="colabkit/x/colabkit-x-1")
+    with pytest.raises(ColabkitError, match="--max-wait .* must be at least --max-run"):
+        request.check(request.build(plan))
+    from dataclasses import replace
+
+    with pytest.raises(ColabkitError, match="can't name a SageMaker training job"):
+        request.check(request.build(replace(plan, max_wait=7200, job_name="bad_name!")))
+    with pytest.raises(ColabkitError, match="--volume must be at least 1 GB"):
+        request.check(request.build(replace(plan, max_wait=7200, volume_gb=0)))
+    with pytest.raises(ColabkitError, match="not a SageMaker training instance type"):
+        request.check(request.build(replace(plan, max_wait=7200, instance_type="ml.g5.huge")))
+    ok = request.check(request.build(replace(plan, max_wait=7200)))
+    assert ok["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+
+
+def test_several_gpus_run_under_the_containers_torchrun():
+    plan = request.Plan(job_name="j", notebook="x", region="us-east-1", role="arn:aws:iam::1:role/r",
+                        image="img", instance_type="ml.g5.12xlarge", instances=1, volume_gb=30, max_run=60,
+                        spot=False, max_wait=None, bucket="b", prefix="p", gpus_per_instance=4)
+    hp = request.hyperparameters(plan)
+    assert json.loads(hp["sagemaker_torch_distributed_enabled"]) is True
+    assert json.loads(hp["sagemaker_instance_type"]) == "ml.g5.12xlarge"
+    from dataclasses import replace
+
+    single = request.hyperparameters(replace(plan, instance_type="ml.g5.xlarge", gpus_per_instance=1))
+    assert "sagemaker_torch_distributed_enabled" not in single
+
+
+def test_only_rank_zero_writes_checkpoints_and_every_rank_restores(tmp_path, monkeypatch):
+    import numpy as np
+
+    from colabkit.checkpoint.schedule import Checkpointer
+
+    w = np.arange(4.0)
+    ck = Checkpointer(to=tmp_path / "ck", w=w)
+    ck.save(wait=True)
+    ck.close()
+    monkeypatch.setenv("RANK", "1")
+    other = Checkpointer(to=tmp_path / "ck", w=np.zeros(4))
+    assert list(other.restore().values["w"]) == [0.0, 1.0, 2.0, 3.0]
+    other.step = 5
+    assert other.save(wait=True) is False
+    other.close()
+    assert [c.id for c in other.store.list()] == ["step-0"]
+
+
+@pytest.mark.parametrize("region,instance,torch,uri", [
+    ("us-east-1", "ml.g5.xlarge", "2.5.0+cu121", "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1-gpu-py311"),
+    ("af-south-1", "ml.m5.xlarge", "2.8.1", "626614931356.dkr.ecr.af-south-1.amazonaws.com/pytorch-training:2.8.0-cpu-py312"),
+    ("il-central-1", "ml.p4d.24xlarge", "2.10.0", "780543022126.dkr.ecr.il-central-1.amazonaws.com/pytorch-training:2.10.0-gpu-py313"),
+    ("cn-north-1", "ml.g4dn.xlarge", "2.6.0", "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-training:2.6.0-gpu-py312"),
+    ("us-gov-west-1", "ml.g5.xlarge", None, "442386744353.dkr.ecr.us-gov-west-1.amazonaws.com/pytorch-training:2.10.0-gpu-py313"),
+])
+def test_the_pytorch_training_image_for_region_instance_and_torch(region, instance, torch, uri):
+    image = images.training_image(region, instance, torch)
+    assert image.uri == uri and image.note is None
+
+
+def test_image_versions_the_table_lacks_are_said():
+    newer = images.training_image("us-east-1", "ml.g5.xlarge", "2.13.0+cpu")
+    assert newer.uri.endswith(":2.10.0-gpu-py313") and "torch 2.13.0+cpu" in newer.note
+    older = images.training_image("us-east-1", "ml.g5.xlarge", "1.13.1")
+    assert older.uri.endswith(":2.0.1-gpu-py310") and "--image" in older.note
+    with pytest.raises(ColabkitError, match="does not know the SageMaker PyTorch images of region 'xx-nowhere-1'"):
+        images.training_image("xx-nowhere-1", "ml.g5.xlarge", "2.5.0")
+
+
+# -- cost and advice --------------------------------------------------------------------------
+def test_the_estimate_uses_the_measured_pace():
+    estimate = pricing.estimate("ml.g5.xlarge", 2, spot=True, pace={"pace": 3.6, "position": 1000, "total": 3000})
+    assert estimate.hours == pytest.approx(2.0)
+    text = "\n".join(estimate.lines())
+    assert "2 x ml.g5.xlarge: $2.82/h on demand" in text
+    assert "2000 of 3000 iterations left at 3.6 s each" in text
+    assert f"${1.408 * (1 - pricing.TYPICAL_SPOT_SAVING) * 2 * 2:.2f} on Spot" in text
+    unknown = pricing.estimate("ml.g5.xlarge", 1, spot=False, pace={"pace": 1.0, "position": 3})
+    assert unknown.hours is None and "expected run time unknown" in "\n".join(unknown.lines())
+
+
+def test_advice_from_what_gpuwatch_saw():
+    full_t4 = pricing.Usage("Tesla T4", int(14.9 * 2**30), 15 * 2**30, 10 * 2**30)
+    [line] = pricing.advise(full_t4, "ml.g4dn.xlarge")
+    assert "peak GPU memory 14.9 GiB of 15.0 GiB on a Tesla T4" in line
+    assert "ml.g4dn.xlarge (1x T4 16 GiB, 16 GiB RAM) is smaller than that" in line
+    assert "ml.g6.xlarge (1x L4 24 GiB" in line  # the cheapest listed type with room
+    [fits] = pricing.advise(pricing.Usage("Tesla T4", 2**30, 15 * 2**30, 2**30), "ml.g4dn.xlarge")
+    assert fits.endswith("ml.g4dn.xlarge fits it.")
+    assert pricing.advise(None, "ml.g5.xlarge") == []
+
+
+# -- submitting, against moto ---------------------------------------------------------------------
+def test_submit_uploads_the_source_and_checkpoint_and_creates_the_job(shell, aws):
+    cells(shell, TRAIN)
+    result, out = run(shell, "%to_sagemaker ml.g5.xlarge --max-run 1h")
+    assert result.success, result.error_in_exec
+    job = result.result
+    bucket = f"sagemaker-{aws.REGION}-{aws.ACCOUNT}"
+    stored = objects(bucket)
+    prefix = f"colabkit/session/{job.name}"
+    assert f"{prefix}/source/sourcedir.tar.gz" in stored
+    step = f"{prefix}/checkpoints/checkpoints/step-4"
+    assert {f"{step}/manifest.json", f"{step}/tensors.safetensors", f"{step}/state.json"} <= set(stored)
+    described = aws.client("sagemaker").describe_training_job(TrainingJobName=job.name)
+    assert described["EnableManagedSpotTraining"] is True
+    assert described["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert described["CheckpointConfig"] == {"S3Uri": f"s3://{bucket}/{prefix}/checkpoints",
+                                             "LocalPath": "/opt/ml/checkpoints"}
+    assert described["RoleArn"] == aws.ROLE
+    assert described["OutputDataConfig"] == {"S3OutputPath": f"s3://{bucket}/{prefix}/output"}
+    tags = aws.client("sagemaker").list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]
+    assert {"Key": "colabkit:notebook", "Value": "session"} in tags
+    archive = aws.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/source/sourcedir.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        names = tar.getnames()
+        assert {"entry.py", "cells.json", "requirements.txt"} <= set(names)
+        assert any(n.startswith("colabkit-") and n.endswith(".whl") for n in names)
+        sent = tar.extractfile("cells.json").read().decode()
+    assert "testing" not in sent and "testing" not in json.dumps(described, default=str)  # no credentials travel
+    assert "uploaded step-4" in out.stdout and "submitted" in out.stdout and "on Spot" in out.stdout
+
+
+def test_a_named_bucket_that_does_not_exist_is_one_clear_paragraph(shell, aws):
+    cells(shell, ["x = 1"])
+    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge --bucket no-such-bucket-here")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "The S3 bucket no-such-bucket-here does not exist" in str(result.error_in_exec)
+
+
+def test_credentials_come_from_colab_secrets(fake_colab, aws, monkeypatch):
+    from google.colab import userdata
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setattr(userdata, "SECRETS", {"AWS_ACCESS_KEY_ID": ("AKIAFROMCOLABSECRETS", True),
+                                              "AWS_SECRET_ACCESS_KEY": ("s" * 40, True),
+                                              "AWS_SESSION_TOKEN": ("", False)})  # not granted: skipped
+    connection = sm_aws.connect()
+    assert connection.account == aws.ACCOUNT
+    assert connection.session.get_credentials().access_key == "AKIAFROMCOLABSECRETS"
+
+
+def test_no_role_says_how_to_make_one(monkeypatch):
+    monkeypatch.delenv("COLABKIT_SAGEMAKER_ROLE", raising=False)
+    with pytest.raises(ColabkitError, match="IAM role.*--role ARN.*COLABKIT_SAGEMAKER_ROLE.*Create role"):
+        sm_aws.role_arn(None, "123456789012")
+    assert sm_aws.role_arn("MyRole", "123456789012") == "arn:aws:iam::123456789012:role/MyRole"
+
+
+@pytest.mark.parametrize("code,says", [
+    ("ResourceLimitExceeded", "quota of 0.*Service Quotas"),
+    ("AccessDeniedException", "AWS refused creating the training job.*IAM"),
+    ("ValidationException", "did not accept the request while creating the training job"),
+    ("ThrottlingException", "throttling.*Wait a minute"),
+    ("UnrecognizedClientException", "did not accept your credentials"),
+])
+def test_aws_errors_are_one_paragraph(code, says, aws):
+    client = aws.client("sagemaker")
+    with Stubber(client) as stub:
+        stub.add_client_error("create_training_job", service_error_code=code, service_message="It said no.")
+        with pytest.raises(ColabkitError, match=says) as caught:
+            with sm_aws.errors("creating the training job"):
+                client.create_training_job(TrainingJobName="j", AlgorithmSpecification={"TrainingInputMode": "File"},
+                                           RoleArn="arn:aws:iam::1:role/r", OutputDataConfig={"S3OutputPath": "s3://b"},
+                                           ResourceConfig={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1,
+                                                           "VolumeSizeInGB": 1},
+                                           StoppingCondition={"MaxRuntimeInSeconds": 1})
+    assert "It said no." in str(caught.value) and "\n" not in str(caught.value)
+
+
+# -- following a job ---------------------------------------------------------------------------
+def _submitted(shell, aws):
+    cells(shell, TRAIN)
+    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge")
+    assert result.success, result.error_in_exec
+    return result.result
+
+
+def test_wait_streams_the_logs_and_fetch_brings_the_results_back(shell, aws, tmp_path):
+    job = _submitted(shell, aws)
+    logs = aws.client("logs")
+    now = int(time.time() * 1000)  # CloudWatch drops events from long ago
+    logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
+    logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{job.name}/algo-1-1700000000")
+    logs.put_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{job.name}/algo-1-1700000000",
+                        logEvents=[{"timestamp": now, "message": "[colabkit] running cell 1"},
+                                   {"timestamp": now + 1, "message": "epoch 4"}])
+    # What SageMaker does when the job ends: model.tar.gz and the synced checkpoint folder.
+    described = aws.client("sagemaker").describe_training_job(TrainingJobName=job.name)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"w" * 100)
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        tar.add(model / "weights.bin", arcname="weights.bin")
+    bucket, key = described["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").split("/", 1)
+    aws.client("s3").upload_file(str(tmp_path / "model.tar.gz"), bucket, key)
+    final = job.store.root / "step-4"
+    job_side = tmp_path / "job-checkpoints" / "checkpoints" / "step-9"
+    import shutil
+
+    shutil.copytree(final, job_side)
+    manifest = json.loads((job_side / "manifest.json").read_text())
+    manifest["step"] = 9
+    (job_side / "manifest.json").write_text(json.dumps(manifest))
+    aws.upload_folder(tmp_path / "job-checkpoints", described["CheckpointConfig"]["S3Uri"])
+    from colabkit.sagemaker.export import follow
+
+    lines = []
+    follow(job, poll=0, echo=lines.append, in_notebook=False)
+    assert "[colabkit] running cell 1" in lines and "epoch 4" in lines
+    assert any(f"{job.name}: Completed" in line for line in lines)
+    assert (job.folder / "model" / "weights.bin").read_bytes() == b"w" * 100
+    assert job.store.latest_valid()[0].id == "step-9"
+    assert any("step-9 from the job is in your checkpoints" in line for line in lines)
+    assert "Completed" in job._repr_html_() and "console.aws.amazon.com" in job._repr_html_()
+
+
+def test_stop_and_status_with_the_real_request_shapes(shell, aws):
+    """moto implements neither StopTrainingJob nor a job that is still running: botocore's Stubber
+    checks our requests against the service model and plays SageMaker's answers."""
+    job = _submitted(shell, aws)
+    start = dt.datetime(2026, 11, 23, 10, tzinfo=dt.timezone.utc)
+    with Stubber(job.sagemaker) as stub:
+        stub.add_response("stop_training_job", {}, {"TrainingJobName": job.name})
+        job.stop()
+        running = {"TrainingJobName": job.name, "TrainingJobArn": "arn:aws:sagemaker:us-east-1:1:training-job/x",
+                   "TrainingJobStatus": "InProgress", "SecondaryStatus": "Training",
+                   "AlgorithmSpecification": {"TrainingInputMode": "File"},
+                   "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30},
+                   "StoppingCondition": {"MaxRuntimeInSeconds": 60}, "ModelArtifacts": {"S3ModelArtifacts": ""},
+                   "CreationTime": start, "TrainingStartTime": start,
+                   "BillableTimeInSeconds": 1800}
+        stub.add_response("describe_training_job", running, {"TrainingJobName": job.name})
+        stub.add_response("describe_training_job", {**running, "TrainingJobStatus": "Stopped",
+                                                    "SecondaryStatus": "Stopped",
+                                                    "TrainingEndTime": start + dt.timedelta(hours=1)},
+                          {"TrainingJobName": job.name})
+        shown = []
+        assert job.wait(poll=0, echo=lambda line: None, show=lambda j: shown.append(j.summary())) == "Stopped"
+    assert "InProgress · Training" in shown[0]
+    assert shown[1].startswith(f"{job.name}: Stopped · elapsed 1h 00m · billable 30m 00s · cost so far $1.41")
+    with Stubber(job.sagemaker) as stub:
+        stub.add_client_error("stop_training_job", "ValidationException", "The job is not running.")
+        with pytest.raises(ColabkitError, match="did not accept the request while stopping training job"):
+            job.stop()
+
+
+def test_colabkit_export_from_a_terminal(tmp_path):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                               nbformat.v4.new_code_cell("print('trained', x + 1)")])
+    path = tmp_path / "train me.ipynb"
+    nbformat.write(notebook, path)
+    dry = subprocess.run([sys.executable, "-m", "colabkit.cli", "export", str(path), "--instance", "ml.g5.xlarge",
+                          "--dry-run", "--region", "eu-west-1"], capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert '"TrainingJobName": "colabkit-train-me-' in dry.stdout
+    assert (tmp_path / "colabkit-storage" / "sagemaker").is_dir()
+    local = subprocess.run([sys.executable, "-m", "colabkit.cli", "export", str(path), "--instance", "ml.g5.xlarge",
+                            "--local"], capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert "trained 2" in local.stdout
+    bad = subprocess.run([sys.executable, "-m", "colabkit.cli", "export", str(tmp_path / "missing.ipynb"),
+                          "--instance", "ml.g5.xlarge", "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "There is no notebook at" in bad.stderr and "Traceback" not in bad.stderr
