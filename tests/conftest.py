@@ -79,17 +79,19 @@ def shell(state_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(storage, "_current", None)
     ip = InteractiveShell.instance()
+    ip.reset(new_session=True)  # the instance is shared: no variables or In[] from an earlier test
     ip.run_line_magic("load_ext", "colabkit")
     yield ip
     ip.run_line_magic("unload_ext", "colabkit")
 
 
-def run(ip, cell):
-    """Run a cell as a user would; returns IPython's result and what it printed."""
+def run(ip, cell, store_history=False):
+    """Run a cell as a user would; returns IPython's result and what it printed. An export needs
+    store_history=True: a notebook's calling cell is In[-1] while it runs."""
     from IPython.utils.capture import capture_output
 
     with capture_output() as out:
-        result = ip.run_cell(cell)
+        result = ip.run_cell(cell, store_history=store_history)
     return result, out
 
 

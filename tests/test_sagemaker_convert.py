@@ -5,6 +5,8 @@ import subprocess
 import sys
 import zipfile
 
+from IPython.core.inputtransformer2 import TransformerManager
+
 from colabkit import __version__
 from colabkit.sagemaker.capture import Cell
 from colabkit.sagemaker.convert import convert, split_installs
@@ -58,3 +60,34 @@ def test_entry_runs_the_cells_with_magics_and_names_the_failing_cell(tmp_path):
     assert "cell 3 failed with ZeroDivisionError" in done.stderr and "--- cell 3 ---\nprint('before')\n1 / 0" in done.stderr
     ok = convert(cells[:2], tmp_path / "ok")
     assert subprocess.run([sys.executable, "entry.py"], cwd=ok.path, capture_output=True, timeout=60).returncode == 0
+
+
+def test_colab_only_lines_and_earlier_exports_become_what_runs_in_a_job():
+    source = ("from google.colab import drive\n"
+              "drive.mount('/content/drive')\n"
+              "if True:\n"
+              "    %to_sagemaker ml.g5.xlarge --local\n"
+              "import colabkit\n"
+              "colabkit.to_sagemaker('ml.g5.xlarge',\n"
+              "                      local=True)\n"
+              "x = 1")
+    _, cell = split_installs(Cell(3, source))
+    lines = cell.source.splitlines()
+    assert lines[0] == "pass  # colabkit: Colab only, was from google.colab import drive"
+    assert lines[1] == "import colabkit; colabkit.mount()  # colabkit: was drive.mount('/content/drive')"
+    assert lines[3] == "    pass  # colabkit: the export does not run in the job, was %to_sagemaker ml.g5.xlarge --local"
+    assert lines[5].startswith("pass  # colabkit: the export") and lines[6].startswith("# ")
+    assert lines[7] == "x = 1"
+    compile(TransformerManager().transform_cell(cell.source), "cell", "exec")  # still valid Python
+
+
+def test_drive_paths_are_the_existing_files_the_cells_name(tmp_path):
+    from colabkit.sagemaker.convert import drive_paths
+
+    mount = tmp_path / "drive"
+    (mount / "MyDrive" / "data").mkdir(parents=True)
+    (mount / "MyDrive" / "data" / "a.csv").write_text("1")
+    (mount / "MyDrive" / "b.txt").write_text("2")
+    cells = [Cell(1, f"df = open('{mount}/MyDrive/data/a.csv')\nopen('{mount}/MyDrive/missing.csv')"),
+             Cell(2, f"DATA = '{mount}/MyDrive/data'\n!ls {mount}/MyDrive\nb = '{mount}/MyDrive/b.txt'")]
+    assert drive_paths(cells, str(mount)) == [mount / "MyDrive" / "data", mount / "MyDrive" / "b.txt"]

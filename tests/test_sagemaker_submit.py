@@ -42,7 +42,7 @@ def objects(bucket):
 def test_dry_run_prints_the_request_and_sends_nothing(shell):
     cells(shell, ["x = 1", "!pip install einops==0.8.0"])
     line = "%to_sagemaker ml.g5.xlarge --dry-run --region eu-west-1 --max-run 2h"
-    result, out = run(shell, line)
+    result, out = run(shell, line, store_history=True)
     assert result.success, result.error_in_exec
     body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
     assert body["AlgorithmSpecification"]["TrainingImage"].startswith(
@@ -154,7 +154,7 @@ def test_advice_from_what_gpuwatch_saw():
 # -- submitting, against moto ---------------------------------------------------------------------
 def test_submit_uploads_the_source_and_checkpoint_and_creates_the_job(shell, aws):
     cells(shell, TRAIN)
-    result, out = run(shell, "%to_sagemaker ml.g5.xlarge --max-run 1h")
+    result, out = run(shell, "%to_sagemaker ml.g5.xlarge --max-run 1h", store_history=True)
     assert result.success, result.error_in_exec
     job = result.result
     bucket = f"sagemaker-{aws.REGION}-{aws.ACCOUNT}"
@@ -184,7 +184,7 @@ def test_submit_uploads_the_source_and_checkpoint_and_creates_the_job(shell, aws
 
 def test_a_named_bucket_that_does_not_exist_is_one_clear_paragraph(shell, aws):
     cells(shell, ["x = 1"])
-    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge --bucket no-such-bucket-here")
+    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge --bucket no-such-bucket-here", store_history=True)
     assert isinstance(result.error_in_exec, UsageError)
     assert "The S3 bucket no-such-bucket-here does not exist" in str(result.error_in_exec)
 
@@ -233,7 +233,7 @@ def test_aws_errors_are_one_paragraph(code, says, aws):
 # -- following a job ---------------------------------------------------------------------------
 def _submitted(shell, aws):
     cells(shell, TRAIN)
-    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge")
+    result = shell.run_cell("%to_sagemaker ml.g5.xlarge", store_history=True)
     assert result.success, result.error_in_exec
     return result.result
 

@@ -72,6 +72,16 @@ def _is_drive_mount(call: ast.Call) -> bool:
             ast.unparse(func.value) in ("drive", "google.colab.drive"))
 
 
+def _is_export(call: ast.Call) -> bool:
+    """%to_sagemaker ... or colabkit.to_sagemaker(...): an export must not run inside the job."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr == "run_line_magic" and call.args:
+        first = call.args[0]
+        return isinstance(first, ast.Constant) and first.value == "to_sagemaker"
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name == "to_sagemaker"
+
+
 def _imports_colab(node: ast.stmt) -> bool:
     if isinstance(node, ast.ImportFrom):
         return (node.module or "").startswith("google.colab")
@@ -80,8 +90,9 @@ def _imports_colab(node: ast.stmt) -> bool:
 
 def split_installs(cell: Cell) -> tuple[list[str], Cell]:
     """The packages a cell installs, and the cell as the job runs it: those lines commented out
-    (requirements.txt installs them first), Colab's Drive imports dropped and `drive.mount(...)`
-    replaced by colabkit's mount (the job's Drive files come in as an input channel)."""
+    (requirements.txt installs them first), Colab's Drive imports dropped, `drive.mount(...)`
+    replaced by colabkit's mount (the job's Drive files come in as an input channel), and any
+    earlier export (`%to_sagemaker ... --local`) left out."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     python = TransformerManager().transform_cell(cell.source)
@@ -96,6 +107,8 @@ def split_installs(cell: Cell) -> tuple[list[str], Cell]:
             if args is not None:
                 packages += _packages(args)
                 edits[node.lineno] = (node.end_lineno, "# (installed from requirements.txt) ")
+            elif _is_export(node.value):
+                edits[node.lineno] = (node.end_lineno, "pass  # colabkit: the export does not run in the job, was ")
             elif _is_drive_mount(node.value):
                 edits[node.lineno] = (node.end_lineno, "import colabkit; colabkit.mount()  # colabkit: was ")
         elif isinstance(node, (ast.Import, ast.ImportFrom)) and _imports_colab(node):
