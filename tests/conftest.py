@@ -15,9 +15,12 @@ AWS_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN
 
 
 @pytest.fixture(autouse=True)
-def no_aws(tmp_path_factory, monkeypatch):
+def no_aws(request, tmp_path_factory, monkeypatch):
     """No test reaches the developer's AWS account: no credentials, profiles, instance metadata or
-    colabkit config; tests that talk to AWS start their own server (tests/helpers/aws.py)."""
+    colabkit config; tests that talk to AWS start their own server (tests/helpers/aws.py). Only
+    tests marked `aws` (run with `pytest -m aws`) see the real settings."""
+    if request.node.get_closest_marker("aws"):
+        return
     empty = tmp_path_factory.getbasetemp() / "no-aws"
     for name in AWS_SETTINGS:
         monkeypatch.delenv(name, raising=False)

@@ -56,11 +56,16 @@ def test_demo_runs_end_to_end(tmp_path, state_dir):
     assert "trained 10 epochs: loss" in resumed
     listing = outputs["%checkpoint list"][0]["text"]
     assert "step-10" in listing and "step-8" in listing and "step-4" not in listing  # --keep 2
-    # The export, run locally as a SageMaker job: it resumes from the notebook's checkpoint.
+    # The export as a request (nothing sent), then run locally as a SageMaker job: it resumes from
+    # the notebook's checkpoint, and the dry-run cell above it is not run again inside the job.
+    dry = "".join(o.get("text", "") for o in outputs["%to_sagemaker ml.g5.xlarge --dry-run --region us-east-1"])
+    assert '"TrainingImage": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:' in dry
+    assert '"EnableManagedSpotTraining": true' in dry and "cost: 1 x ml.g5.xlarge" in dry
+    assert "dry run: nothing was sent" in dry
     job = "".join(o.get("text", "") for o in outputs["%to_sagemaker ml.g5.xlarge --local"])
     assert "the job starts from step-10" in job and "platform:      SageMaker training job" in job
     assert "resumed from step-10: 10 iteration(s) done, nothing left to run" in job
-    assert "completed in" in job and "(exit code 0)" in job
+    assert "completed in" in job and "(exit code 0)" in job and "dry run" not in job
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             assert out["output_type"] != "error", out

@@ -326,3 +326,44 @@ def test_colabkit_export_from_a_terminal(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "colabkit.cli", "export", str(tmp_path / "missing.ipynb"),
                           "--instance", "ml.g5.xlarge", "--dry-run"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "There is no notebook at" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_price_list_api_answer_is_read_and_failures_fall_back_to_the_table():
+    """moto has no Price List API: botocore's Stubber checks our request against the service
+    model and plays a GetProducts answer shaped like AWS's."""
+    import boto3
+
+    client = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    product = {"product": {"attributes": {"instanceName": "ml.g5.xlarge", "regionCode": "eu-west-1"}},
+               "terms": {"OnDemand": {"T": {"priceDimensions": {"D": {"unit": "Hrs",
+                                                                       "pricePerUnit": {"USD": "1.5840000000"}}}}}}}
+
+    class Session:
+        def client(self, service, region_name=None):
+            assert (service, region_name) == ("pricing", "us-east-1")
+            return client
+
+    with Stubber(client) as stub:
+        filters = [{"Type": "TERM_MATCH", "Field": f, "Value": v} for f, v in (
+            ("regionCode", "eu-west-1"), ("instanceName", "ml.g5.xlarge"), ("productFamily", "ML Instance"),
+            ("platoinstancetype", "Training"))]
+        stub.add_response("get_products", {"PriceList": [json.dumps(product)]},
+                          {"ServiceCode": "AmazonSageMaker", "Filters": filters, "MaxResults": 10})
+        live = pricing.estimate("ml.g5.xlarge", 1, spot=False, pace=None, session=Session(), region="eu-west-1")
+        stub.add_client_error("get_products", "AccessDeniedException", "no pricing:GetProducts")
+        table = pricing.estimate("ml.g5.xlarge", 1, spot=False, pace=None, session=Session(), region="eu-west-1")
+    assert live.on_demand_per_hour == 1.584 and live.source == "AWS Price List, eu-west-1"
+    assert table.on_demand_per_hour == 1.408 and table.source.startswith("list price us-east-1")
+
+
+def test_a_large_checkpoint_goes_up_as_a_multipart_upload(shell, aws, monkeypatch):
+    from colabkit.sagemaker import upload
+
+    monkeypatch.setattr(upload, "PART", 5 * 2**20)  # S3's smallest part, so 12 MiB makes three
+    cells(shell, ["import numpy as np, colabkit\nw = np.ones(3 * 2**20, dtype=np.float32)",
+                  "%checkpoint every 1 steps w", "for i in colabkit.resumable(range(1)):\n    w += 1"])
+    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge", store_history=True)
+    job = result.result
+    key = f"colabkit/session/{job.name}/checkpoints/checkpoints/step-1/tensors.safetensors"
+    head = aws.client("s3").head_object(Bucket=f"sagemaker-{aws.REGION}-{aws.ACCOUNT}", Key=key)
+    assert head["ETag"].strip('"').endswith("-3")  # S3's mark of a three-part upload

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run
+import torch  # noqa: F401  the notebook process has torch: its checkpoint holds torch's random state,
+from conftest import run  # which the job's interpreter (no torch) must be able to skip
 
 TOOLKIT = os.environ.get("COLABKIT_TOOLKIT_VENV")
 pytestmark = pytest.mark.skipif(not TOOLKIT, reason="COLABKIT_TOOLKIT_VENV is not set (.ci/run makes the venv)")

@@ -291,7 +291,7 @@ class Checkpointer:
             checkpoint = self._find(checkpoint_id, stores)
             self.store.verify(checkpoint)
         saved = json.loads((checkpoint.path / STATE).read_text())
-        tensors = _load_tensors(checkpoint.path / TENSORS, needs_torch='"__tensor__"' in json.dumps(saved))
+        tensors = _load_tensors(checkpoint.path / TENSORS, needs_torch=_needs_torch(saved["structure"]))
         pickled = None
         if trust and (checkpoint.path / OBJECTS).exists():
             with open(checkpoint.path / OBJECTS, "rb") as f:
@@ -384,6 +384,16 @@ class Checkpointer:
         if self._buffer is not None:
             self._buffer.close()
             self._buffer = None
+
+
+def _needs_torch(structure: dict) -> bool:
+    """Torch tensors among the saved objects need torch; torch's random state alone does not
+    (a job without torch restores the rest and leaves torch's random stream as it is)."""
+    import importlib.util
+
+    if '"__tensor__"' in json.dumps(structure.get("objects")):
+        return True
+    return "torch" in structure.get("rng", {}) and importlib.util.find_spec("torch") is not None
 
 
 def _load_tensors(path: Path, needs_torch: bool) -> dict:
