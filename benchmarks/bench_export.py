@@ -94,8 +94,8 @@ def main() -> None:
         server.wait(timeout=30)
     ratio = statistics.median(exports) / statistics.median(bare)
     print(f"checkpoint: {size / 2**30:.2f} GiB in {len(files)} files")
-    print(f"bare multipart upload: median {statistics.median(bare):.2f} s  ({', '.join(f'{t:.2f}' for t in bare)})")
-    print(f"export + upload:       median {statistics.median(exports):.2f} s  ({', '.join(f'{t:.2f}' for t in exports)})")
+    for label, times in (("bare multipart upload", bare), ("export + upload", exports)):
+        print(f"{label:22} median {statistics.median(times):.2f} s  ({', '.join(f'{t:.2f}' for t in times)})")
     print(f"ratio {ratio:.2f}x (goal <= {GOAL}x): {'met' if ratio <= GOAL else 'MISSED'}")
 
 

@@ -67,7 +67,7 @@ def _export(args) -> int:
         if args.wait:
             export.follow(result, in_notebook=False)
         else:
-            print(f"[colabkit] follow it: {result.summary() if result.describe() else result.name}")
+            print(f"[colabkit] {result.summary()}")
         return 0
     if isinstance(result, dict):
         return 0

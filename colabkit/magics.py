@@ -122,7 +122,10 @@ class ColabkitMagics(Magics):
         captured = capture.capture(self.shell, history[-1], options.all_cells)
         result = export.run_export(options, captured)
         if isinstance(result, TrainingJob):
-            return export.follow(result) if options.wait else result
+            if options.wait:
+                export.follow(result)  # shown, and updated in place, while it runs
+                return None
+            return result
         if isinstance(result, dict):
             return None  # --dry-run printed the request
         if not result.succeeded:

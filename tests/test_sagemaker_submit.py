@@ -367,3 +367,17 @@ def test_a_large_checkpoint_goes_up_as_a_multipart_upload(shell, aws, monkeypatc
     key = f"colabkit/session/{job.name}/checkpoints/checkpoints/step-1/tensors.safetensors"
     head = aws.client("s3").head_object(Bucket=f"sagemaker-{aws.REGION}-{aws.ACCOUNT}", Key=key)
     assert head["ETag"].strip('"').endswith("-3")  # S3's mark of a three-part upload
+
+
+def test_dry_run_advises_an_instance_from_what_gpuwatch_saw(shell, nvml):
+    from fake_nvml import GiB, FakeGpu
+
+    gpu = FakeGpu(memory_used=int(14.9 * GiB))
+    nvml.install([gpu])
+    cells(shell, ["%gpuwatch --view text --interval 0.2s --every 1h", "import time; time.sleep(0.5)"])
+    gpu.memory_used = 2 * GiB  # the peak is what counts, not the last reading
+    cells(shell, ["time.sleep(0.5)"])
+    result, out = run(shell, "%to_sagemaker ml.g4dn.xlarge --dry-run --region us-east-1", store_history=True)
+    assert result.success, result.error_in_exec
+    assert "advice: peak GPU memory 14.9 GiB of 15.0 GiB on a Tesla T4" in out.stdout
+    assert "ml.g4dn.xlarge (1x T4 16 GiB, 16 GiB RAM) is smaller than that" in out.stdout

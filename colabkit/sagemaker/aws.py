@@ -73,7 +73,7 @@ def connect(profile: str | None = None, region: str | None = None) -> Aws:
             session = boto3.Session(profile_name=profile)
         except botocore.exceptions.ProfileNotFound:
             raise ColabkitError(f"There is no AWS profile named {profile!r} in ~/.aws/config or "
-                                "~/.aws/credentials. Run `aws configure --profile NAME`, or leave out --profile.")
+                                "~/.aws/credentials. Run `aws configure --profile NAME`, or leave out --profile.") from None
         if session.get_credentials() is None:
             secrets = _colab_secrets()
             if secrets.get("AWS_ACCESS_KEY_ID") and secrets.get("AWS_SECRET_ACCESS_KEY"):
@@ -148,7 +148,8 @@ def errors(doing: str):
             message += "."
         raise ColabkitError(_explain(code, message, doing) or f"AWS answered {code} while {doing}: {message}") from None
     except bx.NoCredentialsError:
-        raise ColabkitError("No AWS credentials were found: run `aws configure`, or on Colab add them in Secrets.") from None
+        raise ColabkitError("No AWS credentials were found: run `aws configure`, or on Colab add them in "
+                            "Secrets.") from None
     except bx.NoRegionError:
         raise ColabkitError("No AWS region is set: pass --region, or set AWS_DEFAULT_REGION.") from None
     except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:

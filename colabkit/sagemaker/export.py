@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import ColabkitError
@@ -40,7 +40,6 @@ class Options:
     profile: str | None = None
     bucket: str | None = None
     image: str | None = None
-    extra_environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ def plan(export: Export, options: Options, connection=None, echo=print) -> reque
         job_name=export.name, notebook=export.notebook, region=region, role=role, image=image.uri,
         instance_type=options.instance_type, instances=options.instances, volume_gb=options.volume_gb,
         max_run=max_run, spot=spot, max_wait=max_wait if spot else None, bucket=bucket, prefix=prefix,
-        gpus_per_instance=gpus, environment=dict(options.extra_environment))
+        gpus_per_instance=gpus)
     if export.drive_files:
         built = _with_drive(built, storage.DRIVE_MOUNTPOINT)
     return built
@@ -223,7 +222,9 @@ def submit(export: Export, options: Options, connection: aws.Aws, echo=print):
         connection.client("sagemaker").create_training_job(**body)
     echo(f"[colabkit] submitted {built.job_name} ({built.instances} x {built.instance_type}"
          f"{', Spot' if built.spot else ''}) in {built.region}")
-    return TrainingJob(connection, built.job_name, export.folder, export.store, estimate.on_demand_per_hour)
+    job = TrainingJob(connection, built.job_name, export.folder, export.store, estimate.on_demand_per_hour)
+    job.describe()
+    return job
 
 
 def dry_run(export: Export, options: Options, echo=print) -> dict:
@@ -252,8 +253,9 @@ def run_export(options: Options, captured: capture.Captured, echo=print):
     if options.image is None:
         images.processor(options.instance_type)  # refuses the types no PyTorch image serves
     connection = None
-    if not (options.local or options.dry_run):  # credentials first: no export to throw away
+    if not (options.local or options.dry_run):  # credentials and role first: no export to throw away
         connection = aws.connect(options.profile, options.region)
+        aws.role_arn(options.role, connection.account)
     export = prepare(captured, options, echo)
     if options.local:
         return run_local(export, echo)
@@ -268,6 +270,10 @@ def to_sagemaker(instance_type: str, notebook: str | None = None, **options):
     wait=True, role=..., ...). Returns a LocalRun, the request, or the TrainingJob."""
     from .. import platform
 
+    known = {f.name for f in fields(Options)} - {"instance_type"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ColabkitError(f"to_sagemaker() has no option {', '.join(unknown)}; it takes {', '.join(sorted(known))}.")
     settings = Options(instance_type=instance_type, **options)
     if notebook is not None:
         captured = capture.read_notebook(notebook)

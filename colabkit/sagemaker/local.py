@@ -88,7 +88,8 @@ def run(source: SourceFolder, checkpoints: CheckpointStore | None, base: Path, j
         shutil.copytree(latest.path, job_store.root / latest.id)
         echo(f"[colabkit] the job starts from {latest.id}")
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "entry.py"], cwd=code, env=_environment(base, job_name, channels, environment or {}),
+    process = subprocess.Popen([sys.executable, "entry.py"], cwd=code,
+                               env=_environment(base, job_name, channels, environment or {}),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
     for line in process.stdout:

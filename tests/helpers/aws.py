@@ -24,9 +24,9 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
 
 @contextmanager
 def moto_server():
-    from moto.server import ThreadedMotoServer
-
     import logging
+
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -102,8 +102,8 @@ def run_in_container(job: dict, request: dict, base: Path, toolkit: Path, url: s
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLAB", "JPY_", "SM_", "SAGEMAKER"))}
     env.update(environment(url))
     env.update(request.get("Environment", {}))
-    env.update({"SAGEMAKER_BASE_DIR": str(base), "SM_STUDIO_LOCAL_MODE": "true", "TRAINING_JOB_NAME": job["TrainingJobName"],
-                "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels or base), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    env.update({"SAGEMAKER_BASE_DIR": str(base), "SM_STUDIO_LOCAL_MODE": "true",
+                "TRAINING_JOB_NAME": job["TrainingJobName"], "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels or base), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 "PYTHONUNBUFFERED": "1"})
     done = subprocess.run([str(toolkit / "bin" / "train")], env=env, cwd=base, capture_output=True, text=True,
                           timeout=300)
