@@ -3,8 +3,9 @@
 Both talk to the same AWS-compatible server: moto's server, started here as its own process on
 127.0.0.1 (so it does not share this process's GIL) and stopped by its PID. The export side is
 the whole `%to_sagemaker` submit path: source folder and wheel, bucket, sourcedir.tar.gz, the
-checkpoint (multipart) and CreateTrainingJob. The baseline is boto3's `upload_file` of the
-checkpoint's files with its default transfer settings. Goal: export <= 1.2x the baseline.
+checkpoint (multipart, its hashes checked meanwhile) and CreateTrainingJob. The baseline is
+boto3's `upload_file` of the checkpoint's files with its default transfer settings. Rounds
+alternate the two. Goal: export <= 1.2x the baseline.
 """
 
 import argparse

@@ -339,7 +339,7 @@ def test_the_price_list_api_answer_is_read_and_failures_fall_back_to_the_table()
                                                                        "pricePerUnit": {"USD": "1.5840000000"}}}}}}}
 
     class Session:
-        def client(self, service, region_name=None):
+        def client(self, service, region_name=None, config=None):
             assert (service, region_name) == ("pricing", "us-east-1")
             return client
 
@@ -381,3 +381,20 @@ def test_dry_run_advises_an_instance_from_what_gpuwatch_saw(shell, nvml):
     assert result.success, result.error_in_exec
     assert "advice: peak GPU memory 14.9 GiB of 15.0 GiB on a Tesla T4" in out.stdout
     assert "ml.g4dn.xlarge (1x T4 16 GiB, 16 GiB RAM) is smaller than that" in out.stdout
+
+
+def test_a_damaged_latest_checkpoint_is_said_and_the_one_before_goes_too(shell, aws):
+    cells(shell, TRAIN)
+    store = shell.user_ns["colabkit"].checkpoint.session.active().store
+    newest = store.latest_valid()[0]
+    with open(newest.path / "tensors.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\xff")  # one flipped byte: its sha256 no longer matches the manifest
+    result, out = run(shell, "%to_sagemaker ml.g5.xlarge", store_history=True)
+    assert result.success, result.error_in_exec
+    assert f"{newest.id}: tensors.safetensors does not match its sha256" in out.stdout
+    older = store.latest_valid()[0].id
+    assert f"The job resumes from {older} instead." in out.stdout
+    stored = objects(f"sagemaker-{aws.REGION}-{aws.ACCOUNT}")
+    prefix = f"colabkit/session/{result.result.name}/checkpoints/checkpoints"
+    assert f"{prefix}/{older}/manifest.json" in stored and f"{prefix}/{newest.id}/manifest.json" in stored

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def prepare(captured: capture.Captured, options: Options, echo=print) -> Export:
     source = convert.convert(captured.cells, folder / "source")
     drive_files = tuple(convert.drive_paths(captured.cells, storage.DRIVE_MOUNTPOINT))
     store = _notebook_store()
-    checkpoint = store.latest_valid()[0] if store is not None else None
+    # Hashes are checked while the checkpoint uploads (submit), or by the job when it restores.
+    checkpoint = store.latest_valid(verify=False)[0] if store is not None else None
     echo(f"[colabkit] exported {len(captured.cells)} cell(s) from {captured.origin} to {source.path}"
          + (f"; requirements: {', '.join(source.requirements)}" if source.requirements else ""))
     if drive_files:
@@ -210,12 +212,16 @@ def submit(export: Export, options: Options, connection: aws.Aws, echo=print):
     (export.folder / "request.json").write_text(json.dumps(body, indent=1))
     s3 = connection.client("s3")
     upload.ensure_bucket(s3, built.bucket, built.region, create=options.bucket is None)
-    with tempfile.TemporaryDirectory() as temp:
+    with tempfile.TemporaryDirectory() as temp, ThreadPoolExecutor(1) as checker:
+        checked = checker.submit(_valid_or_older, export) if export.checkpoint is not None else None
         upload.put_file(s3, upload.source_archive(export.source.path, Path(temp) / "sourcedir.tar.gz"),
                         built.source_uri)
-        if export.checkpoint is not None:
+        if checked is not None:
             size = upload.put_checkpoint(s3, export.checkpoint.path, built.checkpoint_uri)
-            echo(f"[colabkit] uploaded {export.checkpoint.id} ({size / 2**20:.1f} MiB): the job resumes from it")
+            message, older = checked.result()
+            echo(f"[colabkit] uploaded {export.checkpoint.id} ({size / 2**20:.1f} MiB); {message}")
+            if older is not None:
+                upload.put_checkpoint(s3, older.path, built.checkpoint_uri)
         if export.drive_files:
             upload.put_folder(s3, _stage_drive(export, Path(temp) / DRIVE_CHANNEL), built.channels[DRIVE_CHANNEL])
     with aws.errors(f"creating the training job {built.job_name}"):
@@ -225,6 +231,20 @@ def submit(export: Export, options: Options, connection: aws.Aws, echo=print):
     job = TrainingJob(connection, built.job_name, export.folder, export.store, estimate.on_demand_per_hour)
     job.describe()
     return job
+
+
+def _valid_or_older(export: Export):
+    """Checks the hashes of the checkpoint being uploaded, while it uploads. When it is damaged,
+    also the newest one that verifies: the job's restore skips the damaged one, as the notebook's
+    would. Returns what to say, and that older checkpoint or None."""
+    from ..checkpoint.store import CheckpointDamaged
+
+    try:
+        export.store.verify(export.checkpoint)
+        return "verified: the job resumes from it", None
+    except CheckpointDamaged as exc:
+        older = export.store.latest_valid()[0]
+        return f"{exc} The job resumes from {older.id if older else 'the start'} instead.", older
 
 
 def dry_run(export: Export, options: Options, echo=print) -> dict:

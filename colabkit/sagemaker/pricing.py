@@ -93,8 +93,11 @@ class Estimate:
 
 def price_list(session, region: str, instance_type: str) -> float | None:
     """The on-demand training price from the AWS Price List API; None when it can't be read."""
-    try:
-        client = session.client("pricing", region_name="us-east-1")  # the API answers from us-east-1
+    from botocore.config import Config
+
+    try:  # one quick try: the table stands in, and a submit must not wait on a price
+        client = session.client("pricing", region_name="us-east-1",  # the API answers from us-east-1
+                                config=Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5))
         filters = [{"Type": "TERM_MATCH", "Field": field, "Value": value} for field, value in (
             ("regionCode", region), ("instanceName", instance_type), ("productFamily", "ML Instance"),
             ("platoinstancetype", "Training"))]

@@ -15,7 +15,7 @@ from ..checkpoint.store import MANIFEST
 from ..errors import ColabkitError
 from . import aws
 
-PART = 64 * 1024 * 1024
+PART = 16 * 1024 * 1024  # with 10 threads: measured the fastest of 8, 16 and 64 MiB parts
 
 
 def default_bucket(region: str, account: str) -> str:
@@ -46,7 +46,7 @@ def ensure_bucket(s3, bucket: str, region: str, create: bool) -> None:
 def transfer_config():
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=8)
+    return TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=10)
 
 
 def _split(uri: str) -> tuple[str, str]:
