@@ -72,8 +72,8 @@ def connect(profile: str | None = None, region: str | None = None) -> Aws:
         try:
             session = boto3.Session(profile_name=profile)
         except botocore.exceptions.ProfileNotFound:
-            raise ColabkitError(f"There is no AWS profile named {profile!r} in ~/.aws/config or "
-                                "~/.aws/credentials. Run `aws configure --profile NAME`, or leave out --profile.") from None
+            raise ColabkitError(f"There is no AWS profile named {profile!r} in ~/.aws/config or ~/.aws/credentials. "
+                                "Run `aws configure --profile NAME`, or leave out --profile.") from None
         if session.get_credentials() is None:
             secrets = _colab_secrets()
             if secrets.get("AWS_ACCESS_KEY_ID") and secrets.get("AWS_SECRET_ACCESS_KEY"):

@@ -12,7 +12,7 @@ import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ..errors import ColabkitError
@@ -168,8 +168,6 @@ def plan(export: Export, options: Options, connection=None, echo=print) -> reque
 
 
 def _with_drive(built: request.Plan, mount_point: str) -> request.Plan:
-    from dataclasses import replace
-
     return replace(built, channels={**built.channels, DRIVE_CHANNEL: built.s3("input", DRIVE_CHANNEL)},
                    environment={**built.environment, "COLABKIT_DRIVE_MOUNT": mount_point})
 
@@ -184,8 +182,14 @@ def _default_region(profile: str | None) -> str:
         return "us-east-1"
 
 
-def _pace(export: Export) -> dict | None:
-    return export.checkpoint.manifest if export.checkpoint is not None else None
+def _cost(built: request.Plan, export: Export, echo, connection: aws.Aws | None = None) -> pricing.Estimate:
+    """Say the cost estimate (the run's pace is in its checkpoint's manifest) and the instance advice."""
+    pace = export.checkpoint.manifest if export.checkpoint is not None else None
+    estimate = pricing.estimate(built.instance_type, built.instances, built.spot, pace,
+                                connection.session if connection else None, built.region)
+    for line in estimate.lines() + pricing.advise(usage(), built.instance_type):
+        echo(f"[colabkit] {line}")
+    return estimate
 
 
 def run_local(export: Export, echo=print) -> local.LocalRun:
@@ -205,10 +209,7 @@ def submit(export: Export, options: Options, connection: aws.Aws, echo=print):
 
     built = plan(export, options, connection, echo)
     body = request.check(request.build(built))
-    estimate = pricing.estimate(built.instance_type, built.instances, built.spot, _pace(export),
-                                connection.session, connection.region)
-    for line in estimate.lines() + pricing.advise(usage(), built.instance_type):
-        echo(f"[colabkit] {line}")
+    estimate = _cost(built, export, echo, connection)
     (export.folder / "request.json").write_text(json.dumps(body, indent=1))
     s3 = connection.client("s3")
     upload.ensure_bucket(s3, built.bucket, built.region, create=options.bucket is None)
@@ -251,9 +252,7 @@ def dry_run(export: Export, options: Options, echo=print) -> dict:
     """Everything but sending: the request as JSON, and the cost estimate with the table's price."""
     built = plan(export, options, None, echo)
     body = request.check(request.build(built))
-    estimate = pricing.estimate(built.instance_type, built.instances, built.spot, _pace(export))
-    for line in estimate.lines() + pricing.advise(usage(), built.instance_type):
-        echo(f"[colabkit] {line}")
+    _cost(built, export, echo)
     text = json.dumps(body, indent=1)
     (export.folder / "request.json").write_text(text)
     echo(text)

@@ -76,7 +76,7 @@ class TrainingJob:
                     arguments["nextToken"] = self._log_tokens[stream]
                 reply = self.logs_client.get_log_events(**arguments)
                 self._log_tokens[stream] = reply.get("nextForwardToken")
-                host = stream.split("/", 1)[-1].split("-")[0]
+                host = stream.split("/", 1)[-1].rsplit("-", 1)[0]  # <job>/algo-1-<epoch seconds>
                 prefix = f"[{host}] " if len(streams) > 1 else ""
                 lines += [prefix + event["message"] for event in reply.get("events", [])]
         return lines
