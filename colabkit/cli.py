@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     from .sagemaker.arguments import ARGUMENTS
 
     for names, settings in ARGUMENTS:
-        export.add_argument(*names, **settings)
+        if names != ("--all",):  # the terminal always exports every cell
+            export.add_argument(*names, **settings)
     args = parser.parse_args(argv)
 
     from . import monitor

@@ -398,3 +398,10 @@ def test_a_damaged_latest_checkpoint_is_said_and_the_one_before_goes_too(shell, 
     stored = objects(f"sagemaker-{aws.REGION}-{aws.ACCOUNT}")
     prefix = f"colabkit/session/{result.result.name}/checkpoints/checkpoints"
     assert f"{prefix}/{older}/manifest.json" in stored and f"{prefix}/{newest.id}/manifest.json" in stored
+
+
+def test_a_run_without_a_gpu_is_not_advised_off_the_gpu_it_asked_for():
+    [line] = pricing.advise(pricing.Usage(None, None, None, 2 * 2**30), "ml.g5.xlarge")
+    assert "ml.g4dn.xlarge (1x T4 16 GiB" in line and "you chose ml.g5.xlarge" in line
+    [cpu] = pricing.advise(pricing.Usage(None, None, None, 2 * 2**30), "ml.m5.xlarge")
+    assert "ml.m5.large (2 vCPU, 8 GiB RAM, no GPU) fits it" in cpu

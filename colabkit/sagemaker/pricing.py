@@ -156,13 +156,16 @@ def advise(usage: Usage | None, chosen: str) -> list[str]:
     if usage.ram_peak is not None:
         seen.append(f"peak RAM {format_bytes(usage.ram_peak)}")
 
+    current = INSTANCE_TYPES.get(chosen)
+    # A GPU is needed when the run used one, or when one was chosen (the notebook may have had none).
+    wants_gpu = usage.gpu_peak is not None or bool(current and current.gpus)
+
     def fits(t: InstanceType) -> bool:
-        return t.ram_gib >= need_ram and (usage.gpu_peak is None or (t.gpus and t.gpu_gib >= need_gpu))
+        return t.ram_gib >= need_ram and (not wants_gpu or (t.gpus > 0 and t.gpu_gib >= need_gpu))
 
     fitting = sorted((t for t in INSTANCE_TYPES.values() if fits(t)), key=lambda t: t.price)
     best = fitting[0] if fitting else None
     advice = "; ".join(seen)
-    current = INSTANCE_TYPES.get(chosen)
     if current is not None and not fits(current):
         suggestion = f": {best.describe()} fits it" if best else ""
         return [f"advice: {advice}. {current.describe()} is smaller than that, with {HEADROOM - 1:.0%} headroom"
