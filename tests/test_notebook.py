@@ -108,3 +108,24 @@ def test_session_deadline_warning_shows_under_the_running_cell(kernel, tmp_path,
     assert busy[0]["text"].startswith("colabkit warning: 29m 5")
     assert "left in this Google Colab (free) session" in busy[0]["text"]
     assert not [o for o in nb.cells[2].outputs if o.get("name") == "stderr"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_submit_and_wait_in_a_real_kernel_updates_one_output(kernel, tmp_path, state_dir, aws):
+    """%to_sagemaker --wait through a real kernel, against moto on 127.0.0.1 (the kernel inherits
+    the endpoint and dummy credentials): the job's status is one display that is updated in place."""
+    kernel_or_skip(kernel)
+    nb = new_notebook(cells=[
+        new_code_cell("%load_ext colabkit"),
+        new_code_cell("import numpy as np, colabkit\nw = np.zeros(4)"),
+        new_code_cell("%checkpoint every 1 steps w"),
+        new_code_cell("for i in colabkit.resumable(range(3)):\n    w += 1"),
+        new_code_cell("%to_sagemaker ml.g5.xlarge --wait --max-run 30m"),
+    ])
+    execute(nb, kernel, tmp_path)
+    outputs = nb.cells[-1].outputs
+    text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert "uploaded step-3" in text and "verified: the job resumes from it" in text and "submitted" in text
+    [status] = [o for o in outputs if o["output_type"] == "display_data"]
+    assert ": Completed" in status["data"]["text/plain"] and "console.aws.amazon.com" in status["data"]["text/html"]
+    assert not [o for o in outputs if o["output_type"] == "error"]
