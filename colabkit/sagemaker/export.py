@@ -136,7 +136,7 @@ def plan(export: Export, options: Options, connection=None, echo=print) -> reque
     region = options.region or (connection.region if connection else None) or _default_region(options.profile)
     account = connection.account if connection else PLACEHOLDER_ACCOUNT
     if options.image:
-        image = images.Image(options.image, None)
+        image = images.Image(options.image)
     else:
         image = images.training_image(region, options.instance_type, _torch_version())
         if image.note:

@@ -43,7 +43,6 @@ GPU_FAMILIES = ("ml.p", "ml.g")
 @dataclass(frozen=True)
 class Image:
     uri: str
-    framework_version: str | None  # None for an image given with --image
     note: str | None = None  # when the image's torch differs from the notebook's
 
 
@@ -79,4 +78,4 @@ def training_image(region: str, instance_type: str, torch_version: str | None) -
                 f"{version}. Pin torch in a `!pip install` cell, or pass --image, if the difference matters.")
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     uri = f"{account}.dkr.ecr.{region}.{domain}/{REPOSITORY}:{version}-{processor(instance_type)}-{python}"
-    return Image(uri, version, note)
+    return Image(uri, note)
