@@ -129,7 +129,7 @@ class TrainingJob:
         target = self.folder / "model"
         with tempfile.TemporaryDirectory() as temp:
             if artifact:
-                bucket, key = upload._split(artifact)
+                bucket, key = upload.split_uri(artifact)
                 archive = Path(temp) / "model.tar.gz"
                 with aws.errors(f"downloading {artifact}"):
                     try:

@@ -49,7 +49,8 @@ def transfer_config():
     return TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=10)
 
 
-def _split(uri: str) -> tuple[str, str]:
+def split_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key)."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
 
@@ -63,7 +64,7 @@ def source_archive(folder: Path, archive: Path) -> Path:
 
 
 def put_file(s3, path: Path, uri: str) -> None:
-    bucket, key = _split(uri)
+    bucket, key = split_uri(uri)
     with aws.errors(f"uploading {Path(path).name} to {uri}"):
         s3.upload_file(str(path), bucket, key, Config=transfer_config())
 
@@ -85,7 +86,7 @@ def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str) -> int:
 
 def get_prefix(s3, uri: str, folder: Path) -> list[Path]:
     """Download everything under the prefix `uri` into `folder`, keeping the relative paths."""
-    bucket, prefix = _split(uri.rstrip("/") + "/")
+    bucket, prefix = split_uri(uri.rstrip("/") + "/")
     got = []
     with aws.errors(f"downloading {uri}"):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
