@@ -264,6 +264,9 @@ def test_wait_streams_the_logs_and_fetch_brings_the_results_back(shell, aws, tmp
     manifest = json.loads((job_side / "manifest.json").read_text())
     manifest["step"] = 9
     (job_side / "manifest.json").write_text(json.dumps(manifest))
+    torn = tmp_path / "job-checkpoints" / "checkpoints" / "step-12"  # a newer one the job left damaged
+    shutil.copytree(job_side, torn)
+    (torn / "tensors.safetensors").write_bytes(b"cut short")
     aws.upload_folder(tmp_path / "job-checkpoints", described["CheckpointConfig"]["S3Uri"])
     from colabkit.sagemaker.export import follow
 

@@ -38,6 +38,12 @@ _REPLACED = re.compile(r"^\.replaced-step-(\d+)-[0-9a-f]+$")
 HASH_CHUNK = 8 << 20
 
 
+def newest_first(names) -> list[str]:
+    """The committed checkpoint names (step-N) among `names`, newest step first."""
+    found = [(int(m.group(1)), name) for name in names if (m := _COMMITTED.match(name))]
+    return [name for _, name in sorted(found, reverse=True)]
+
+
 @dataclass(frozen=True)
 class FileRecord:
     size: int
@@ -188,8 +194,7 @@ class CheckpointStore:
         """Committed folders, newest step first."""
         if not self.root.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _COMMITTED.match(p.name))]
-        return [p for _, p in sorted(found, reverse=True)]
+        return [self.root / name for name in newest_first(p.name for p in self.root.iterdir())]
 
     def read_manifest(self, folder: Path) -> dict:
         try:

@@ -100,7 +100,7 @@ def split_installs(cell: Cell) -> tuple[list[str], Cell]:
         tree = ast.parse(python)
     except SyntaxError:
         return [], cell
-    packages, edits = [], {}  # first line -> (last line, replacement or None to comment out)
+    packages, edits = [], {}  # first line -> (last line, text put before the first; the rest commented out)
     for node in ast.walk(tree):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             args = _pip_install_args(node.value)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import ColabkitError
 from ..units import parse_duration
-from . import aws, capture, convert, images, local, pricing, request, secrets, validate
+from . import aws, capture, convert, images, local, pricing, request, secrets, upload, validate
 
 DRIVE_CHANNEL = "drive"
 PLACEHOLDER_ACCOUNT = "ACCOUNT"  # --dry-run without credentials
@@ -91,7 +91,7 @@ def prepare(captured: capture.Captured, options: Options, echo=print) -> Export:
 
 
 def _stage_drive(export: Export, into: Path) -> Path:
-    """The Drive files, laid out under `into` as they are under the mount point."""
+    """The Drive files, laid out under `into` as they are under the mount point (a --local run's channel)."""
     import shutil
 
     from .. import storage
@@ -155,7 +155,7 @@ def plan(export: Export, options: Options, connection=None, echo=print) -> reque
              "(use %checkpoint to make one, and Spot costs less)")
     max_wait = int(parse_duration(options.max_wait)) if options.max_wait else 2 * max_run
     gpus = pricing.INSTANCE_TYPES[options.instance_type].gpus if options.instance_type in pricing.INSTANCE_TYPES else 0
-    bucket = options.bucket or aws.config().get("bucket") or f"sagemaker-{region}-{account}"
+    bucket = options.bucket or aws.config().get("bucket") or upload.default_bucket(region, account)
     prefix = f"colabkit/{validate.slug(export.notebook)}/{export.name}"
     built = request.Plan(
         job_name=export.name, notebook=export.notebook, region=region, role=role, image=image.uri,
@@ -204,7 +204,7 @@ def run_local(export: Export, echo=print) -> local.LocalRun:
 
 def submit(export: Export, options: Options, connection: aws.Aws, echo=print):
     """Upload what the job reads, send CreateTrainingJob, and return the job to follow."""
-    from . import upload
+    from .. import storage
     from .job import TrainingJob
 
     built = plan(export, options, connection, echo)
@@ -223,8 +223,12 @@ def submit(export: Export, options: Options, connection: aws.Aws, echo=print):
             echo(f"[colabkit] uploaded {export.checkpoint.id} ({size / 2**20:.1f} MiB); {message}")
             if older is not None:
                 upload.put_checkpoint(s3, older.path, built.checkpoint_uri)
-        if export.drive_files:
-            upload.put_folder(s3, _stage_drive(export, Path(temp) / DRIVE_CHANNEL), built.channels[DRIVE_CHANNEL])
+        for path in export.drive_files:  # straight from Drive, laid out as under its mount point
+            uri = f"{built.channels[DRIVE_CHANNEL]}/{path.relative_to(storage.DRIVE_MOUNTPOINT).as_posix()}"
+            if path.is_dir():
+                upload.put_folder(s3, path, uri)
+            else:
+                upload.put_file(s3, path, uri)
     with aws.errors(f"creating the training job {built.job_name}"):
         connection.client("sagemaker").create_training_job(**body)
     echo(f"[colabkit] submitted {built.job_name} ({built.instances} x {built.instance_type}"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..checkpoint.mirror import copy_checkpoint
-from ..checkpoint.store import CheckpointStore
+from ..checkpoint.store import CheckpointStore, newest_first
 from ..units import format_duration
 from . import aws, upload
 
@@ -124,32 +124,39 @@ class TrainingJob:
     def fetch(self) -> tuple[list[Path], str | None]:
         """Bring the model files into <folder>/model and the newest checkpoint into the run's store."""
         self.describe()
-        models = []
-        artifact = self.last.get("ModelArtifacts", {}).get("S3ModelArtifacts")
-        target = self.folder / "model"
         with tempfile.TemporaryDirectory() as temp:
-            if artifact:
-                bucket, key = upload.split_uri(artifact)
-                archive = Path(temp) / "model.tar.gz"
-                with aws.errors(f"downloading {artifact}"):
-                    try:
-                        self.s3.download_file(bucket, key, str(archive))
-                    except self.s3.exceptions.ClientError as exc:
-                        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
-                            raise
-                        archive = None  # the job wrote no model files
-                if archive is not None:
-                    target.mkdir(parents=True, exist_ok=True)
-                    with tarfile.open(archive) as tar:
-                        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                        tar.extractall(target, **safe)
-                    models = sorted(p for p in target.rglob("*") if p.is_file())
-            brought = None
-            checkpoints = self.last.get("CheckpointConfig", {}).get("S3Uri")
-            if checkpoints and self.store is not None:
-                job_store = CheckpointStore(Path(temp) / "job")
-                upload.get_prefix(self.s3, f"{checkpoints}/checkpoints", job_store.root)
-                final, _ = job_store.latest_valid()
-                if final is not None and copy_checkpoint(final.path, self.store):
-                    brought = final.id
-        return models, brought
+            return self._fetch_model(Path(temp)), self._fetch_checkpoint(Path(temp))
+
+    def _fetch_model(self, temp: Path) -> list[Path]:
+        artifact = self.last.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+        if not artifact:
+            return []
+        bucket, key = upload.split_uri(artifact)
+        archive = temp / "model.tar.gz"
+        with aws.errors(f"downloading {artifact}"):
+            try:
+                self.s3.download_file(bucket, key, str(archive))
+            except self.s3.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                    raise
+                return []  # the job wrote no model files
+        target = self.folder / "model"
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(target, **safe)
+        return sorted(p for p in target.rglob("*") if p.is_file())
+
+    def _fetch_checkpoint(self, temp: Path) -> str | None:
+        """The newest checkpoint the job left that verifies, copied into the run's store. Step
+        folders are downloaded newest first, and only until one verifies."""
+        uri = self.last.get("CheckpointConfig", {}).get("S3Uri")
+        if not uri or self.store is None:
+            return None
+        job_store = CheckpointStore(temp / "job")
+        for name in newest_first(upload.subfolders(self.s3, f"{uri}/checkpoints")):
+            upload.get_prefix(self.s3, f"{uri}/checkpoints/{name}", job_store.root / name)
+            final, _ = job_store.latest_valid()  # the damaged ones downloaded before are skipped
+            if final is not None:
+                return final.id if copy_checkpoint(final.path, self.store) else None
+        return None

@@ -84,15 +84,21 @@ def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str) -> int:
     return put_folder(s3, checkpoint_path, f"{checkpoint_uri}/checkpoints/{Path(checkpoint_path).name}", last=MANIFEST)
 
 
-def get_prefix(s3, uri: str, folder: Path) -> list[Path]:
+def subfolders(s3, uri: str) -> list[str]:
+    """The names of the "folders" directly under the prefix `uri`."""
+    bucket, prefix = split_uri(uri.rstrip("/") + "/")
+    with aws.errors(f"listing {uri}"):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        return [common["Prefix"][len(prefix):].rstrip("/") for page in pages
+                for common in page.get("CommonPrefixes", [])]
+
+
+def get_prefix(s3, uri: str, folder: Path) -> None:
     """Download everything under the prefix `uri` into `folder`, keeping the relative paths."""
     bucket, prefix = split_uri(uri.rstrip("/") + "/")
-    got = []
     with aws.errors(f"downloading {uri}"):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 target = Path(folder) / item["Key"][len(prefix):]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 s3.download_file(bucket, item["Key"], str(target), Config=transfer_config())
-                got.append(target)
-    return got
