@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from colabkit.checkpoint.schedule import Checkpointer
+from colabkit.checkpoint.checkpointer import Checkpointer
 
 GOALS = {"stall": "<= 1.5x + 20 ms", "loop": ">= 0.90", "commit": "<= 1.30x", "restore": "<= 1.50x"}
 

@@ -60,7 +60,7 @@ def main() -> None:
     import boto3
 
     from colabkit import storage
-    from colabkit.checkpoint.schedule import Checkpointer
+    from colabkit.checkpoint.checkpointer import Checkpointer
     from colabkit.sagemaker import capture, export
 
     server = start_server(port)

@@ -11,7 +11,7 @@ import time
 
 from colabkit import platform
 from colabkit.views import render
-from colabkit.watch import Watcher
+from colabkit.watcher import Watcher
 
 
 def cpu_seconds():

@@ -5,21 +5,20 @@ imported on first use, so `import colabkit` stays cheap in every notebook.
 """
 
 import importlib
-import sys
 
-__version__ = "0.1.0"
+from .version import VERSION as __version__
 
 # Public name -> the module that defines it, imported on first access.
 _API = {
     "watch": "monitor",
     "stop_watch": "monitor",
     "current_platform": "monitor",
-    "mount": "storage",
-    "Watcher": "watch",
-    "Thresholds": "watch",
+    "mount": "runtime",
+    "Watcher": "watcher",
+    "Thresholds": "watcher",
     "Sampler": "telemetry",
     "Sample": "telemetry",
-    "Checkpointer": "checkpoint.schedule",
+    "Checkpointer": "checkpoint.checkpointer",
     "resumable": "checkpoint.session",
     "to_sagemaker": "sagemaker.export",
     "ColabkitError": "errors",
@@ -41,8 +40,14 @@ _MAGICS_SPEC = "colabkit.magics:ColabkitMagics"
 
 
 def load_ipython_extension(ipython):
-    """Register the magics. Where IPython can (9.x), lazily: the magics module and its argument
-    parsers are only built when a magic is first used or asked for help (`%gpuwatch?`)."""
+    """Create this kernel's Runtime and register the magics. Where IPython can (9.x), lazily: the
+    magics module and its argument parsers are only built when a magic is first used or asked for
+    help (`%gpuwatch?`)."""
+    import sys
+
+    from . import runtime
+
+    runtime.current(ipython)
     manager = ipython.magics_manager
     if hasattr(manager, "load_lazy") and f"{__name__}.magics" not in sys.modules:
         for name in MAGIC_NAMES:
@@ -54,13 +59,11 @@ def load_ipython_extension(ipython):
 
 
 def unload_ipython_extension(ipython):
-    """Stop every thread and server colabkit started, and take the magics away."""
-    monitor = sys.modules.get(f"{__name__}.monitor")
-    if monitor is not None:
-        monitor.stop_watch()
-    checkpoints = sys.modules.get(f"{__name__}.checkpoint.session")
-    if checkpoints is not None:
-        checkpoints.deactivate()
+    """Close this kernel's Runtime (every thread, server and process colabkit started) and take
+    the magics away."""
+    from . import runtime
+
+    runtime.close()
     manager = ipython.magics_manager
     for name in MAGIC_NAMES:
         manager.magics["line"].pop(name, None)

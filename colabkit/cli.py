@@ -11,7 +11,10 @@ from .errors import ColabkitError
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .version import VERSION
+
     parser = argparse.ArgumentParser(prog="colabkit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"colabkit {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print the platform, its limits and the session's time left")
     info.add_argument("--tier", help="Colab tier: free, pro or pro+")
@@ -24,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--instance", required=True, metavar="TYPE", help="a training instance type, e.g. ml.g5.xlarge")
     export.add_argument("--storage", default=None, metavar="PATH",
                         help="the notebook's colabkit storage, with its checkpoints "
-                             "(default: colabkit-storage beside the notebook)")
+                             "(default: colabkit-storage/<notebook> beside the notebook)")
     from .sagemaker.arguments import ARGUMENTS
 
     for names, settings in ARGUMENTS:
@@ -57,22 +60,25 @@ def main(argv: list[str] | None = None) -> int:
 def _export(args) -> int:
     from pathlib import Path
 
-    from . import storage
+    from .notebook import Notebook, safe_name
+    from .runtime import Runtime
     from .sagemaker import arguments, capture, export
-    from .sagemaker.job import TrainingJob
 
     captured = capture.read_notebook(args.notebook)
-    storage.mount(to=args.storage or Path(args.notebook).resolve().parent / storage.LOCAL_FOLDER)
-    result = export.run_export(arguments.options_from(args, args.instance), captured)
-    if isinstance(result, TrainingJob):
-        if args.wait:
-            export.follow(result, in_notebook=False)
-        else:
-            print(f"[colabkit] {result.summary()}")
+    path = Path(args.notebook).resolve()
+    runtime = Runtime(notebook=Notebook(safe_name(path.name), path, path.parent, "file"))
+    if args.storage:
+        runtime.mount(to=args.storage)
+    outcome = export.run(arguments.options_from(args, args.instance), captured, runtime)
+    if outcome.mode == export.SUBMIT and not args.wait:
+        print(f"[colabkit] {outcome.job.summary()}")
         return 0
-    if isinstance(result, dict):
-        return 0
-    return 0 if result.succeeded else 1
+    try:
+        export.finish(outcome, args.wait, in_notebook=False)
+    except ColabkitError as exc:  # the job ran, and failed: its log is above
+        print(f"colabkit: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

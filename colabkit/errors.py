@@ -24,3 +24,11 @@ def warn(message: str) -> None:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, ColabkitWarning, stacklevel=level)
+
+
+def say(message: str) -> None:
+    """Tell the person now, in the cell's output: for what must not be missed (a fallback that
+    changes what is saved or resumed). Unlike a warning, no filter hides it."""
+    import sys
+
+    print(f"colabkit: {message}", file=sys.stderr, flush=True)

@@ -99,7 +99,7 @@ class ColabkitMagics(Magics):
         from .checkpoint import commands
 
         args = parse_argstring(self.checkpoint, line)
-        return commands.run(args.words, keep=args.keep, to=args.to, trust=args.trust, shell=self.shell)
+        return commands.run(args.words, keep=args.keep, to=args.to, trust=args.trust, namespace=self.shell.user_ns)
 
     @line_magic
     @magic_arguments()
@@ -113,27 +113,15 @@ class ColabkitMagics(Magics):
 
         Example: %to_sagemaker ml.g5.xlarge --local    %to_sagemaker ml.g5.xlarge --wait
         """
+        from . import platform, runtime
         from .sagemaker import arguments, capture, export
-        from .sagemaker.job import TrainingJob
 
         args = parse_argstring(self.to_sagemaker, line)
         options = arguments.options_from(args, args.instance_type)
-        history = self.shell.user_ns.get("In") or [""]
-        captured = capture.capture(self.shell, history[-1], options.all_cells)
-        result = export.run_export(options, captured)
-        if isinstance(result, TrainingJob):
-            if options.wait:
-                export.follow(result)  # shown, and updated in place, while it runs
-                return None
-            return result
-        if isinstance(result, dict):
-            return None  # --dry-run printed the request
-        if not result.succeeded:
-            raise UsageError(f"The job failed (exit code {result.exit_code}); its log is above and in "
-                             f"{result.base / 'output' / 'failure'}.")
-        if result.final_checkpoint:
-            print(f"colabkit: {result.final_checkpoint} from the job is in your checkpoints: "
-                  "%checkpoint restore loads it.")
+        kernel = runtime.current(self.shell)
+        captured = capture.capture(kernel, capture.calling_cell(self.shell), options.all_cells)
+        outcome = export.finish(export.run(options, captured, kernel), options.wait, platform.in_kernel())
+        return outcome.job if outcome.mode == export.SUBMIT and not options.wait else None
 
     @line_magic
     @magic_arguments()
@@ -143,13 +131,14 @@ class ColabkitMagics(Magics):
         """Mount the storage colabkit keeps your work in, and print its path.
 
         Colab: Google Drive (asks for consent), folder MyDrive/colabkit/<notebook>. Kaggle:
-        /kaggle/working. In a SageMaker job: /opt/ml/checkpoints. Elsewhere: ./colabkit-storage.
+        /kaggle/working. In a SageMaker job: /opt/ml/checkpoints. Elsewhere: colabkit-storage/<notebook>
+        beside the notebook.
         Example: %mount   %mount --to /data/runs
         """
-        from . import storage
+        from . import runtime
 
         args = parse_argstring(self.mount, line)
-        path = storage.mount(to=args.to)
+        path = runtime.current(self.shell).mount(to=args.to)
         print(f"colabkit storage: {path}")
         return path
 

@@ -1,32 +1,26 @@
-"""The one live watch of this kernel: a Watcher and the view that suits the frontend.
+"""The live watch of a kernel: a Watcher and the view that suits the frontend.
 
 `watch()` replaces any watch already running, so running the `%gpuwatch` cell twice leaves one
 thread; `stop_watch()` (and `%unload_ext colabkit`) ends the thread and any server it started.
+The kernel's Runtime holds the watch; its alerts go to the Runtime's events.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from dataclasses import dataclass
 
 from . import platform as platforms
-from . import storage
+from . import runtime as runtimes
 from .errors import ColabkitError
 from .units import parse_duration, parse_percent
 
 VIEWS = ("auto", "widget", "colab", "text")
 
-_lock = threading.Lock()
-_active: "Monitor | None" = None
-_alert_listeners: list = []  # subscribed to every watcher this module starts
-_status_sources: list = []  # lines every watcher's panel shows
-
 
 @dataclass
 class Monitor:
-    watcher: object  # watch.Watcher
+    watcher: object  # watcher.Watcher
     view: object  # one of views.*View
     shell: object = None  # the IPython shell whose cell events feed watcher.activity
 
@@ -40,7 +34,7 @@ class Monitor:
 
 def current_platform(tier: str | None = None, idle: str | float | None = None):
     """The platform as detected now, with an optional Colab tier and idle limit."""
-    return platforms.detect(shell=platforms.current_shell(), tier=tier, idle_timeout=idle)
+    return runtimes.current().platform(tier, idle)
 
 
 def _choose_view(view: str, platform) -> str:
@@ -50,21 +44,13 @@ def _choose_view(view: str, platform) -> str:
         return view
     if platform.name == platforms.COLAB:
         return "colab"  # widgets don't update from a thread there (colabtools#3373)
-    if type(platforms.current_shell()).__name__ == "ZMQInteractiveShell" and platform.name != platforms.SAGEMAKER_JOB:
+    if platforms.in_kernel() and platform.name != platforms.SAGEMAKER_JOB:
         return "widget"
     return "text"
 
 
-def _disk_paths() -> dict[str, str]:
-    paths = {"working folder": os.getcwd()}
-    mounted = storage.current()
-    if mounted is not None:
-        paths["storage"] = str(mounted)
-    return paths
-
-
 def _thresholds(ram_alert, gpu_alert, disk_alert):
-    from .watch import Thresholds
+    from .watcher import Thresholds
 
     defaults = Thresholds()
     return Thresholds(
@@ -88,35 +74,35 @@ def watch(
 ) -> Monitor:
     """Start watching GPU, CPU, RAM and disk, and show a live panel. Replaces a watch already running."""
     from .telemetry import Sampler
-    from .watch import Activity, Watcher
+    from .watcher import Activity, Watcher
 
     seconds = parse_duration(interval)
     if seconds < 0.1:
         raise ColabkitError(f"--interval must be at least 0.1 s (got {interval!r}): sampling faster "
                             "would cost the training loop CPU time and show nothing new.")
-    platform = current_platform(tier, idle)
+    runtime = runtimes.current()
+    platform = runtime.platform(tier, idle)
     chosen = _choose_view(view, platform)
     thresholds = _thresholds(ram_alert, gpu_alert, disk_alert)
     text_seconds = parse_duration(text_every)
-    global _active
-    with _lock:
-        if _active is not None:
-            _active.stop()
-            _active = None
+    with runtime.lock:
+        if runtime.watch is not None:
+            runtime.watch.stop()
+            runtime.watch = None
         watcher = Watcher(interval=seconds, history=parse_duration(history), thresholds=thresholds,
-                          platform=platform, sampler=Sampler(disk_paths=_disk_paths), activity=Activity())
-        shell = platforms.current_shell()
+                          platform=platform, sampler=Sampler(disk_paths=runtime.disk_paths), activity=Activity(),
+                          status=runtime.events.status_lines)
+        shell = runtime.shell
         if shell is not None:
             shell.events.register("pre_run_cell", watcher.activity.cell_started)
             shell.events.register("post_run_cell", watcher.activity.cell_finished)
-        watcher.subscribe(on_alert=_tell_listeners)
-        watcher.status_sources = _status_sources  # shared: sources added later show up too
+        watcher.subscribe(on_alert=runtime.events.alert)
         view_object = _make_view(chosen, watcher, text_seconds)
         watcher.start()
-        _active = Monitor(watcher, view_object, shell)
+        runtime.watch = Monitor(watcher, view_object, shell)
     if display:
         view_object.display()
-    return _active
+    return runtime.watch
 
 
 def _make_view(name: str, watcher, text_every: float):
@@ -133,45 +119,19 @@ def _make_view(name: str, watcher, text_every: float):
     return TextView(watcher, every=text_every)
 
 
-def _tell_listeners(alert) -> None:
-    for listener in list(_alert_listeners):
-        listener(alert)
-
-
-def _register(registry: list, item):
-    """Add `item` to a registry every watcher reads; returns a function that takes it out again."""
-    registry.append(item)
-
-    def remove():
-        if item in registry:
-            registry.remove(item)
-
-    return remove
-
-
-def add_alert_listener(callback):
-    """Hear the alerts of the current watch and of every later one; returns a function that stops it."""
-    return _register(_alert_listeners, callback)
-
-
-def add_status_source(source):
-    """Show `source()` (a line, or None) in every panel; returns a function that takes it away."""
-    return _register(_status_sources, source)
-
-
 def stop_watch() -> bool:
     """Stop the live watch, if any; True when one was running."""
-    global _active
-    with _lock:
-        if _active is None:
+    runtime = runtimes.current()
+    with runtime.lock:
+        if runtime.watch is None:
             return False
-        _active.stop()
-        _active = None
+        runtime.watch.stop()
+        runtime.watch = None
         return True
 
 
 def active() -> Monitor | None:
-    return _active
+    return runtimes.current().watch
 
 
 def reading(tier: str | None = None) -> str:
@@ -179,10 +139,11 @@ def reading(tier: str | None = None) -> str:
     from .telemetry import Sampler
     from .views.render import text_line
 
-    if _active is not None and _active.watcher.latest is not None:
-        sample = _active.watcher.latest
+    runtime = runtimes.current()
+    if runtime.watch is not None and runtime.watch.watcher.latest is not None:
+        sample = runtime.watch.watcher.latest
     else:
-        sampler = Sampler(disk_paths=_disk_paths)
+        sampler = Sampler(disk_paths=runtime.disk_paths)
         time.sleep(0.2)  # CPU % is measured between two calls: give it something to measure
         sample = sampler.read()
     return text_line(sample, current_platform(tier))

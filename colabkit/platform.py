@@ -7,13 +7,13 @@ cheap enough to run on every `%load_ext`. Paths are taken relative to `root` and
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import settings
 from .errors import ColabkitError
 from .units import format_duration, parse_duration
 
@@ -47,10 +47,6 @@ KAGGLE_CAP = 12 * HOUR
 KAGGLE_TPU_CAP = 9 * HOUR
 # Studio Lab FAQ: GPU and CPU sessions end after 4 h (aws/studio-lab-examples#221).
 STUDIOLAB_CAP = 4 * HOUR
-
-# Survives kernel restarts (Colab restarts the kernel after an out-of-memory crash) but not a new VM.
-DEFAULT_STATE_DIR = "/tmp"
-SESSION_FILE = "colabkit-session.json"
 
 
 @dataclass(frozen=True)
@@ -107,7 +103,18 @@ def detect_name(environ=None, root: str = "/", shell=None) -> str:
     # Studio Lab runs every notebook as this user (Studio Lab docs, "Manage your environment").
     if env.get("USER") == "studio-lab-user" or (base / "home/studio-lab-user").is_dir():
         return STUDIOLAB
-    kind = type(shell if shell is not None else current_shell()).__name__
+    return kind_of_shell(shell if shell is not None else current_shell())
+
+
+def current_shell():
+    """The running IPython shell, or None; never imports IPython."""
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython else None
+
+
+def kind_of_shell(shell) -> str:
+    """JUPYTER for a kernel (a frontend renders rich output), TERMINAL for terminal IPython, else PYTHON."""
+    kind = type(shell).__name__
     if kind == "ZMQInteractiveShell":
         return JUPYTER
     if kind == "TerminalInteractiveShell":
@@ -115,10 +122,9 @@ def detect_name(environ=None, root: str = "/", shell=None) -> str:
     return PYTHON
 
 
-def current_shell():
-    """The running IPython shell, or None; never imports IPython."""
-    ipython = sys.modules.get("IPython")
-    return ipython.get_ipython() if ipython else None
+def in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel, where a display can be updated in place."""
+    return kind_of_shell(current_shell()) == JUPYTER
 
 
 def _tpu(env) -> str | None:
@@ -146,37 +152,18 @@ def session_cap(name: str, tier: str | None, accelerator: str | None) -> tuple[f
     return None, "no platform limit"
 
 
-def vm_start_time() -> float:
-    """When this machine (or container) started: PID 1's start, else the kernel's boot time."""
+def session_start(name: str) -> float:
+    """When this session began: the machine's start (PID 1) where the platform caps the machine's
+    life (a kernel restart after an out-of-memory crash does not give time back), the process's
+    own start elsewhere (a Jupyter kernel's age)."""
     import psutil  # only when a session clock is asked for
 
     try:
-        return psutil.Process(1).create_time()
+        if name in (COLAB, KAGGLE, STUDIOLAB):
+            return psutil.Process(1).create_time()
+        return psutil.Process().create_time()
     except (psutil.Error, OSError):
         return psutil.boot_time()
-
-
-def session_start(state_dir: str | None = None, vm_start: float | None = None) -> float:
-    """The session's start, recorded on first sight so that a kernel restart does not reset it.
-
-    The record names the VM start it was made under; a new VM (another PID 1 start) starts anew.
-    """
-    vm_start = vm_start_time() if vm_start is None else vm_start
-    path = Path(state_dir or os.environ.get("COLABKIT_STATE_DIR", DEFAULT_STATE_DIR), SESSION_FILE)
-    try:
-        record = json.loads(path.read_text())
-        if abs(record["vm_start"] - vm_start) < 1.0:
-            return float(record["session_start"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    record = {"vm_start": vm_start, "session_start": vm_start}
-    try:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only /tmp only costs us the record; the VM start is still right
-    return vm_start
 
 
 def tier_from(value: str | None) -> str | None:
@@ -197,8 +184,7 @@ def detect(
     shell=None,
     tier: str | None = None,
     idle_timeout: str | float | None = None,
-    state_dir: str | None = None,
-    vm_start: float | None = None,
+    started: float | None = None,
 ) -> Platform:
     """The platform this code runs on, with its limits and session clock.
 
@@ -207,21 +193,21 @@ def detect(
     """
     env = os.environ if environ is None else environ
     name = detect_name(env, root, shell)
-    chosen_tier = tier_from(tier if tier is not None else env.get("COLABKIT_TIER"))
+    chosen_tier = tier_from(tier if tier is not None else settings.get("COLABKIT_TIER", env))
     if name == COLAB and chosen_tier is None:
         chosen_tier = "free"
     if name != COLAB:
         chosen_tier = None
     accelerator = _tpu(env)
     cap, source = session_cap(name, chosen_tier, accelerator)
-    idle = idle_timeout if idle_timeout is not None else env.get("COLABKIT_IDLE_TIMEOUT")
+    idle = idle_timeout if idle_timeout is not None else settings.get("COLABKIT_IDLE_TIMEOUT", env)
     idle_seconds = parse_duration(idle) if idle not in (None, "") else 0.0
     return Platform(
         name=name,
         session_cap=cap,
         session_cap_source=source,
         idle_timeout=idle_seconds or None,  # 0 switches the idle limit off
-        session_start=session_start(state_dir, vm_start),
+        session_start=session_start(name) if started is None else started,
         tier=chosen_tier,
         accelerator=accelerator,
     )

@@ -1,31 +1,29 @@
-"""Where colabkit keeps what must outlive the runtime: Drive on Colab, the platform's persistent folder elsewhere.
+"""Where colabkit keeps what must outlive the runtime, per notebook: Drive on Colab, the platform's
+persistent folder elsewhere, and where checkpoints commit inside that.
 
-`mount()` picks the place, makes sure it is writable, remembers it for the rest of colabkit
-(`current()`) and never lets an error from inside google.colab reach the cell: a failed Drive
-mount falls back to a local folder with a warning that says what that costs.
+Decisions only: the kernel's Runtime remembers what was chosen. `mount()` picks the place, makes
+sure it is writable and never lets an error from inside google.colab reach the cell: a failed
+Drive mount falls back to a local folder with a warning that says what that costs.
+`checkpoint_places()` is the one place that decides where a checkpoint store lives.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import platform as platforms
 from .errors import ColabkitError, warn
+from .notebook import Notebook
 
 DRIVE_MOUNTPOINT = "/content/drive"
 MOUNTS_FILE = "/proc/mounts"
 LOCAL_FOLDER = "colabkit-storage"
+LOCAL_TWIN = ".colabkit-local"  # on Colab: checkpoints commit here, then are mirrored to Drive
 KAGGLE_WORKING = "/kaggle/working"
-
-_current: Path | None = None
-
-
-def current() -> Path | None:
-    """The storage folder chosen by the last `mount()`, or None before any."""
-    return _current
+CHECKPOINTS = "checkpoints"
 
 
 def drive_is_mounted(mountpoint: str = DRIVE_MOUNTPOINT, mounts_file: str | None = None) -> bool:
@@ -53,31 +51,6 @@ def on_drive(path: Path) -> bool:
     return drive_is_mounted(str(mountpoint)) and Path(path).resolve().is_relative_to(mountpoint.resolve())
 
 
-def local_twin(path: Path) -> Path:
-    """A local-disk folder standing for `path` on Drive: checkpoints commit here, then are mirrored."""
-    return Path.cwd() / ".colabkit-local" / Path(path).name
-
-
-def notebook_name(platform_name: str | None = None) -> str:
-    """A folder-safe name for this notebook, so each notebook keeps its own storage."""
-    name = None
-    if platform_name == platforms.COLAB:
-        name = _colab_notebook_name()
-    name = name or os.environ.get("JPY_SESSION_NAME") or os.environ.get("COLABKIT_NOTEBOOK")
-    stem = Path(name).stem if name else "notebook"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "notebook"
-
-
-def _colab_notebook_name() -> str | None:
-    try:
-        from google.colab import _message
-
-        reply = _message.blocking_request("get_ipynb", request="", timeout_sec=5)
-        return reply["ipynb"]["metadata"]["colab"]["name"]
-    except Exception:  # no answer from the frontend, or an older notebook without the name
-        return None
-
-
 def ensure_writable(folder: Path) -> Path:
     """Create `folder` and prove it takes a file; a clear error otherwise."""
     try:
@@ -92,7 +65,7 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
-def _mount_drive(name: str) -> Path:
+def _mount_drive() -> None:
     """Mount Drive in the foreground (it asks the browser for consent) unless it already is."""
     if not drive_is_mounted(DRIVE_MOUNTPOINT):
         from google.colab import drive
@@ -100,7 +73,6 @@ def _mount_drive(name: str) -> Path:
         drive.mount(DRIVE_MOUNTPOINT)
         if not Path(DRIVE_MOUNTPOINT, "MyDrive").is_dir():
             raise ValueError(f"mount reported success but {DRIVE_MOUNTPOINT}/MyDrive is missing")
-    return Path(DRIVE_MOUNTPOINT, "MyDrive", "colabkit", name)
 
 
 def _drive_failure(exc: BaseException) -> str:
@@ -119,33 +91,57 @@ def _drive_failure(exc: BaseException) -> str:
     return f"Google Drive could not be mounted ({type(exc).__name__}: {text})."
 
 
-def mount(to: str | os.PathLike | None = None, platform=None) -> Path:
-    """Choose, create and remember the storage folder; returns it.
+def default_root(platform_name: str, notebook: Notebook, drive_mounted: bool | None = None) -> Path:
+    """Where this notebook's storage goes when nothing was chosen, without mounting anything.
 
-    Colab: Drive at /content/drive, folder MyDrive/colabkit/<notebook>. Kaggle: /kaggle/working.
-    A SageMaker training job: /opt/ml/checkpoints (synced to S3 by SageMaker). Elsewhere:
-    ./colabkit-storage. `to` overrides all of these.
+    Colab: MyDrive/colabkit/<notebook> when Drive is mounted, else /content/colabkit-storage/<notebook>.
+    Kaggle: /kaggle/working (each notebook has its own). A SageMaker training job: /opt/ml/checkpoints
+    (synced to S3 by SageMaker). Elsewhere: colabkit-storage/<notebook> beside the notebook.
     """
-    global _current
+    if platform_name == platforms.COLAB:
+        if drive_is_mounted(DRIVE_MOUNTPOINT) if drive_mounted is None else drive_mounted:
+            return Path(DRIVE_MOUNTPOINT, "MyDrive", "colabkit", notebook.name)
+        return Path.cwd() / LOCAL_FOLDER / notebook.name
+    if platform_name == platforms.KAGGLE:
+        return Path(KAGGLE_WORKING)
+    if platform_name == platforms.SAGEMAKER_JOB:
+        return Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "checkpoints")
+    return notebook.folder / LOCAL_FOLDER / notebook.name
+
+
+def mount(notebook: Notebook, to: str | os.PathLike | None = None, platform_name: str | None = None) -> Path:
+    """Choose and create the storage folder (on Colab, mounting Drive: it asks the browser for consent)."""
     if to is not None:
-        _current = ensure_writable(Path(to).expanduser().resolve())
-        return _current
-    platform = platform or platforms.detect()
-    name = platform.name
+        return ensure_writable(Path(to).expanduser().resolve())
+    name = platform_name or platforms.detect_name()
     if name == platforms.COLAB:
         try:
-            folder = _mount_drive(notebook_name(name))
+            _mount_drive()
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # anything from inside google.colab becomes a fallback, not a traceback
-            folder = Path.cwd() / LOCAL_FOLDER
+            folder = default_root(name, notebook, drive_mounted=False)
             warn(f"{_drive_failure(exc)} colabkit keeps your files in {folder} for now: "
                  "that folder is deleted when the runtime ends.")
-    elif name == platforms.KAGGLE:
-        folder = Path(KAGGLE_WORKING)
-    elif name == platforms.SAGEMAKER_JOB:
-        folder = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "checkpoints")
-    else:
-        folder = Path.cwd() / LOCAL_FOLDER
-    _current = ensure_writable(folder)
-    return _current
+            return ensure_writable(folder)
+    return ensure_writable(default_root(name, notebook))
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where a checkpoint store commits, and the slow storage it is mirrored to (Drive), if any."""
+
+    root: Path
+    mirror: Path | None = None
+
+
+def checkpoint_places(storage: Path, to: str | os.PathLike | None = None) -> Places:
+    """The one decision of where checkpoints live. `to` (the user's folder) is used as it is. On
+    Drive a commit is slow and uploads later (colabtools#2607, #2869), so checkpoints commit to local
+    disk and are mirrored to `<storage>/checkpoints` on Drive; elsewhere they commit there directly."""
+    if to is not None:
+        return Places(Path(to).expanduser().resolve())
+    root = Path(storage) / CHECKPOINTS
+    if on_drive(storage):
+        return Places(Path.cwd() / LOCAL_TWIN / Path(storage).name / CHECKPOINTS, root)
+    return Places(root)

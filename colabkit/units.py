@@ -56,14 +56,16 @@ def format_bytes(n: float | None) -> str:
 
 
 def parse_percent(text: str | float) -> float:
-    """A threshold as a fraction: "90", "90%" and 0.9 all mean 0.9; "1" means 1%, not 100%."""
+    """A threshold as a fraction: "90", "90%" and 0.9 all mean 0.9; "1" means 1%, not 100%;
+    with a % sign it is always a percentage ("0.5%" is half a percent)."""
+    spelled = str(text).strip()
     try:
-        value = float(str(text).strip().rstrip("%"))
+        value = float(spelled.removesuffix("%"))
     except ValueError:
         raise ColabkitError(
             f"{text!r} is not a percentage. Write a number between 1 and 100, for example 90."
         ) from None
-    fraction = value / 100 if value >= 1 else value
+    fraction = value / 100 if spelled.endswith("%") or value >= 1 else value
     if not 0 < fraction <= 1:
         raise ColabkitError(f"A threshold must lie between 1 and 100 percent (got {text!r}).")
     return fraction

@@ -54,13 +54,14 @@ def fake_colab(tmp_path, monkeypatch):
     return content
 
 
-@pytest.fixture
-def state_dir(tmp_path, monkeypatch):
-    """Keep the session record out of the real /tmp."""
-    folder = tmp_path / "state"
-    folder.mkdir()
-    monkeypatch.setenv("COLABKIT_STATE_DIR", str(folder))
-    return folder
+@pytest.fixture(autouse=True)
+def fresh_runtime():
+    """Each test starts with no colabkit Runtime (no storage, watch or checkpoints) and leaves none."""
+    from colabkit import runtime
+
+    runtime.close()
+    yield
+    runtime.close()
 
 
 @pytest.fixture
@@ -73,14 +74,11 @@ def nvml():
 
 
 @pytest.fixture
-def shell(state_dir, tmp_path, monkeypatch):
+def shell(tmp_path, monkeypatch):
     """A real IPython shell with colabkit loaded, in a fresh folder, nothing mounted yet."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from colabkit import storage
-
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(storage, "_current", None)
     ip = InteractiveShell.instance()
     ip.reset(new_session=True)  # the instance is shared: no variables or In[] from an earlier test
     ip.run_line_magic("load_ext", "colabkit")
@@ -90,7 +88,7 @@ def shell(state_dir, tmp_path, monkeypatch):
 
 def run(ip, cell, store_history=False):
     """Run a cell as a user would; returns IPython's result and what it printed. An export needs
-    store_history=True: a notebook's calling cell is In[-1] while it runs."""
+    store_history=True: a kernel stores every cell's raw text in the history before it runs it."""
     from IPython.utils.capture import capture_output
 
     with capture_output() as out:

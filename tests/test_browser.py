@@ -61,8 +61,7 @@ def lab(tmp_path):
         (settings / "notification.jupyterlab-settings").write_text(json.dumps(
             {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}))
         port = free_port()
-        env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
-               "COLABKIT_STATE_DIR": str(tmp_path), **extra_env}
+        env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"), **extra_env}
         proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip", "127.0.0.1",
              "--port", str(port), "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
@@ -189,3 +188,25 @@ def test_colab_served_panel_updates_while_a_cell_is_busy(lab, browser):
     seqs = [s for s, _ in seen]
     assert len(set(seqs)) >= 3 and seqs == sorted(seqs), seqs
     assert "Google Colab (free)" in seen[-1][1] and "left" in seen[-1][1]
+
+
+def test_the_demo_runs_all_in_jupyterlab_from_its_saved_notebook(lab, browser):
+    """The export reads the saved .ipynb (JupyterLab sets JPY_SESSION_NAME, nbclient does not) and
+    finds its own cell there by the raw text the person typed, not IPython's transformed code."""
+    port, notebooks = lab({})
+    demo = nbformat.read(ROOT / "demo.ipynb", as_version=4)
+    nbformat.write(demo, notebooks / "demo.ipynb")
+    page = open_and_run_all(browser, port, "demo.ipynb")
+    cells = page.locator(".jp-Notebook .jp-CodeCell")
+    last = cells.nth(cells.count() - 1)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+    # Run All stops at the first error: wait for the last cell's end, or for an error.
+    last.locator(".jp-OutputArea-output").filter(has_text="(exit code").or_(errors).first.wait_for(timeout=150_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "jupyterlab-demo.png"), full_page=True)
+    assert errors.count() == 0, errors.first.inner_text()
+    texts = [cells.nth(i).locator(".jp-OutputArea").inner_text() for i in range(cells.count())]
+    dry = next(t for t in texts if "dry run: nothing was sent" in t)
+    assert f"from {notebooks / 'demo.ipynb'}" in dry  # the saved notebook, not the input history
+    job = texts[-1]
+    assert "the job starts from step-10" in job and "completed in" in job and "(exit code 0)" in job

@@ -59,7 +59,7 @@ def run(nb, cwd, kill_after_lines: int | None = None, progress: Path | None = No
     return nb
 
 
-def test_a_killed_run_resumes_with_identical_weights_optimizer_and_random_stream(tmp_path, state_dir):
+def test_a_killed_run_resumes_with_identical_weights_optimizer_and_random_stream(tmp_path):
     reference = tmp_path / "reference"
     reference.mkdir()
     run(training_notebook(reference / "store", reference / "progress", reference / "final.pt", 0.0), reference)

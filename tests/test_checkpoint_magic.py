@@ -25,7 +25,8 @@ TRAIN = ("for epoch in colabkit.resumable(range(4)):\n"
 
 def test_every_now_list_restore_off(shell, tmp_path):
     _, out = run(shell, "%checkpoint every 15m model opt --keep 2")
-    assert "saving model, opt every 15m" in out.stdout and str(tmp_path / "colabkit-storage" / "checkpoints") in out.stdout
+    where = tmp_path / "colabkit-storage" / "notebook" / "checkpoints"  # an unnamed notebook's (see notebook.py)
+    assert "saving model, opt every 15m" in out.stdout and str(where) in out.stdout
     run(shell, TRAIN)
     _, out = run(shell, "%checkpoint now")
     assert "saved step-4" in out.stdout
@@ -122,15 +123,14 @@ def test_a_read_only_storage_folder_is_refused_up_front(shell, small_disk):
     assert "cannot write to" in str(result.error_in_exec) and "Read-only file system" in str(result.error_in_exec)
 
 
-def test_the_session_deadline_alert_forces_a_checkpoint(shell, state_dir, monkeypatch):
-    import json
+def test_the_session_deadline_alert_forces_a_checkpoint(shell, monkeypatch):
     import time
 
     from colabkit import platform as p
 
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-test")
-    record = {"vm_start": p.vm_start_time(), "session_start": time.time() - p.COLAB_FREE_CAP + 30 * 60 + 1}
-    (state_dir / p.SESSION_FILE).write_text(json.dumps(record))
+    started = time.time() - p.COLAB_FREE_CAP + 30 * 60 + 1  # this VM has 30 minutes left
+    monkeypatch.setattr(p, "session_start", lambda name: started)
     run(shell, "%checkpoint every 1h model opt --to checkpoints")  # not due for an hour
     run(shell, "%gpuwatch --view text --interval 0.2s --every 1h")
     run(shell, "import time; time.sleep(1.5)")  # the 30-minute alert fires while this cell runs
@@ -140,9 +140,9 @@ def test_the_session_deadline_alert_forces_a_checkpoint(shell, state_dir, monkey
 
 
 def test_without_free_ram_to_stage_it_writes_from_the_live_state(shell, monkeypatch):
-    from colabkit.checkpoint import schedule
+    from colabkit.checkpoint import sink
 
-    monkeypatch.setattr(schedule, "RAM_HEADROOM", 0.0)
+    monkeypatch.setattr(sink, "RAM_HEADROOM", 0.0)
     run(shell, "%checkpoint every 1h model opt")
     with pytest.warns(ColabkitWarning, match="staging memory.*writing it directly"):
         run(shell, "%checkpoint now")

@@ -5,10 +5,9 @@ import time
 
 import torch
 
-from colabkit import platform as p
-from colabkit import storage
+from colabkit import runtime, storage
 from colabkit.checkpoint.mirror import read_status
-from colabkit.checkpoint.schedule import Checkpointer
+from colabkit.checkpoint.checkpointer import Checkpointer
 
 
 def until(condition, timeout=20):
@@ -18,9 +17,8 @@ def until(condition, timeout=20):
         time.sleep(0.05)
 
 
-def test_checkpoints_commit_locally_and_reach_drive_and_a_new_vm_resumes_from_drive(fake_colab, monkeypatch, state_dir):
-    monkeypatch.setattr(storage, "_current", None)
-    drive_folder = storage.mount(platform=p.detect())
+def test_checkpoints_commit_locally_and_reach_drive_and_a_new_vm_resumes_from_drive(fake_colab, monkeypatch):
+    drive_folder = runtime.mount()
     assert storage.on_drive(drive_folder)
     torch.manual_seed(0)
     model = torch.nn.Linear(32, 8)
@@ -49,9 +47,8 @@ def test_checkpoints_commit_locally_and_reach_drive_and_a_new_vm_resumes_from_dr
     ck2.close()
 
 
-def test_the_writer_finishes_the_drive_copy_before_it_exits(fake_colab, monkeypatch, state_dir):
-    monkeypatch.setattr(storage, "_current", None)
-    drive_folder = storage.mount(platform=p.detect())
+def test_the_writer_finishes_the_drive_copy_before_it_exits(fake_colab, monkeypatch):
+    drive_folder = runtime.mount()
     ck = Checkpointer(every="1 steps", big=torch.zeros(32 << 20, dtype=torch.uint8))
     ck.step = 1
     ck.save()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from colabkit.checkpoint.schedule import Checkpointer, parse_every
+from colabkit.checkpoint.checkpointer import Checkpointer
+from colabkit.checkpoint.schedule import parse_every
 from colabkit.errors import ColabkitError, ColabkitWarning
 
 
@@ -153,12 +154,9 @@ def test_a_save_due_while_one_is_writing_is_skipped_with_a_note(tmp_path):
 
 
 def test_in_a_sagemaker_job_checkpoints_go_to_opt_ml_checkpoints_and_a_partial_upload_is_skipped(tmp_path, monkeypatch):
-    from colabkit import storage
-
     base = tmp_path / "opt" / "ml"
     (base / "input" / "config").mkdir(parents=True)
     monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
-    monkeypatch.setattr(storage, "_current", None)
     model, opt, _ = make()
     ck = Checkpointer(every="1 steps", model=model, optimizer=opt)
     assert ck.store.root == base / "checkpoints" / "checkpoints" and ck.mirror_store is None

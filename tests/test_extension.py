@@ -22,7 +22,7 @@ def test_load_ext_imports_nothing_heavy():
     assert json.loads(out) == []
 
 
-def test_unload_and_load_again_keeps_the_magics_working(state_dir):
+def test_unload_and_load_again_keeps_the_magics_working():
     ip = InteractiveShell.instance()
     for _ in range(3):
         ip.run_line_magic("load_ext", "colabkit")
@@ -32,3 +32,19 @@ def test_unload_and_load_again_keeps_the_magics_working(state_dir):
         assert "CPU" in out.stdout and "--to" in out.stdout
         ip.run_line_magic("unload_ext", "colabkit")
         assert "gpuwatch" not in ip.magics_manager.magics["line"]
+
+
+def test_every_public_name_is_what_it_says_after_every_submodule_is_imported():
+    """`colabkit.watch` was once shadowed by the submodule colabkit/watch.py once it was imported."""
+    import importlib
+    import pkgutil
+
+    import colabkit
+
+    for module in pkgutil.walk_packages(colabkit.__path__, "colabkit."):
+        if not module.name.endswith(".entry"):  # the job's entry point, run as a script
+            importlib.import_module(module.name)
+    for name in colabkit.__all__:
+        defined = getattr(importlib.import_module(f"colabkit.{colabkit._API[name]}"), name)
+        assert getattr(colabkit, name) is defined, name
+    assert callable(colabkit.watch) and callable(colabkit.mount) and callable(colabkit.resumable)

@@ -1,8 +1,11 @@
 """The magics in a real IPython shell, as a user types them."""
 
 import os
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
@@ -67,8 +70,9 @@ def test_watch_keeps_sampling_while_another_cell_runs(shell):
 
 def test_mount_prints_and_returns_the_path(shell, tmp_path):
     result, out = run(shell, "%mount")
-    assert out.stdout.splitlines()[0] == f"colabkit storage: {tmp_path / 'colabkit-storage'}"
-    assert result.result == tmp_path / "colabkit-storage"
+    where = tmp_path / "colabkit-storage" / "notebook"  # an InteractiveShell names no notebook
+    assert out.stdout.splitlines()[0] == f"colabkit storage: {where}"
+    assert result.result == where and "has no name colabkit can read" in out.stderr
     result, out = run(shell, f"%mount --to {tmp_path / 'elsewhere'}")
     assert (tmp_path / "elsewhere").is_dir()
     (tmp_path / "blocker").write_text("")
@@ -77,14 +81,21 @@ def test_mount_prints_and_returns_the_path(shell, tmp_path):
 
 
 def test_the_storage_disk_joins_the_panel_once_mounted(shell, tmp_path):
-    run(shell, "%gpuwatch --view text --interval 0.1 --every 100")
-    run(shell, f"%mount --to {tmp_path / 'store'}")
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        disks = monitor.active().watcher.latest.disks
-        if disks:
-            break
-    assert monitor.active().watcher.sampler.disk_paths()["storage"] == str(tmp_path / "store")
+    other_disk = Path(tempfile.mkdtemp(dir="/dev/shm"))  # a file system of its own, so it gets a row
+    try:
+        assert os.stat(other_disk).st_dev != os.stat(tmp_path).st_dev
+        run(shell, "%gpuwatch --view text --interval 0.1 --every 100")
+        assert [d.label for d in monitor.active().watcher.latest.disks] == ["working folder"]
+        run(shell, f"%mount --to {other_disk}")
+        deadline = time.time() + 5
+        while "storage" not in [d.label for d in monitor.active().watcher.latest.disks]:
+            assert time.time() < deadline, "the storage disk never joined the panel's readings"
+            time.sleep(0.05)
+        disk = monitor.active().watcher.latest.disks[-1]
+        assert disk.path == str(other_disk) and disk.total is not None
+    finally:
+        run(shell, "%gpuwatch stop")
+        shutil.rmtree(other_disk)
 
 
 def _fds():
@@ -130,7 +141,7 @@ def test_idle_countdown_follows_the_cells_the_user_runs(shell):
     assert "cell_finished" not in str(shell.events.callbacks["post_run_cell"])
 
 
-def test_terminal_ipython_gets_plain_text(tmp_path, state_dir):
+def test_terminal_ipython_gets_plain_text(tmp_path):
     """The real terminal IPython (TerminalInteractiveShell): %gpuwatch picks the text view."""
     import subprocess
     import sys

@@ -7,8 +7,9 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from colabkit.errors import ColabkitError
+from colabkit.runtime import Runtime
 from colabkit.sagemaker import secrets
-from colabkit.sagemaker.capture import Cell, capture, read_notebook
+from colabkit.sagemaker.capture import Cell, calling_cell, capture, read_notebook
 
 CELLS = ["!pip install -q timm==0.9.16", "import torch\nmodel = torch.nn.Linear(2, 2)", "%checkpoint every 15m model",
          "%to_sagemaker ml.g5.xlarge"]
@@ -36,27 +37,28 @@ def test_on_colab_the_cells_come_from_the_browser_up_to_the_calling_cell(fake_co
     from google.colab import _message
 
     _message.FRONTEND["get_ipynb"] = lambda request: {"ipynb": notebook()}
-    got = capture(calling_source="%to_sagemaker ml.g5.xlarge\n")
-    assert got.origin == "colab" and got.name == "My Run" and [c.number for c in got.cells] == [1, 2, 3]
-    assert [c.number for c in capture(calling_source=CELLS[3], all_cells=True).cells] == [1, 2, 3, 4]
+    got = capture(Runtime(), calling_source="%to_sagemaker ml.g5.xlarge\n")
+    assert got.origin == "colab" and got.name == "My-Run" and [c.number for c in got.cells] == [1, 2, 3]
+    assert [c.number for c in capture(Runtime(), calling_source=CELLS[3], all_cells=True).cells] == [1, 2, 3, 4]
     assert ("get_ipynb", "") in _message.SENT
     with pytest.raises(ColabkitError, match="not saved yet"):
-        capture(calling_source="%to_sagemaker ml.p4d.24xlarge")
+        capture(Runtime(), calling_source="%to_sagemaker ml.p4d.24xlarge")
 
 
 def test_in_jupyter_the_cells_come_from_the_notebook_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     nbformat.write(notebook(), tmp_path / "train.ipynb")
     monkeypatch.setenv("JPY_SESSION_NAME", "projects/x/train.ipynb")  # relative to the server's root
-    got = capture(calling_source=CELLS[3])
+    got = capture(Runtime(), calling_source=CELLS[3])
     assert got.origin.endswith("train.ipynb") and [c.source for c in got.cells] == CELLS[:3]
+    assert got.name == "train"
 
 
 def test_elsewhere_the_session_history(shell, monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     for source in ("a = 1", "b = a + 1", "export_here = True"):
         shell.run_cell(source, store_history=True)  # as a kernel runs every cell
-    got = capture(shell)
+    got = capture(Runtime(shell), calling_cell(shell))
     assert got.origin == "history" and [c.source.strip() for c in got.cells][-2:] == ["a = 1", "b = a + 1"]
 
 

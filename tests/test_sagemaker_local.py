@@ -2,7 +2,7 @@
 
 import torch
 
-from colabkit.checkpoint.schedule import Checkpointer
+from colabkit.checkpoint.checkpointer import Checkpointer
 from colabkit.checkpoint.store import CheckpointStore
 from colabkit.sagemaker import local
 from colabkit.sagemaker.capture import Cell

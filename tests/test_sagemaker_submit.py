@@ -52,7 +52,7 @@ def test_dry_run_prints_the_request_and_sends_nothing(shell):
     assert body["EnableManagedSpotTraining"] is False  # no checkpoint to resume from after an interruption
     hp = body["HyperParameters"]
     assert json.loads(hp["sagemaker_program"]) == "entry.py" and json.loads(hp["sagemaker_region"]) == "eu-west-1"
-    assert json.loads(hp["sagemaker_submit_directory"]).startswith("s3://sagemaker-eu-west-1-ACCOUNT/colabkit/session/")
+    assert json.loads(hp["sagemaker_submit_directory"]).startswith("s3://sagemaker-eu-west-1-ACCOUNT/colabkit/notebook/")
     assert "YOUR-SAGEMAKER-ROLE" in body["RoleArn"] and "no role given" in out.stdout
     assert "cost: 1 x ml.g5.xlarge: $1.41/h on demand" in out.stdout
     assert "dry run: nothing was sent" in out.stdout
@@ -79,20 +79,72 @@ def test_the_request_is_checked_against_the_service_model_before_sending():
 def test_several_gpus_run_under_the_containers_torchrun():
     plan = request.Plan(job_name="j", notebook="x", region="us-east-1", role="arn:aws:iam::1:role/r",
                         image="img", instance_type="ml.g5.12xlarge", instances=1, volume_gb=30, max_run=60,
-                        spot=False, max_wait=None, bucket="b", prefix="p", gpus_per_instance=4)
+                        spot=False, max_wait=None, bucket="b", prefix="p", distributed=True)
     hp = request.hyperparameters(plan)
     assert json.loads(hp["sagemaker_torch_distributed_enabled"]) is True
     assert json.loads(hp["sagemaker_instance_type"]) == "ml.g5.12xlarge"
     from dataclasses import replace
 
-    single = request.hyperparameters(replace(plan, instance_type="ml.g5.xlarge", gpus_per_instance=1))
+    single = request.hyperparameters(replace(plan, distributed=False))
     assert "sagemaker_torch_distributed_enabled" not in single
+
+
+# Exported, never run here (no GPU, no transformers): what decides the launch is read from the code.
+PLAIN_LOOP = ["if False:\n    import torch\n    model = torch.nn.Linear(4, 1).to('cuda')",
+              "if False:\n    for step in range(100):\n        model(torch.randn(8, 4, device='cuda')).sum().backward()"]
+TRAINER = ["if False:\n    from transformers import Trainer, TrainingArguments",
+           "if False:\n    trainer = Trainer(model=model, args=TrainingArguments('out'), train_dataset=data)\n"
+           "    trainer.train()"]
+
+
+@pytest.mark.parametrize("instance_type,gpus", [
+    ("ml.g6e.12xlarge", 4), ("ml.p4de.24xlarge", 8), ("ml.g7e.12xlarge", 2), ("ml.p5.4xlarge", 1),
+    ("ml.p6e-gb200.36xlarge", 4), ("ml.g4dn.16xlarge", 1)])
+def test_a_distributed_aware_notebook_runs_one_process_per_gpu_of_every_multi_gpu_type(shell, instance_type, gpus):
+    """GPU counts come from the hardware table, not from the price table (which lists 27 types)."""
+    cells(shell, TRAINER[:1])
+    result, out = run(shell, f"%to_sagemaker {instance_type} --dry-run --region us-east-1", store_history=True)
+    assert result.success, result.error_in_exec
+    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    assert ("sagemaker_torch_distributed_enabled" in body["HyperParameters"]) == (gpus > 1)
+    assert (f"{gpus} training processes under torchrun" in out.stdout) == (gpus > 1)
+
+
+def test_a_plain_loop_runs_once_and_is_told_the_other_gpus_idle(shell):
+    cells(shell, PLAIN_LOOP)
+    result, out = run(shell, "%to_sagemaker ml.g5.12xlarge --dry-run --region us-east-1", store_history=True)
+    assert result.success, result.error_in_exec
+    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    assert "sagemaker_torch_distributed_enabled" not in body["HyperParameters"]
+    assert "not distributed-aware" in out.stdout and "3 of the 4 GPUs of ml.g5.12xlarge will idle" in out.stdout
+    assert "ml.g6.xlarge (1x L4 24 GB" in out.stdout  # the cheapest one-GPU type like these
+    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge --instances 2 --dry-run --region us-east-1", store_history=True)
+    assert isinstance(result.error_in_exec, UsageError) and "each machine would train" in str(result.error_in_exec)
+
+
+def test_an_unknown_gpu_type_asks_for_its_gpu_count(shell):
+    cells(shell, TRAINER)
+    result, _ = run(shell, "%to_sagemaker ml.g7.12xlarge --dry-run --region us-east-1", store_history=True)
+    assert isinstance(result.error_in_exec, UsageError) and "--gpus N" in str(result.error_in_exec)
+    result, out = run(shell, "%to_sagemaker ml.g7.12xlarge --gpus 2 --dry-run --region us-east-1", store_history=True)
+    assert result.success and "2 training processes under torchrun" in out.stdout
+    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge --gpus 4 --dry-run --region us-east-1", store_history=True)
+    assert "ml.g5.xlarge has 1 GPU(s), not 4" in str(result.error_in_exec)
+
+
+def test_every_gpu_training_type_botocore_lists_is_known_or_asked_about():
+    from colabkit.sagemaker import hardware, validate
+
+    listed = [t for t in validate._model().shape_for("TrainingInstanceType").enum if hardware.has_gpu(t)]
+    unknown = sorted(t for t in listed if t not in hardware.TYPES)
+    assert len(listed) >= 50 and all(t.startswith("ml.g7.") for t in unknown), unknown
+    assert all(hardware.TYPES[t].gpus >= 1 and hardware.TYPES[t].gpu_gb > 0 for t in listed if t in hardware.TYPES)
 
 
 def test_only_rank_zero_writes_checkpoints_and_every_rank_restores(tmp_path, monkeypatch):
     import numpy as np
 
-    from colabkit.checkpoint.schedule import Checkpointer
+    from colabkit.checkpoint.checkpointer import Checkpointer
 
     w = np.arange(4.0)
     ck = Checkpointer(to=tmp_path / "ck", w=w)
@@ -144,8 +196,8 @@ def test_advice_from_what_gpuwatch_saw():
     full_t4 = pricing.Usage("Tesla T4", int(14.9 * 2**30), 15 * 2**30, 10 * 2**30)
     [line] = pricing.advise(full_t4, "ml.g4dn.xlarge")
     assert "peak GPU memory 14.9 GiB of 15.0 GiB on a Tesla T4" in line
-    assert "ml.g4dn.xlarge (1x T4 16 GiB, 16 GiB RAM) is smaller than that" in line
-    assert "ml.g6.xlarge (1x L4 24 GiB" in line  # the cheapest listed type with room
+    assert "ml.g4dn.xlarge (1x T4 16 GB, 16 GiB RAM) is smaller than that" in line
+    assert "ml.g6.xlarge (1x L4 24 GB" in line  # the cheapest listed type with room
     [fits] = pricing.advise(pricing.Usage("Tesla T4", 2**30, 15 * 2**30, 2**30), "ml.g4dn.xlarge")
     assert fits.endswith("ml.g4dn.xlarge fits it.")
     assert pricing.advise(None, "ml.g5.xlarge") == []
@@ -159,7 +211,7 @@ def test_submit_uploads_the_source_and_checkpoint_and_creates_the_job(shell, aws
     job = result.result
     bucket = f"sagemaker-{aws.REGION}-{aws.ACCOUNT}"
     stored = objects(bucket)
-    prefix = f"colabkit/session/{job.name}"
+    prefix = f"colabkit/notebook/{job.name}"
     assert f"{prefix}/source/sourcedir.tar.gz" in stored
     step = f"{prefix}/checkpoints/checkpoints/step-4"
     assert {f"{step}/manifest.json", f"{step}/tensors.safetensors", f"{step}/state.json"} <= set(stored)
@@ -171,7 +223,7 @@ def test_submit_uploads_the_source_and_checkpoint_and_creates_the_job(shell, aws
     assert described["RoleArn"] == aws.ROLE
     assert described["OutputDataConfig"] == {"S3OutputPath": f"s3://{bucket}/{prefix}/output"}
     tags = aws.client("sagemaker").list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]
-    assert {"Key": "colabkit:notebook", "Value": "session"} in tags
+    assert {"Key": "colabkit:notebook", "Value": "notebook"} in tags
     archive = aws.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/source/sourcedir.tar.gz")["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         names = tar.getnames()
@@ -310,25 +362,50 @@ def test_stop_and_status_with_the_real_request_shapes(shell, aws):
             job.stop()
 
 
-def test_colabkit_export_from_a_terminal(tmp_path):
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "colabkit.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def write_notebook(path, *sources):
     import nbformat
 
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
-                                               nbformat.v4.new_code_cell("print('trained', x + 1)")])
-    path = tmp_path / "train me.ipynb"
-    nbformat.write(notebook, path)
-    dry = subprocess.run([sys.executable, "-m", "colabkit.cli", "export", str(path), "--instance", "ml.g5.xlarge",
-                          "--dry-run", "--region", "eu-west-1"], capture_output=True, text=True, timeout=120)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources]), path)
+    return path
+
+
+def test_colabkit_export_from_a_terminal(tmp_path):
+    path = write_notebook(tmp_path / "train me.ipynb", "x = 1", "print('trained', x + 1)")
+    assert cli("--version").stdout.startswith("colabkit 0.")
+    dry = cli("export", path, "--instance", "ml.g5.xlarge", "--dry-run", "--region", "eu-west-1")
     assert dry.returncode == 0, dry.stderr
     assert '"TrainingJobName": "colabkit-train-me-' in dry.stdout
-    assert (tmp_path / "colabkit-storage" / "sagemaker").is_dir()
-    local = subprocess.run([sys.executable, "-m", "colabkit.cli", "export", str(path), "--instance", "ml.g5.xlarge",
-                            "--local"], capture_output=True, text=True, timeout=300)
+    assert (tmp_path / "colabkit-storage" / "train-me" / "sagemaker").is_dir()  # the notebook's own storage
+    local = cli("export", path, "--instance", "ml.g5.xlarge", "--local")
     assert local.returncode == 0, local.stdout + local.stderr
     assert "trained 2" in local.stdout
-    bad = subprocess.run([sys.executable, "-m", "colabkit.cli", "export", str(tmp_path / "missing.ipynb"),
-                          "--instance", "ml.g5.xlarge", "--dry-run"], capture_output=True, text=True, timeout=60)
+    bad = cli("export", tmp_path / "missing.ipynb", "--instance", "ml.g5.xlarge", "--dry-run", timeout=60)
     assert bad.returncode == 2 and "There is no notebook at" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_two_notebooks_in_one_folder_never_share_checkpoints(tmp_path):
+    """The bug: a never-run second notebook resumed the first one's step-12 and finished green."""
+    train = ("%load_ext colabkit", "import numpy as np, colabkit\nw = np.zeros(4)", "%checkpoint every 1 steps w",
+             "for i in colabkit.resumable(range(12)):\n    w += 1\nprint('w is', w[0])")
+    first = write_notebook(tmp_path / "first.ipynb", *train)
+    second = write_notebook(tmp_path / "second.ipynb", *train)
+    ran = cli("export", first, "--instance", "ml.m5.large", "--local")
+    assert ran.returncode == 0 and "w is 12.0" in ran.stdout, ran.stdout + ran.stderr
+    assert (tmp_path / "colabkit-storage" / "first" / "checkpoints" / "step-12").is_dir()
+    dry = cli("export", second, "--instance", "ml.m5.large", "--dry-run", "--region", "us-east-1")
+    assert dry.returncode == 0 and "on demand: the run has no checkpoint" in dry.stdout, dry.stdout + dry.stderr
+    ran = cli("export", second, "--instance", "ml.m5.large", "--local")
+    assert ran.returncode == 0 and "starts from" not in ran.stdout and "resumed" not in ran.stdout
+    assert "w is 12.0" in ran.stdout  # trained all twelve steps itself
+    # Pointed at the first notebook's storage on purpose, the export refuses rather than resume it.
+    crossed = cli("export", second, "--instance", "ml.m5.large", "--dry-run", "--storage",
+                  tmp_path / "colabkit-storage" / "first")
+    assert crossed.returncode == 2 and "was written by the notebook 'first', not 'second'" in crossed.stderr
 
 
 def test_the_price_list_api_answer_is_read_and_failures_fall_back_to_the_table():
@@ -367,7 +444,7 @@ def test_a_large_checkpoint_goes_up_as_a_multipart_upload(shell, aws, monkeypatc
                   "%checkpoint every 1 steps w", "for i in colabkit.resumable(range(1)):\n    w += 1"])
     result, _ = run(shell, "%to_sagemaker ml.g5.xlarge", store_history=True)
     job = result.result
-    key = f"colabkit/session/{job.name}/checkpoints/checkpoints/step-1/tensors.safetensors"
+    key = f"colabkit/notebook/{job.name}/checkpoints/checkpoints/step-1/tensors.safetensors"
     head = aws.client("s3").head_object(Bucket=f"sagemaker-{aws.REGION}-{aws.ACCOUNT}", Key=key)
     assert head["ETag"].strip('"').endswith("-3")  # S3's mark of a three-part upload
 
@@ -383,7 +460,7 @@ def test_dry_run_advises_an_instance_from_what_gpuwatch_saw(shell, nvml):
     result, out = run(shell, "%to_sagemaker ml.g4dn.xlarge --dry-run --region us-east-1", store_history=True)
     assert result.success, result.error_in_exec
     assert "advice: peak GPU memory 14.9 GiB of 15.0 GiB on a Tesla T4" in out.stdout
-    assert "ml.g4dn.xlarge (1x T4 16 GiB, 16 GiB RAM) is smaller than that" in out.stdout
+    assert "ml.g4dn.xlarge (1x T4 16 GB, 16 GiB RAM) is smaller than that" in out.stdout
 
 
 def test_a_damaged_latest_checkpoint_is_said_and_the_one_before_goes_too(shell, aws):
@@ -399,12 +476,12 @@ def test_a_damaged_latest_checkpoint_is_said_and_the_one_before_goes_too(shell, 
     older = store.latest_valid()[0].id
     assert f"The job resumes from {older} instead." in out.stdout
     stored = objects(f"sagemaker-{aws.REGION}-{aws.ACCOUNT}")
-    prefix = f"colabkit/session/{result.result.name}/checkpoints/checkpoints"
+    prefix = f"colabkit/notebook/{result.result.name}/checkpoints/checkpoints"
     assert f"{prefix}/{older}/manifest.json" in stored and f"{prefix}/{newest.id}/manifest.json" in stored
 
 
 def test_a_run_without_a_gpu_is_not_advised_off_the_gpu_it_asked_for():
     [line] = pricing.advise(pricing.Usage(None, None, None, 2 * 2**30), "ml.g5.xlarge")
-    assert "ml.g4dn.xlarge (1x T4 16 GiB" in line and "you chose ml.g5.xlarge" in line
+    assert "ml.g4dn.xlarge (1x T4 16 GB" in line and "you chose ml.g5.xlarge" in line
     [cpu] = pricing.advise(pricing.Usage(None, None, None, 2 * 2**30), "ml.m5.xlarge")
     assert "ml.m5.large (2 vCPU, 8 GiB RAM, no GPU) fits it" in cpu

@@ -18,6 +18,8 @@ import pytest
 import torch  # noqa: F401  the notebook process has torch: its checkpoint holds torch's random state,
 from conftest import run  # which the job's interpreter (no torch) must be able to skip
 
+import colabkit
+
 TOOLKIT = os.environ.get("COLABKIT_TOOLKIT_VENV")
 pytestmark = pytest.mark.skipif(not TOOLKIT, reason="COLABKIT_TOOLKIT_VENV is not set (.ci/run makes the venv)")
 
@@ -65,7 +67,8 @@ def test_the_toolkit_runs_the_export_and_it_resumes_from_the_notebooks_checkpoin
     assert "resumed from step-3" in log
     assert [line for line in log.splitlines() if line.startswith("step ")] == [f"step {i}" for i in range(3, 8)]
     assert "CPU" in log and "RAM" in log  # %gpuwatch's text line in the job log
-    assert "Processing ./colabkit-" in log or "colabkit-" in log  # installed from the job's wheel
+    # Installed from the wheel in the job's source folder (the PyPI name is an unrelated package).
+    assert f"Processing ./colabkit-{colabkit.__version__}-py3-none-any.whl" in log
     from colabkit.sagemaker.export import follow
 
     follow(job, poll=0, echo=lambda line: None, in_notebook=False)
@@ -85,21 +88,21 @@ def test_a_failing_cell_fails_the_container_job(shell, aws, toolkit, tmp_path):
     assert "cell 2 failed with RuntimeError: out of data" in done.stdout + done.stderr
 
 
-def test_drive_files_the_cells_read_travel_as_a_channel(fake_colab, aws, toolkit, tmp_path, state_dir):
-    from colabkit import storage
+def test_drive_files_the_cells_read_travel_as_a_channel(fake_colab, aws, toolkit, tmp_path):
+    from colabkit import runtime
     from colabkit.sagemaker import capture, export
 
-    storage.mount()  # Drive, through the fake google.colab
+    runtime.mount()  # Drive, through the fake google.colab
     data = fake_colab / "drive" / "MyDrive" / "data"
     data.mkdir(parents=True)
     (data / "train.csv").write_text("1,2\n3,4\n")
     cells = [capture.Cell(1, "from google.colab import drive\ndrive.mount('/content/drive')"),
              capture.Cell(2, f"rows = open('{data / 'train.csv'}').read().split()\nprint('rows', len(rows))")]
-    job = export.run_export(export.Options("ml.m5.xlarge"), capture.Captured(tuple(cells), "colab", "drive-nb"),
-                            echo=lambda line: None)
+    job = export.run(export.Options("ml.m5.xlarge"), capture.Captured(tuple(cells), "colab", "drive-nb"),
+                     echo=lambda line: None).job
     sent = __import__("json").loads((job.folder / "request.json").read_text())
     assert sent["InputDataConfig"][0]["ChannelName"] == "drive"
-    assert sent["Environment"] == {"COLABKIT_DRIVE_MOUNT": str(fake_colab / "drive")}
+    assert sent["Environment"] == {"COLABKIT_NOTEBOOK": "drive-nb", "COLABKIT_DRIVE_MOUNT": str(fake_colab / "drive")}
     described = aws.client("sagemaker").describe_training_job(TrainingJobName=job.name)
     shutil.rmtree(fake_colab / "drive")  # a fresh container has no Drive
     done = aws.run_in_container(described, sent, tmp_path / "opt-ml", toolkit, os.environ["AWS_ENDPOINT_URL"])

@@ -30,6 +30,7 @@ def test_percentages():
     assert parse_percent("85%") == pytest.approx(0.85)
     assert parse_percent(0.5) == 0.5
     assert parse_percent("1") == 0.01 and parse_percent("100") == 1.0
-    for bad in ("lots", "0", "150"):
+    assert parse_percent("0.5%") == pytest.approx(0.005) and parse_percent("100%") == 1.0
+    for bad in ("lots", "0", "150", "150%", "0%"):
         with pytest.raises(ColabkitError):
             parse_percent(bad)

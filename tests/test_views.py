@@ -9,8 +9,8 @@ from colabkit.telemetry import GpuProcess, GpuReading, Sample
 from colabkit.views import render
 from colabkit.views.served import PanelServer
 from colabkit.views.text import TextView
-from colabkit.watch import Peaks, Watcher
-from test_watch import Script, sample
+from colabkit.watcher import Peaks, Watcher
+from test_watcher import Script, sample
 
 GiB = 1024**3
 

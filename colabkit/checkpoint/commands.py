@@ -8,8 +8,9 @@ import time
 from ..errors import ColabkitError
 from ..units import format_bytes
 from . import session
-from .schedule import Checkpointer, parse_every
-from .store import CheckpointStore
+from .checkpointer import Checkpointer, restore
+from .schedule import parse_every
+from .store import CheckpointStore, stores_at
 
 USAGE = ("Use %checkpoint every 15m model optimizer (what to save, how often), then now, list, "
          "restore [latest|step-N] or off.")
@@ -35,36 +36,40 @@ def _period_and_names(words: list[str]) -> tuple[str, list[str]]:
     return words[0], words[1:]
 
 
-def _store(to) -> CheckpointStore:
+def _stores(to) -> list[CheckpointStore]:
+    """The stores to read: the active Checkpointer's, else this notebook's, found without mounting
+    anything (listing must not open Drive's consent prompt)."""
+    from .. import runtime
+
     active = session.active()
     if active is not None and to is None:
-        return active.store
-    from .. import storage
-
-    root = to or ((storage.current() or storage.mount()) / "checkpoints")
-    return CheckpointStore(root)
+        return active.stores()
+    places = runtime.current().checkpoint_places(to, mount=False)
+    return stores_at(places)
 
 
-def listing(store: CheckpointStore) -> str:
-    checkpoints = store.list()
-    if not checkpoints:
-        return f"colabkit: no checkpoints in {store.root} yet."
-    rows = [f"{'id':<14}{'saved (local time)':<22}{'step':>8}  {'size':>10}  platform"]
-    for c in checkpoints:
-        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.time))
-        rows.append(f"{c.id:<14}{saved:<22}{c.step:>8}  {format_bytes(c.size):>10}  {c.manifest.get('platform', '?')}")
-    return f"colabkit: checkpoints in {store.root}\n" + "\n".join(rows)
+def listing(stores: list[CheckpointStore]) -> str:
+    lines = []
+    for store in stores:
+        checkpoints = store.list()
+        if not checkpoints:
+            lines.append(f"colabkit: no checkpoints in {store.root} yet.")
+            continue
+        rows = [f"{'id':<14}{'saved (local time)':<22}{'step':>8}  {'size':>10}  platform"]
+        for c in checkpoints:
+            saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.time))
+            rows.append(f"{c.id:<14}{saved:<22}{c.step:>8}  {format_bytes(c.size):>10}  {c.manifest.get('platform', '?')}")
+        lines.append(f"colabkit: checkpoints in {store.root}\n" + "\n".join(rows))
+    return "\n".join(lines)
 
 
-def run(words: list[str], keep: int, to, trust: bool, shell):
-    namespace = shell.user_ns
+def run(words: list[str], keep: int, to, trust: bool, namespace: dict):
     action = words[0].lower() if words else ""
     if action == "every":
         period, names = _period_and_names(words[1:])
         parse_every(period)  # a bad period is reported before anything is looked up
         objects = _lookup(names, namespace)
-        checkpointer = session.activate(
-            Checkpointer(every=period, to=to, keep=keep, namespace=namespace, **objects), shell)
+        checkpointer = session.activate(Checkpointer(every=period, to=to, keep=keep, namespace=namespace, **objects))
         print(f"colabkit: saving {', '.join(names)} every {period} to {checkpointer.store.root} "
               f"(keeping {keep}); colabkit.resumable(...) resumes a loop.")
         return None
@@ -77,21 +82,28 @@ def run(words: list[str], keep: int, to, trust: bool, shell):
         print(f"colabkit: saved {last['id']} ({format_bytes(last.get('bytes'))}) in {checkpointer.store.root}")
         return None
     if action == "list":
-        print(listing(_store(to)))
+        print(listing(_stores(to)))
         return None
     if action == "restore":
         which = words[1] if len(words) > 1 else "latest"
-        checkpointer = session.active() or Checkpointer(to=to)
-        restored = checkpointer.restore(which, trust=trust, namespace=namespace)
+        active = session.active()
+        if active is not None and to is None:
+            restored, stores = active.restore(which, trust=trust, namespace=namespace), active.stores()
+        else:
+            from .. import runtime
+
+            places = runtime.current().checkpoint_places(to)
+            stores = stores_at(places)
+            restored = restore(stores, which, trust, namespace)
+            if restored is not None:
+                namespace.update(restored.values)
         if restored is None:
-            print(f"colabkit: no checkpoint to restore in {checkpointer.store.root}.")
+            print(f"colabkit: no checkpoint to restore in {stores[0].root}.")
             return None
         print(f"colabkit: restored {restored.checkpoint.id} (step {restored.checkpoint.step})"
               + "".join(f"\n  note: {n}" for n in restored.notes))
         return None
     if action == "off":
-        had = session.active() is not None
-        session.deactivate()
-        print("colabkit: checkpointing off." if had else "colabkit: checkpointing was not on.")
+        print("colabkit: checkpointing off." if session.deactivate() else "colabkit: checkpointing was not on.")
         return None
     raise ColabkitError((f"Unknown %checkpoint action {words[0]!r}. " if words else "") + USAGE)

@@ -10,42 +10,31 @@ MIRROR.json beside the local store, for the panel.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 import time
 from pathlib import Path
 
-from .store import MANIFEST, CheckpointStore, FileRecord
+from . import codec, durable
+from .store import CheckpointStore
 
 STATUS = "MIRROR.json"
-COPY_CHUNK = 16 << 20
-
-
-def copy_file(source: Path, target: Path) -> FileRecord:
-    """Copy with the hash computed from the bytes written, then fsync."""
-    digest, size = hashlib.sha256(), 0
-    with open(source, "rb", buffering=0) as src, open(target, "wb", buffering=0) as dst:
-        while chunk := src.read(COPY_CHUNK):
-            digest.update(chunk)
-            dst.write(chunk)
-            size += len(chunk)
-        os.fsync(dst.fileno())
-    return FileRecord(size, digest.hexdigest())
 
 
 def copy_checkpoint(source: Path, store: CheckpointStore) -> bool:
     """Copy a committed checkpoint folder into `store` through its atomic commit; False if it is there."""
-    manifest = json.loads((source / MANIFEST).read_text())
+    manifest = codec.read_manifest(source)
     existing = store.root / source.name
-    if existing.is_dir() and (existing / MANIFEST).is_file() and \
-            json.loads((existing / MANIFEST).read_text())["files"] == manifest["files"]:
-        return False
-    meta = {k: v for k, v in manifest.items() if k not in ("format", "step", "files")}
+    try:
+        if codec.read_manifest(existing)["files"] == manifest["files"]:
+            return False
+    except codec.CheckpointDamaged:  # not there, or not whole: copy it
+        pass
+    meta = {k: v for k, v in manifest.items() if k not in ("format", "step", "files")}  # keeps its time
 
-    def write_payload(folder: Path) -> dict[str, FileRecord]:
-        records = {name: copy_file(source / name, folder / name) for name in manifest["files"]}
+    def write_payload(folder: Path) -> dict[str, durable.FileRecord]:
+        records = {name: durable.copy(source / name, folder / name) for name in manifest["files"]}
         for name, record in records.items():
             if record.sha256 != manifest["files"][name]["sha256"]:
                 raise OSError(f"{name} changed while it was being copied")

@@ -209,8 +209,26 @@ def stage(sources: list[Source], buffer) -> None:
             np.copyto(view.reshape(s.value.shape), s.value, casting="no")
 
 
-def entries(sources: list[Source]) -> list[tuple[str, str, tuple[int, ...], int, int]]:
-    return [(s.key, s.dtype, s.shape, s.begin, s.begin + s.nbytes) for s in sources]
+def chunks(sources: list[Source]):
+    """The data section's bytes straight from the live tensors and arrays, one source at a time
+    (the inline path, when there is no memory to stage a copy): a GPU tensor is copied to the
+    host one at a time."""
+    for source in sources:
+        value = source.value
+        if is_tensor(value):
+            value = value.detach().cpu().contiguous().reshape(-1).view(_torch().uint8).numpy()
+        yield memoryview(np.ascontiguousarray(value)).cast("B")
+
+
+def needs_torch(structure: dict) -> bool:
+    """Torch tensors among the saved objects need torch; torch's random state alone does not
+    (a job without torch restores the rest and leaves torch's random stream as it is)."""
+    import importlib.util
+    import json
+
+    if '"__tensor__"' in json.dumps(structure.get("objects")):
+        return True
+    return "torch" in structure.get("rng", {}) and importlib.util.find_spec("torch") is not None
 
 
 # -- restoring ---------------------------------------------------------------------------------

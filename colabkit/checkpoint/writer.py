@@ -20,27 +20,10 @@ import time
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable
 
-from .store import CheckpointStore, FileRecord, write_file
-from . import tensorfile
+from . import codec
 from .mirror import Mirror
-
-TENSORS = "tensors.safetensors"
-STATE = "state.json"
-OBJECTS = "objects.pkl"
-
-
-def payload_writer(write_tensors: Callable[[Path], FileRecord], state_json: bytes, objects_pkl: bytes | None):
-    """The `write_payload` for CheckpointStore.commit: tensors, state.json, objects.pkl."""
-
-    def write(folder: Path) -> dict[str, FileRecord]:
-        files = {TENSORS: write_tensors(folder / TENSORS), STATE: write_file(folder / STATE, state_json)}
-        if objects_pkl is not None:
-            files[OBJECTS] = write_file(folder / OBJECTS, objects_pkl)
-        return files
-
-    return write
+from .store import CheckpointStore
 
 
 class StagingBuffer:
@@ -85,13 +68,13 @@ def serve(conn) -> None:
         except (EOFError, OSError):
             break
         started = time.perf_counter()
+        payload: codec.Payload = job["payload"]
         try:
-            data = memoryview(mapped)[: job["size"]]
+            data = memoryview(mapped)[: payload.data_size]
             try:
                 store = CheckpointStore(job["root"], job["keep"])
-                write_tensors = lambda path: tensorfile.write(path, job["header"], data)  # noqa: E731
-                checkpoint = store.commit(job["step"], payload_writer(write_tensors, job["state"], job["objects"]),
-                                          job["meta"])
+                checkpoint = store.commit(payload.step, lambda folder: codec.write_payload(folder, payload, [data]),
+                                          payload.meta)
             finally:
                 data.release()
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
@@ -103,7 +86,7 @@ def serve(conn) -> None:
                 mirrors[key].push(checkpoint.path)
         except Exception as exc:  # reported to the trainer, raised at its next consistent point
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
-                      "step": job.get("step")}
+                      "step": payload.step}
         try:
             conn.send(result)
         except OSError:  # the trainer is gone (its kernel was killed): the commit is done, so stop
@@ -152,13 +135,16 @@ class WriterProcess:
         """The result of the job in flight if it is done (None if still writing or none sent)."""
         if self.in_flight is None:
             return None
-        if not self._conn.poll(timeout):
-            if not self.alive():
-                self.in_flight = None
-                return {"ok": False, "error": "the writer process died", "step": None}
-            return None
-        self.in_flight = None
-        return self._conn.recv()
+        try:
+            ready = self._conn.poll(timeout)
+            result = self._conn.recv() if ready else None
+        except (EOFError, OSError):  # the writer was killed (the OOM killer, a user's kill)
+            result, ready = None, True
+        if not ready:
+            if self.alive():
+                return None
+        self.in_flight, job = None, self.in_flight
+        return result or {"ok": False, "error": "the writer process died", "step": job["payload"].step}
 
     def wait(self) -> dict | None:
         while self.in_flight is not None:

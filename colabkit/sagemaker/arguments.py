@@ -9,6 +9,8 @@ ARGUMENTS = (
     (("--wait",), dict(action="store_true", help="Follow the job until it ends, then fetch its results.")),
     (("--all",), dict(action="store_true", help="Export every code cell, not only those above this one.")),
     (("--instances",), dict(type=int, default=1, metavar="N", help="Machines to run on (default 1).")),
+    (("--gpus",), dict(type=int, default=None, metavar="N", help="GPUs per machine, for an instance type "
+                                                                 "colabkit doesn't know.")),
     (("--volume",), dict(type=int, default=30, metavar="GB", help="Disk per machine in GB (default 30).")),
     (("--max-run",), dict(default="24h", metavar="TIME", help="Stop the job after this long (default 24h).")),
     (("--max-wait",), dict(default=None, metavar="TIME",
@@ -36,4 +38,4 @@ def options_from(args, instance_type: str):
                    allow_secrets=tuple(args.allow_secret), instances=args.instances, volume_gb=args.volume,
                    max_run=args.max_run, max_wait=args.max_wait,
                    on_demand=args.on_demand, role=args.role, region=args.region, profile=args.profile,
-                   bucket=args.bucket, image=args.image)
+                   bucket=args.bucket, image=args.image, gpus=args.gpus)

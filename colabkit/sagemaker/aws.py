@@ -10,15 +10,13 @@ client elsewhere, which is how the tests reach a local AWS-compatible server.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
+from .. import settings
 from ..errors import ColabkitError
 
 COLAB_SECRET_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")
-ROLE_ENV = "COLABKIT_SAGEMAKER_ROLE"
 CONFIG_FILE = "~/.config/colabkit/sagemaker.json"  # {"role": "arn:...", "bucket": "...", "region": "..."}
-CONFIG_ENV = "COLABKIT_CONFIG"  # another path for that file
 
 
 @dataclass
@@ -54,7 +52,7 @@ def config() -> dict:
     import json
     from pathlib import Path
 
-    path = Path(os.environ.get(CONFIG_ENV) or CONFIG_FILE).expanduser()
+    path = Path(settings.get("COLABKIT_CONFIG") or CONFIG_FILE).expanduser()
     if not path.is_file():
         return {}
     try:
@@ -95,7 +93,7 @@ def connect(profile: str | None = None, region: str | None = None) -> Aws:
 
 
 def role_arn(given: str | None, account: str | None = None) -> str:
-    role = given or os.environ.get(ROLE_ENV) or config().get("role")
+    role = given or settings.get("COLABKIT_SAGEMAKER_ROLE") or config().get("role")
     if not role:
         raise ColabkitError(
             "SageMaker needs an IAM role to run the job as. Pass --role ARN, set COLABKIT_SAGEMAKER_ROLE, or put "

@@ -1,14 +1,19 @@
 """The notebook's code cells, in order, up to the cell that called the export.
 
 Where they come from, best first: on Colab the notebook itself (`get_ipynb` from the browser);
-in Jupyter the .ipynb file the kernel was started for (JPY_SESSION_NAME, read with nbformat);
-elsewhere the session's input history, which holds what actually ran.
+in Jupyter the .ipynb file the kernel was started for (JupyterLab's JPY_SESSION_NAME, VS Code's
+`__vsc_ipynb_file__`); elsewhere the session's input history, which holds what actually ran.
+The calling cell is matched by its raw text as the person typed it (IPython's `input_hist_raw`),
+never by IPython's transformed code, which no saved notebook contains.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import ColabkitError
@@ -19,44 +24,46 @@ class Cell:
     number: int  # 1-based, as a person counts the notebook's code cells
     source: str
 
+    @cached_property
+    def python(self) -> str:
+        """The cell as IPython runs it: magics and `!` lines turned into Python calls."""
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(self.source)
+
+    @cached_property
+    def tree(self) -> ast.Module | None:
+        """The cell's Python, parsed once for every check and conversion; None when it doesn't parse."""
+        try:
+            return ast.parse(self.python)
+        except SyntaxError:
+            return None
+
 
 @dataclass(frozen=True)
 class Captured:
     cells: tuple[Cell, ...]
     origin: str  # "colab", the .ipynb path, or "history"
-    name: str  # the notebook's name, for the job's name and tags
+    name: str  # the notebook's name, as its storage is named (notebook.identify)
 
 
-def _colab_notebook() -> dict | None:
-    from .. import platform
-
-    if platform.detect_name() != platform.COLAB:
-        return None
-    from google.colab import _message
-
-    reply = _message.blocking_request("get_ipynb", request="", timeout_sec=10)
-    return reply.get("ipynb") if isinstance(reply, dict) else None
-
-
-def _notebook_file() -> Path | None:
-    session = os.environ.get("JPY_SESSION_NAME")
-    if not session:
-        return None
-    for candidate in (Path(session), Path.cwd() / Path(session).name):
-        if candidate.suffix == ".ipynb" and candidate.is_file():
-            return candidate
-    return None
+def calling_cell(shell) -> str | None:
+    """The raw text of the cell running now, as the person typed it."""
+    history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)
+    return history[-1] if history else None
 
 
 def _code_cells(notebook: dict) -> list[Cell]:
-    cells, number = [], 0
-    for cell in notebook.get("cells", []):
-        if cell.get("cell_type") != "code":
-            continue
-        number += 1
-        source = cell.get("source", "")
-        cells.append(Cell(number, "".join(source) if isinstance(source, list) else source))
-    return cells
+    """The code cells of an nbformat v4 notebook (or v3's first worksheet)."""
+    cells = notebook.get("cells")
+    if cells is None:  # nbformat 3: cells in worksheets, code in "input"
+        cells = [dict(c, source=c.get("input", "")) for w in notebook.get("worksheets", []) for c in w.get("cells", [])]
+    found = []
+    for cell in cells:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            source = cell.get("source", "")
+            found.append(Cell(len(found) + 1, "".join(source) if isinstance(source, list) else str(source)))
+    return found
 
 
 def _upto(cells: list[Cell], calling_source: str | None) -> list[Cell]:
@@ -72,38 +79,48 @@ def _upto(cells: list[Cell], calling_source: str | None) -> list[Cell]:
         "saved yet). Save the notebook (Ctrl+S) and run the export again, or use --all.")
 
 
-def capture(shell=None, calling_source: str | None = None, all_cells: bool = False) -> Captured:
-    """The code cells to export. `calling_source` is the text of the cell running the export."""
-    upto = None if all_cells else calling_source
-    notebook = _colab_notebook()
-    if notebook is not None:
-        name = notebook.get("metadata", {}).get("colab", {}).get("name", "notebook.ipynb")
-        return Captured(tuple(_upto(_code_cells(notebook), upto)), "colab", Path(name).stem)
-    path = _notebook_file()
-    if path is not None:
-        import nbformat  # only when a notebook file is read
+def _history(shell, calling_source: str | None) -> list[Cell]:
+    raw = list(getattr(shell.history_manager, "input_hist_raw", []))[1:]
+    if calling_source is not None and raw and raw[-1] == calling_source:
+        raw = raw[:-1]  # the last input is the cell running the export
+    sources = [source for source in raw if source.strip()]
+    return [Cell(i + 1, source) for i, source in enumerate(sources)]
 
-        notebook = nbformat.read(path, as_version=4)
-        return Captured(tuple(_upto(_code_cells(notebook), upto)), str(path), path.stem)
-    if shell is None:
+
+def capture(runtime, calling_source: str | None = None, all_cells: bool = False) -> Captured:
+    """The code cells to export from the kernel `runtime` runs. `calling_source` is the raw text
+    of the cell running the export (None: every cell)."""
+    from ..notebook import colab_ipynb
+
+    upto = None if all_cells else calling_source
+    name = runtime.notebook.name
+    notebook = colab_ipynb()
+    if notebook is not None:
+        return Captured(tuple(_upto(_code_cells(notebook), upto)), "colab", name)
+    path = runtime.notebook.path
+    if path is not None and path.suffix == ".ipynb" and path.is_file():
+        return Captured(tuple(_upto(_code_cells(_read_json(path)), upto)), str(path), name)
+    if runtime.shell is None:
         raise ColabkitError("There is no notebook to export here: run the export from a notebook, or "
                             "give the .ipynb file to `colabkit export NOTEBOOK.ipynb`.")
-    history = [source for source in shell.user_ns.get("In", [])[1:] if source.strip()]
-    if not all_cells and history:
-        history = history[:-1]  # the last input is the cell running the export
-    cells = tuple(Cell(i + 1, source) for i, source in enumerate(history))
-    return Captured(cells, "history", "session")
+    return Captured(tuple(_history(runtime.shell, upto)), "history", name)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        notebook = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ColabkitError(f"There is no notebook at {path}.") from None
+    except (OSError, ValueError) as exc:  # not JSON, not readable
+        raise ColabkitError(f"{path} is not a notebook colabkit can read ({exc}).") from None
+    if not isinstance(notebook, dict) or not ("cells" in notebook or "worksheets" in notebook):
+        raise ColabkitError(f"{path} is not a notebook colabkit can read (no cells in it).")
+    return notebook
 
 
 def read_notebook(path: str | os.PathLike) -> Captured:
     """Every code cell of an .ipynb file (the terminal's `colabkit export NOTEBOOK.ipynb`)."""
-    import nbformat
+    from ..notebook import safe_name
 
     path = Path(path)
-    try:
-        notebook = nbformat.read(path, as_version=4)
-    except FileNotFoundError:
-        raise ColabkitError(f"There is no notebook at {path}.") from None
-    except Exception as exc:  # not JSON, not a notebook
-        raise ColabkitError(f"{path} is not a notebook nbformat can read ({exc}).") from None
-    return Captured(tuple(_code_cells(notebook)), str(path), path.stem)
+    return Captured(tuple(_code_cells(_read_json(path))), str(path), safe_name(path.name))

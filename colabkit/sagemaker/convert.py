@@ -93,12 +93,8 @@ def split_installs(cell: Cell) -> tuple[list[str], Cell]:
     (requirements.txt installs them first), Colab's Drive imports dropped, `drive.mount(...)`
     replaced by colabkit's mount (the job's Drive files come in as an input channel), and any
     earlier export (`%to_sagemaker ... --local`) left out."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    python = TransformerManager().transform_cell(cell.source)
-    try:
-        tree = ast.parse(python)
-    except SyntaxError:
+    tree = cell.tree
+    if tree is None:
         return [], cell
     packages, edits = [], {}  # first line -> (last line, text put before the first; the rest commented out)
     for node in ast.walk(tree):
@@ -114,7 +110,7 @@ def split_installs(cell: Cell) -> tuple[list[str], Cell]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)) and _imports_colab(node):
             edits[node.lineno] = (node.end_lineno, "pass  # colabkit: Colab only, was ")
     source_lines = cell.source.splitlines()
-    if not edits or len(python.splitlines()) != len(source_lines):
+    if not edits or len(cell.python.splitlines()) != len(source_lines):
         return packages, cell  # a cell magic wraps the whole cell: leave it as it is
     kept = list(source_lines)
     for first, (last, prefix) in edits.items():
@@ -128,15 +124,9 @@ def split_installs(cell: Cell) -> tuple[list[str], Cell]:
 
 def drive_paths(cells, mount_point: str) -> list[Path]:
     """The files and folders under the Drive mount that the cells name in string literals."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
     root, found = Path(mount_point), []
     for cell in cells:
-        try:
-            tree = ast.parse(TransformerManager().transform_cell(cell.source))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
+        for node in ast.walk(cell.tree) if cell.tree is not None else ():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(f"{root}/"):
                 path = Path(node.value)
                 if path.exists() and path not in found:

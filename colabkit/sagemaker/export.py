@@ -17,14 +17,17 @@ from pathlib import Path
 
 from ..errors import ColabkitError
 from ..units import parse_duration
-from . import aws, capture, convert, images, local, pricing, request, secrets, upload, validate
+from . import aws, capture, convert, images, launch, local, pricing, request, secrets, upload, validate
 
 DRIVE_CHANNEL = "drive"
 PLACEHOLDER_ACCOUNT = "ACCOUNT"  # --dry-run without credentials
+LOCAL, DRY_RUN, SUBMIT = "local", "dry-run", "submit"
 
 
 @dataclass(frozen=True)
 class Options:
+    """What the person asked for, checked once when made: a bad option stops the export before
+    anything is built, uploaded or run."""
     instance_type: str
     local: bool = False
     dry_run: bool = False
@@ -41,6 +44,23 @@ class Options:
     profile: str | None = None
     bucket: str | None = None
     image: str | None = None
+    gpus: int | None = None  # per instance, for a type colabkit's table lacks
+
+    def __post_init__(self):
+        validate.instance_type(self.instance_type)
+        if self.local and self.dry_run:
+            raise ColabkitError("Choose one of --local (run the job here) and --dry-run (show the request).")
+        if self.instances < 1:
+            raise ColabkitError(f"--instances must be 1 or more (got {self.instances}).")
+        parse_duration(self.max_run)
+        if self.max_wait is not None:
+            parse_duration(self.max_wait)
+        if self.image is None:
+            images.processor(self.instance_type)  # refuses the types no PyTorch image serves
+
+    @property
+    def mode(self) -> str:
+        return LOCAL if self.local else DRY_RUN if self.dry_run else SUBMIT
 
 
 @dataclass(frozen=True)
@@ -48,28 +68,41 @@ class Export:
     """The source folder and what the job starts from, before it runs anywhere."""
     name: str
     notebook: str
+    cells: tuple[capture.Cell, ...]  # as captured, parsed once
     folder: Path
     source: convert.SourceFolder
-    store: object  # the run's CheckpointStore, or None
+    store: object  # the notebook's CheckpointStore: the job starts from it, and its checkpoints come back to it
     checkpoint: object  # its latest valid Checkpoint, or None
     drive_files: tuple[Path, ...]
 
 
-def _notebook_store():
-    """The checkpoint store the job should start from: the active %checkpoint's, else the default."""
-    from .. import storage
+def _notebook_store(runtime):
+    """The checkpoint store the job starts from: this notebook's (the active %checkpoint's, else
+    the one its storage holds), never another notebook's."""
     from ..checkpoint import session
     from ..checkpoint.store import CheckpointStore
 
-    active = session.active()
+    active = session.active(runtime)
     if active is not None:
         active.wait()  # a save in flight is part of the run
         return active.store
-    folder = (storage.current() or storage.mount()) / "checkpoints"
-    return CheckpointStore(folder) if folder.is_dir() else None
+    return CheckpointStore(runtime.checkpoint_places().root)  # where the job's checkpoints come back to
 
 
-def prepare(captured: capture.Captured, options: Options, echo=print) -> Export:
+def _own_checkpoint(store, notebook: str):
+    """The latest checkpoint of `store`, refused loudly when another notebook wrote it."""
+    # Hashes are checked while the checkpoint uploads (submit), or by the job when it restores.
+    checkpoint = store.latest_valid(verify=False)[0]
+    writer = checkpoint.manifest.get("notebook") if checkpoint is not None else None
+    if writer is not None and writer != notebook:
+        raise ColabkitError(
+            f"The latest checkpoint in {store.root} ({checkpoint.id}) was written by the notebook {writer!r}, "
+            f"not {notebook!r}: the job would resume another notebook's run. Export from {writer!r}, or give "
+            f"this notebook's own storage (colabkit export --storage PATH, %mount --to PATH).")
+    return checkpoint
+
+
+def prepare(captured: capture.Captured, options: Options, runtime, echo=print) -> Export:
     """Check the cells, write the source folder, find the checkpoint and the Drive files."""
     from .. import storage
 
@@ -77,17 +110,16 @@ def prepare(captured: capture.Captured, options: Options, echo=print) -> Export:
         raise ColabkitError("There are no code cells to export before this one.")
     secrets.check(captured.cells, options.allow_secrets)
     name = validate.job_name_for(captured.name, time.time())
-    folder = (storage.current() or storage.mount()) / "sagemaker" / name
+    folder = runtime.storage_root() / "sagemaker" / name
     source = convert.convert(captured.cells, folder / "source")
     drive_files = tuple(convert.drive_paths(captured.cells, storage.DRIVE_MOUNTPOINT))
-    store = _notebook_store()
-    # Hashes are checked while the checkpoint uploads (submit), or by the job when it restores.
-    checkpoint = store.latest_valid(verify=False)[0] if store is not None else None
+    store = _notebook_store(runtime)
+    checkpoint = _own_checkpoint(store, captured.name)
     echo(f"[colabkit] exported {len(captured.cells)} cell(s) from {captured.origin} to {source.path}"
          + (f"; requirements: {', '.join(source.requirements)}" if source.requirements else ""))
     if drive_files:
         echo(f"[colabkit] Drive files the cells read go with the job: {', '.join(map(str, drive_files))}")
-    return Export(name, captured.name, folder, source, store, checkpoint, drive_files)
+    return Export(name, captured.name, captured.cells, folder, source, store, checkpoint, drive_files)
 
 
 def _stage_drive(export: Export, into: Path) -> Path:
@@ -104,22 +136,18 @@ def _stage_drive(export: Export, into: Path) -> Path:
 
 
 def _torch_version() -> str | None:
-    from importlib import metadata
+    """The torch the notebook runs, when it imported torch (the image follows it)."""
+    import sys
 
-    try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
+    torch = sys.modules.get("torch")
+    return str(torch.__version__) if torch is not None else None
+
+
+def usage(runtime) -> pricing.Usage | None:
+    """What this kernel's watch saw this session (peak GPU memory on the busiest GPU, peak RAM)."""
+    if runtime.watch is None:
         return None
-
-
-def usage() -> pricing.Usage | None:
-    """What %gpuwatch saw this session (peak GPU memory on the busiest GPU, peak RAM)."""
-    from .. import monitor
-
-    active = monitor.active()
-    if active is None:
-        return None
-    peaks, latest = active.watcher.session_peaks, active.watcher.latest
+    peaks, latest = runtime.watch.watcher.session_peaks, runtime.watch.watcher.latest
     gpu_peak, gpu_name, gpu_total = None, None, None
     if peaks.gpu_memory_used and latest is not None:
         index, gpu_peak = max(peaks.gpu_memory_used.items(), key=lambda item: item[1])
@@ -154,22 +182,34 @@ def plan(export: Export, options: Options, connection=None, echo=print) -> reque
         echo("[colabkit] on demand: the run has no checkpoint to resume from after a Spot interruption "
              "(use %checkpoint to make one, and Spot costs less)")
     max_wait = int(parse_duration(options.max_wait)) if options.max_wait else 2 * max_run
-    gpus = pricing.INSTANCE_TYPES[options.instance_type].gpus if options.instance_type in pricing.INSTANCE_TYPES else 0
+    started = launch.decide(options.instance_type, options.instances, export.cells, options.gpus)
+    if started.note:
+        echo(f"[colabkit] {started.note}")
     bucket = options.bucket or aws.config().get("bucket") or upload.default_bucket(region, account)
     prefix = f"colabkit/{validate.slug(export.notebook)}/{export.name}"
     built = request.Plan(
         job_name=export.name, notebook=export.notebook, region=region, role=role, image=image.uri,
         instance_type=options.instance_type, instances=options.instances, volume_gb=options.volume_gb,
         max_run=max_run, spot=spot, max_wait=max_wait if spot else None, bucket=bucket, prefix=prefix,
-        gpus_per_instance=gpus)
+        distributed=started.distributed, environment=_job_environment(export))
     if export.drive_files:
-        built = _with_drive(built, storage.DRIVE_MOUNTPOINT)
+        built = _with_drive(built)
     return built
 
 
-def _with_drive(built: request.Plan, mount_point: str) -> request.Plan:
-    return replace(built, channels={**built.channels, DRIVE_CHANNEL: built.s3("input", DRIVE_CHANNEL)},
-                   environment={**built.environment, "COLABKIT_DRIVE_MOUNT": mount_point})
+def _job_environment(export: Export) -> dict[str, str]:
+    """What the job's colabkit needs to know: which notebook it runs (its checkpoints say so), and
+    where the notebook mounted Drive when Drive files come along."""
+    from .. import storage
+
+    environment = {"COLABKIT_NOTEBOOK": export.notebook}
+    if export.drive_files:
+        environment["COLABKIT_DRIVE_MOUNT"] = storage.DRIVE_MOUNTPOINT
+    return environment
+
+
+def _with_drive(built: request.Plan) -> request.Plan:
+    return replace(built, channels={**built.channels, DRIVE_CHANNEL: built.s3("input", DRIVE_CHANNEL)})
 
 
 def _default_region(profile: str | None) -> str:
@@ -182,37 +222,31 @@ def _default_region(profile: str | None) -> str:
         return "us-east-1"
 
 
-def _cost(built: request.Plan, export: Export, echo, connection: aws.Aws | None = None) -> pricing.Estimate:
+def _cost(built: request.Plan, export: Export, runtime, echo, connection: aws.Aws | None = None) -> pricing.Estimate:
     """Say the cost estimate (the run's pace is in its checkpoint's manifest) and the instance advice."""
     pace = export.checkpoint.manifest if export.checkpoint is not None else None
     estimate = pricing.estimate(built.instance_type, built.instances, built.spot, pace,
                                 connection.session if connection else None, built.region)
-    for line in estimate.lines() + pricing.advise(usage(), built.instance_type):
+    for line in estimate.lines() + pricing.advise(usage(runtime), built.instance_type):
         echo(f"[colabkit] {line}")
     return estimate
 
 
 def run_local(export: Export, echo=print) -> local.LocalRun:
-    from .. import storage
-
     with tempfile.TemporaryDirectory() as temp:
         channels = {DRIVE_CHANNEL: _stage_drive(export, Path(temp) / DRIVE_CHANNEL)} if export.drive_files else {}
-        environment = {"COLABKIT_DRIVE_MOUNT": storage.DRIVE_MOUNTPOINT} if export.drive_files else {}
         return local.run(export.source, export.store, export.folder / "local", export.name, channels=channels,
-                         environment=environment, echo=echo)
+                         environment=_job_environment(export), echo=echo)
 
 
-def submit(export: Export, options: Options, connection: aws.Aws, echo=print):
+def submit(export: Export, built: request.Plan, body: dict, estimate: pricing.Estimate, connection: aws.Aws,
+           create_bucket: bool, echo=print):
     """Upload what the job reads, send CreateTrainingJob, and return the job to follow."""
     from .. import storage
     from .job import TrainingJob
 
-    built = plan(export, options, connection, echo)
-    body = request.check(request.build(built))
-    estimate = _cost(built, export, echo, connection)
-    (export.folder / "request.json").write_text(json.dumps(body, indent=1))
     s3 = connection.client("s3")
-    upload.ensure_bucket(s3, built.bucket, built.region, create=options.bucket is None)
+    upload.ensure_bucket(s3, built.bucket, built.region, create=create_bucket)
     with tempfile.TemporaryDirectory() as temp, ThreadPoolExecutor(1) as checker:
         checked = checker.submit(_valid_or_older, export) if export.checkpoint is not None else None
         upload.put_file(s3, upload.source_archive(export.source.path, Path(temp) / "sourcedir.tar.gz"),
@@ -252,62 +286,79 @@ def _valid_or_older(export: Export):
         return f"{exc} The job resumes from {older.id if older else 'the start'} instead.", older
 
 
-def dry_run(export: Export, options: Options, echo=print) -> dict:
-    """Everything but sending: the request as JSON, and the cost estimate with the table's price."""
-    built = plan(export, options, None, echo)
-    body = request.check(request.build(built))
-    _cost(built, export, echo)
-    text = json.dumps(body, indent=1)
-    (export.folder / "request.json").write_text(text)
-    echo(text)
-    echo(f"[colabkit] dry run: nothing was sent. The source folder is {export.source.path}; the request is "
-         f"in {export.folder / 'request.json'}.")
-    return body
+@dataclass(frozen=True)
+class Outcome:
+    """What an export did, in one shape for every mode: the request it built (sent or not; None for
+    a local run) and how it went: True/False, or None while a submitted job still runs."""
+    mode: str  # LOCAL, DRY_RUN or SUBMIT
+    export: Export
+    request: dict | None
+    succeeded: bool | None
+    job: object = None  # the TrainingJob, when submitted
+    ran: local.LocalRun | None = None  # the run, with --local
 
 
-def run_export(options: Options, captured: capture.Captured, echo=print):
-    """Run the export as the options say: a LocalRun, the request dict (--dry-run) or a TrainingJob."""
-    validate.instance_type(options.instance_type)
-    if options.local and options.dry_run:
-        raise ColabkitError("Choose one of --local (run the job here) and --dry-run (show the request).")
-    if options.instances < 1:
-        raise ColabkitError(f"--instances must be 1 or more (got {options.instances}).")
-    parse_duration(options.max_run)
-    if options.image is None:
-        images.processor(options.instance_type)  # refuses the types no PyTorch image serves
+def run(options: Options, captured: capture.Captured, runtime=None, echo=print) -> Outcome:
+    """Build the export and run it as `options.mode` says: here (--local), as a request to read
+    (--dry-run), or on SageMaker."""
+    from .. import runtime as runtimes
+
+    runtime = runtime or runtimes.current()
     connection = None
-    if not (options.local or options.dry_run):  # credentials and role first: no export to throw away
+    if options.mode == SUBMIT:  # credentials and role first: no export to throw away
         connection = aws.connect(options.profile, options.region)
         aws.role_arn(options.role, connection.account)
-    export = prepare(captured, options, echo)
-    if options.local:
-        return run_local(export, echo)
-    if options.dry_run:
-        return dry_run(export, options, echo)
-    return submit(export, options, connection, echo)
+    export = prepare(captured, options, runtime, echo)
+    if options.mode == LOCAL:
+        ran = run_local(export, echo)
+        return Outcome(LOCAL, export, None, ran.succeeded, ran=ran)
+    built = plan(export, options, connection, echo)
+    body = request.check(request.build(built))
+    (export.folder / "request.json").write_text(json.dumps(body, indent=1))
+    estimate = _cost(built, export, runtime, echo, connection)
+    if options.mode == DRY_RUN:
+        echo(json.dumps(body, indent=1))
+        echo(f"[colabkit] dry run: nothing was sent. The source folder is {export.source.path}; the request is "
+             f"in {export.folder / 'request.json'}.")
+        return Outcome(DRY_RUN, export, body, True)
+    job = submit(export, built, body, estimate, connection, create_bucket=options.bucket is None, echo=echo)
+    return Outcome(SUBMIT, export, body, None, job=job)
 
 
-def to_sagemaker(instance_type: str, notebook: str | None = None, **options):
+def finish(outcome: Outcome, wait: bool, in_notebook: bool, echo=print) -> Outcome:
+    """What follows an export: a failed local run is said as an error; a submitted job is followed to
+    its end when `wait` (its results brought back, its failure said as an error)."""
+    if outcome.mode == LOCAL:
+        ran = outcome.ran
+        if not ran.succeeded:
+            raise ColabkitError(f"The job failed (exit code {ran.exit_code}); its log is above and in "
+                                f"{ran.base / 'output' / 'failure'}.")
+        if ran.final_checkpoint:
+            echo(f"colabkit: {ran.final_checkpoint} from the job is in your checkpoints: %checkpoint restore loads it.")
+    elif outcome.mode == SUBMIT and wait:
+        follow(outcome.job, echo=echo, in_notebook=in_notebook)
+        return replace(outcome, succeeded=outcome.job.status == "Completed")
+    return outcome
+
+
+def to_sagemaker(instance_type: str, notebook: str | None = None, **options) -> Outcome:
     """The Python API of `%to_sagemaker`: export this notebook's cells above the calling one (or
     every cell of the .ipynb file `notebook`); options as Options' fields (local=True, dry_run=True,
-    wait=True, role=..., ...). Returns a LocalRun, the request, or the TrainingJob."""
+    wait=True, role=..., ...). Returns the Outcome (its .job is the TrainingJob once submitted)."""
     from .. import platform
+    from .. import runtime as runtimes
 
     known = {f.name for f in fields(Options)} - {"instance_type"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ColabkitError(f"to_sagemaker() has no option {', '.join(unknown)}; it takes {', '.join(sorted(known))}.")
     settings = Options(instance_type=instance_type, **options)
+    runtime = runtimes.current()
     if notebook is not None:
         captured = capture.read_notebook(notebook)
     else:
-        shell = platform.current_shell()
-        history = shell.user_ns.get("In") if shell is not None else None
-        captured = capture.capture(shell, history[-1] if history else None, settings.all_cells)
-    result = run_export(settings, captured)
-    if settings.wait and not isinstance(result, (dict, local.LocalRun)):
-        follow(result, in_notebook=platform.current_shell() is not None)
-    return result
+        captured = capture.capture(runtime, capture.calling_cell(runtime.shell), settings.all_cells)
+    return finish(run(settings, captured, runtime), settings.wait, in_notebook=platform.in_kernel())
 
 
 def follow(job, poll: float = 30.0, echo=print, in_notebook: bool = True):

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from ..checkpoint.mirror import copy_checkpoint
-from ..checkpoint.store import CheckpointStore, newest_first
+from ..checkpoint.codec import newest_first
+from ..checkpoint.store import CheckpointStore
 from ..units import format_duration
 from . import aws, upload
 

@@ -3,8 +3,8 @@
 Prices: a dated table of SageMaker training on-demand list prices in us-east-1, refreshed from
 the AWS Price List API for the job's region when the credentials allow it. Managed Spot is
 billed at a Spot rate that moves with demand; AWS quotes savings of up to 90%, and the estimate
-uses a stated typical saving. Instance sizes come from the same table: advice compares them
-with the peaks `%gpuwatch` saw.
+uses a stated typical saving. Advice compares what each type has (hardware.py) with the peaks
+`%gpuwatch` saw.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from ..units import format_bytes, format_duration
+from . import hardware
 
 PRICES_AS_OF = "2025-06"
 PRICES_REGION = "us-east-1"
@@ -21,44 +22,18 @@ GIB = 1024 ** 3
 HEADROOM = 1.15  # advise an instance with this much more memory than the run's peak
 
 
-@dataclass(frozen=True)
-class InstanceType:
-    name: str
-    price: float  # on-demand $/h for training, PRICES_REGION, PRICES_AS_OF
-    vcpus: int
-    ram_gib: float
-    gpus: int = 0
-    gpu_model: str | None = None
-    gpu_gib: float = 0.0  # per GPU
-
-    def describe(self) -> str:
-        if self.gpus:
-            return f"{self.name} ({self.gpus}x {self.gpu_model} {self.gpu_gib:g} GiB, {self.ram_gib:g} GiB RAM)"
-        return f"{self.name} ({self.vcpus} vCPU, {self.ram_gib:g} GiB RAM, no GPU)"
-
-
-def _types(*rows) -> dict[str, InstanceType]:
-    return {row[0]: InstanceType(*row) for row in rows}
-
-
-INSTANCE_TYPES = _types(
-    ("ml.m5.large", 0.115, 2, 8), ("ml.m5.xlarge", 0.23, 4, 16), ("ml.m5.2xlarge", 0.461, 8, 32),
-    ("ml.m5.4xlarge", 0.922, 16, 64), ("ml.c5.xlarge", 0.204, 4, 8), ("ml.c5.2xlarge", 0.408, 8, 16),
-    ("ml.c5.4xlarge", 0.816, 16, 32),
-    ("ml.g4dn.xlarge", 0.736, 4, 16, 1, "T4", 16), ("ml.g4dn.2xlarge", 0.94, 8, 32, 1, "T4", 16),
-    ("ml.g4dn.4xlarge", 1.505, 16, 64, 1, "T4", 16), ("ml.g4dn.8xlarge", 2.72, 32, 128, 1, "T4", 16),
-    ("ml.g4dn.12xlarge", 4.89, 48, 192, 4, "T4", 16),
-    ("ml.g5.xlarge", 1.408, 4, 16, 1, "A10G", 24), ("ml.g5.2xlarge", 1.515, 8, 32, 1, "A10G", 24),
-    ("ml.g5.4xlarge", 2.03, 16, 64, 1, "A10G", 24), ("ml.g5.8xlarge", 3.06, 32, 128, 1, "A10G", 24),
-    ("ml.g5.12xlarge", 7.09, 48, 192, 4, "A10G", 24), ("ml.g5.24xlarge", 10.18, 96, 384, 4, "A10G", 24),
-    ("ml.g5.48xlarge", 20.36, 192, 768, 8, "A10G", 24),
-    ("ml.g6.xlarge", 1.006, 4, 16, 1, "L4", 24), ("ml.g6.2xlarge", 1.222, 8, 32, 1, "L4", 24),
-    ("ml.g6.12xlarge", 5.752, 48, 192, 4, "L4", 24), ("ml.g6e.xlarge", 2.336, 4, 32, 1, "L40S", 48),
-    ("ml.p3.2xlarge", 3.825, 8, 61, 1, "V100", 16), ("ml.p3.8xlarge", 14.688, 32, 244, 4, "V100", 16),
-    ("ml.p3.16xlarge", 28.152, 64, 488, 8, "V100", 16),
-    ("ml.p4d.24xlarge", 37.688, 96, 1152, 8, "A100", 40),
-    ("ml.p5.48xlarge", 113.07, 192, 2048, 8, "H100", 80),
-)
+# On-demand $/h for training, PRICES_REGION, PRICES_AS_OF (what each type has: hardware.py).
+PRICES = {
+    "ml.m5.large": 0.115, "ml.m5.xlarge": 0.23, "ml.m5.2xlarge": 0.461, "ml.m5.4xlarge": 0.922,
+    "ml.c5.xlarge": 0.204, "ml.c5.2xlarge": 0.408, "ml.c5.4xlarge": 0.816,
+    "ml.g4dn.xlarge": 0.736, "ml.g4dn.2xlarge": 0.94, "ml.g4dn.4xlarge": 1.505, "ml.g4dn.8xlarge": 2.72,
+    "ml.g4dn.12xlarge": 4.89,
+    "ml.g5.xlarge": 1.408, "ml.g5.2xlarge": 1.515, "ml.g5.4xlarge": 2.03, "ml.g5.8xlarge": 3.06,
+    "ml.g5.12xlarge": 7.09, "ml.g5.24xlarge": 10.18, "ml.g5.48xlarge": 20.36,
+    "ml.g6.xlarge": 1.006, "ml.g6.2xlarge": 1.222, "ml.g6.12xlarge": 5.752, "ml.g6e.xlarge": 2.336,
+    "ml.p3.2xlarge": 3.825, "ml.p3.8xlarge": 14.688, "ml.p3.16xlarge": 28.152,
+    "ml.p4d.24xlarge": 37.688, "ml.p5.48xlarge": 113.07,
+}
 
 
 @dataclass(frozen=True)
@@ -118,11 +93,10 @@ def estimate(instance_type: str, instances: int, spot: bool, pace: dict | None, 
              region: str | None = None) -> Estimate:
     """`pace` is the notebook checkpoint's {"pace": s/iteration, "position": done, "total": all}."""
     live = price_list(session, region, instance_type) if session is not None and region else None
-    known = INSTANCE_TYPES.get(instance_type)
     if live is not None:
         price, source = live, f"AWS Price List, {region}"
-    elif known is not None:
-        price, source = known.price, f"list price {PRICES_REGION}, {PRICES_AS_OF}"
+    elif instance_type in PRICES:
+        price, source = PRICES[instance_type], f"list price {PRICES_REGION}, {PRICES_AS_OF}"
     else:
         price, source = None, "unknown"
     hours, basis = None, "no resumable() loop with a known length in the latest checkpoint"
@@ -156,21 +130,30 @@ def advise(usage: Usage | None, chosen: str) -> list[str]:
     if usage.ram_peak is not None:
         seen.append(f"peak RAM {format_bytes(usage.ram_peak)}")
 
-    current = INSTANCE_TYPES.get(chosen)
+    current = hardware.TYPES.get(chosen)
     # A GPU is needed when the run used one, or when one was chosen (the notebook may have had none).
-    wants_gpu = usage.gpu_peak is not None or bool(current and current.gpus)
+    wants_gpu = usage.gpu_peak is not None or hardware.has_gpu(chosen)
 
-    def fits(t: InstanceType) -> bool:
-        return t.ram_gib >= need_ram and (not wants_gpu or (t.gpus > 0 and t.gpu_gib >= need_gpu))
+    def fits(t: hardware.Hardware) -> bool:
+        return t.ram_gib >= need_ram and (not wants_gpu or (t.gpus > 0 and t.gpu_gb >= need_gpu))
 
-    fitting = sorted((t for t in INSTANCE_TYPES.values() if fits(t)), key=lambda t: t.price)
+    fitting = sorted((hardware.TYPES[name] for name in PRICES if fits(hardware.TYPES[name])), key=lambda t: PRICES[t.name])
     best = fitting[0] if fitting else None
     advice = "; ".join(seen)
     if current is not None and not fits(current):
         suggestion = f": {best.describe()} fits it" if best else ""
         return [f"advice: {advice}. {current.describe()} is smaller than that, with {HEADROOM - 1:.0%} headroom"
                 f"{suggestion}."]
-    if best is not None and current is not None and best.price < current.price:
-        return [f"advice: {advice}. {best.describe()} fits it for ${best.price:.2f}/h "
-                f"(you chose {chosen}, ${current.price:.2f}/h)."]
+    if best is not None and chosen in PRICES and PRICES[best.name] < PRICES[chosen]:
+        return [f"advice: {advice}. {best.describe()} fits it for ${PRICES[best.name]:.2f}/h "
+                f"(you chose {chosen}, ${PRICES[chosen]:.2f}/h)."]
     return [f"advice: {advice}: {chosen} fits it."] if current is not None else [f"advice: {advice}."]
+
+
+def one_gpu_type_like(chosen: str) -> hardware.Hardware | None:
+    """The cheapest listed one-GPU type whose GPU has at least the memory of `chosen`'s."""
+    current = hardware.TYPES.get(chosen)
+    if current is None or not current.gpus:
+        return None
+    single = [hardware.TYPES[n] for n in PRICES if hardware.TYPES[n].gpus == 1 and hardware.TYPES[n].gpu_gb >= current.gpu_gb]
+    return min(single, key=lambda t: PRICES[t.name], default=None)

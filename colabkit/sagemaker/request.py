@@ -38,7 +38,7 @@ class Plan:
     max_wait: int | None  # seconds, Spot only
     bucket: str
     prefix: str  # colabkit/<run>/<job>, under which the job's files live
-    gpus_per_instance: int = 0
+    distributed: bool = False  # one process per GPU and machine, under torchrun (launch.py decides)
     channels: dict[str, str] = field(default_factory=dict)  # channel name -> S3 prefix URI
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -56,10 +56,6 @@ class Plan:
     @property
     def output_uri(self) -> str:
         return self.s3("output")
-
-    @property
-    def distributed(self) -> bool:
-        return self.instances > 1 or self.gpus_per_instance > 1
 
 
 def hyperparameters(plan: Plan) -> dict[str, str]:

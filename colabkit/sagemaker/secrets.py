@@ -37,12 +37,6 @@ class Finding:
     name: str | None = None  # the variable or key involved, which --allow-secret can name
 
 
-def _python(source: str) -> str:
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(source)
-
-
 def _target_name(node: ast.AST) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
@@ -59,9 +53,8 @@ def _is_environ(node: ast.AST) -> bool:
 
 
 def scan_cell(cell: Cell) -> list[Finding]:
-    try:
-        tree = ast.parse(_python(cell.source))
-    except SyntaxError:
+    tree = cell.tree
+    if tree is None:
         return []  # it would fail in the job anyway; nothing to leak from text that isn't Python
     findings = []
     assigned_names: dict[int, str | None] = {}

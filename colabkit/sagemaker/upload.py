@@ -11,7 +11,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from ..checkpoint.store import MANIFEST
+from ..checkpoint.codec import MANIFEST
 from ..errors import ColabkitError
 from . import aws
 

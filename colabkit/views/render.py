@@ -12,7 +12,7 @@ from dataclasses import asdict
 from ..platform import Platform
 from ..telemetry import GpuReading, Sample, fraction
 from ..units import format_bytes, format_duration
-from ..watch import Alert, Peaks, Watcher
+from ..watcher import Alert, Peaks, Watcher
 
 SPARK_POINTS = 120  # the sparkline's width in samples (2 minutes at the default 1 s)
 

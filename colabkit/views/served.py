@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlparse
 
-from ..watch import Watcher
+from ..watcher import Watcher
 from . import notify, render
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from ..telemetry import Sample
-from ..watch import Alert, Watcher
+from ..watcher import Alert, Watcher
 from . import render
 
 

@@ -7,7 +7,7 @@ output shows its text/plain part instead: the reading at the time it was display
 from __future__ import annotations
 
 from ..telemetry import Sample
-from ..watch import Watcher
+from ..watcher import Watcher
 from . import notify, render
 
 

@@ -1,6 +1,6 @@
 """The Watcher: one daemon thread that samples the machine, keeps its recent history and raises alerts.
 
-Views and other parts (the checkpoint schedule, later) subscribe to samples and alerts; the
+Views subscribe to samples and alerts (the kernel's Events pass alerts on to everyone else); the
 watcher knows none of them. Subscribers run on the watcher's thread and must return quickly.
 """
 
@@ -186,6 +186,7 @@ class Watcher:
         platform: Platform | None = None,
         sampler: Sampler | None = None,
         activity: Activity | None = None,
+        status=None,
     ):
         if interval <= 0:
             raise ValueError("interval must be positive")
@@ -201,7 +202,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._sample_subscribers: list = []
         self._alert_subscribers: list = []
-        self.status_sources: list = []  # callables -> a line for the panel, or None (e.g. checkpoints)
+        self._status = status or (lambda: [])  # the lines others add to the panel (the checkpoint's)
         self.alerts: list[Alert] = []
         self.session_peaks = Peaks()  # since start, for instance advice when the run moves elsewhere
         self.started_at: float | None = None
@@ -299,16 +300,7 @@ class Watcher:
             return (self._history[-1][0] if self._history else seq), newer
 
     def status_lines(self) -> list[str]:
-        lines = []
-        for source in list(self.status_sources):
-            try:
-                line = source()
-            except Exception:  # a broken source must not break the panel
-                log.exception("colabkit watcher: status source %r failed", source)
-                continue
-            if line:
-                lines.append(line)
-        return lines
+        return self._status()
 
     def idle_for(self, now: float) -> float | None:
         """Seconds since the last cell ran, when an idle limit is being counted down."""

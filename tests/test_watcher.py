@@ -3,7 +3,7 @@ import time
 
 from colabkit import platform as p
 from colabkit.telemetry import DiskReading, GpuReading, Sample
-from colabkit.watch import Activity, Thresholds, Watcher
+from colabkit.watcher import Activity, Thresholds, Watcher
 
 GiB = 1024**3
 
@@ -31,15 +31,17 @@ def colab(start):
 
 
 def test_each_alert_once_per_crossing_and_again_after_it_clears():
-    values = [0.5, 0.91, 0.95, 0.93, 0.80, 0.92]
+    # Above 90%, hovering just under it (no new alert: within the 5-point margin), back above,
+    # then clearly below (re-armed) and above again: two alerts, at 91% and at 92%.
+    values = [0.5, 0.91, 0.95, 0.88, 0.93, 0.80, 0.92]
     w = Watcher(sampler=Script(sample(ram=v) for v in values), platform=colab(time.time()))
     seen = []
     w.subscribe(on_alert=seen.append)
     for _ in values:
         w.tick()
-    assert [a.kind for a in seen] == ["ram", "ram"]
+    assert [(a.kind, round(a.value, 2)) for a in seen] == [("ram", 0.91), ("ram", 0.92)]
     assert "Colab restarts the runtime when RAM is full" in seen[0].message
-    assert "91%" in seen[0].message
+    assert "91%" in seen[0].message and "92%" in seen[1].message
 
 
 def test_gpu_memory_and_disk_thresholds_and_configurable_levels():

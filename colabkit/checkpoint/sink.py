@@ -1,0 +1,116 @@
+"""Where a captured checkpoint goes: staged and committed by the writer process, or written inline.
+
+Copying the state into a reused staging buffer is the only stall of the training thread; the
+writer process serialises, hashes, fsyncs and commits. When the state doesn't fit in the free
+memory the staging would need, it is written straight from the live state on this thread
+instead, which pauses training until it is on disk (said when it happens).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+from ..errors import warn
+from ..units import format_bytes
+from . import codec, state
+from .store import CheckpointStore
+
+RAM_HEADROOM = 0.8  # staging may take at most this share of the memory that is free
+
+
+class Sink:
+    def __init__(self, store: CheckpointStore, mirror: CheckpointStore | None = None):
+        self.store, self.mirror = store, mirror
+        self._writer = None
+        self._buffer = None
+        self._inline_result: dict | None = None
+
+    def start(self) -> None:
+        """Start the writer process now, so the first scheduled save doesn't wait for it."""
+        self._writer_process()
+
+    @property
+    def busy(self) -> bool:
+        """A save is still being written."""
+        return self._writer is not None and self._writer.in_flight is not None
+
+    def save(self, payload: codec.Payload, sources: list[state.Source]) -> None:
+        """Hand over a checkpoint whose sources are laid out already (state.layout)."""
+        buffer = self._staging(payload.data_size)
+        if buffer is None:
+            self._inline_result = self._write_inline(payload, sources)
+            return
+        state.stage(sources, buffer.buf)
+        self._writer_process().submit({"root": str(self.store.root), "keep": self.store.keep, "payload": payload,
+                                       "mirror": str(self.mirror.root) if self.mirror else None}, buffer)
+
+    def poll(self) -> dict | None:
+        """The result of the last save once it is done, once; None while writing or when nothing is new."""
+        if self._inline_result is not None:
+            result, self._inline_result = self._inline_result, None
+            return result
+        return self._writer.poll() if self._writer is not None else None
+
+    def wait(self) -> dict | None:
+        """Block until the save in flight is done; its result (None when nothing was in flight)."""
+        if self._inline_result is not None:
+            return self.poll()
+        return self._writer.wait() if self._writer is not None else None
+
+    def _staging(self, size: int):
+        """The staging buffer, reused across saves; None if a new one wouldn't fit in free RAM."""
+        from .writer import StagingBuffer
+
+        if self._buffer is not None and self._buffer.size >= max(size, 1):
+            return self._buffer
+        import psutil
+
+        available = psutil.virtual_memory().available
+        if size > RAM_HEADROOM * available:
+            warn(f"colabkit: this checkpoint needs {format_bytes(size)} of staging memory but only "
+                 f"{format_bytes(available)} is free; writing it directly from the live state instead, which "
+                 "pauses training until it is on disk.")
+            return None
+        # Nothing is in flight here (the Checkpointer collects a save before starting the next), and the
+        # writer keeps its own mapping of an old buffer until it is told of the new one.
+        self._release_buffer()
+        self._buffer = StagingBuffer(size)
+        atexit.register(self.close)  # finish the last save at exit
+        return self._buffer
+
+    def _write_inline(self, payload: codec.Payload, sources) -> dict:
+        try:
+            checkpoint = self.store.commit(
+                payload.step, lambda folder: codec.write_payload(folder, payload, state.chunks(sources)), payload.meta)
+            return {"ok": True, "id": checkpoint.id, "step": checkpoint.step, "bytes": checkpoint.size}
+        except OSError as exc:
+            return {"ok": False, "error": str(exc), "errno": exc.errno, "step": payload.step}
+
+    def _writer_process(self):
+        from .writer import WriterProcess
+
+        if self._writer is None or not self._writer.alive():
+            self._writer = WriterProcess()
+        return self._writer
+
+    def close(self) -> dict | None:
+        """Finish the save in flight (its result is returned), stop the writer, free the staging buffer."""
+        atexit.unregister(self.close)
+        try:
+            return self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self._release_buffer()
+
+    def _release_buffer(self) -> None:
+        if self._buffer is not None:
+            self._buffer.close()
+            self._buffer = None
+
+
+def writes_here() -> bool:
+    """Under torchrun (a multi-GPU SageMaker job) every rank restores, and rank 0 alone writes."""
+    return os.environ.get("RANK", "0") == "0"
