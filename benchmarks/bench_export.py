@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 
@@ -59,16 +58,16 @@ def main() -> None:
                        "COLABKIT_SAGEMAKER_ROLE": "arn:aws:iam::123456789012:role/SageMakerExecution"})
     import boto3
 
-    from colabkit import storage
+    from colabkit import runtime
     from colabkit.checkpoint.checkpointer import Checkpointer
     from colabkit.sagemaker import capture, export
 
     server = start_server(port)
     try:
         with tempfile.TemporaryDirectory() as temp:
-            storage.mount(to=temp)
+            runtime.mount(to=temp)
             weights = np.random.default_rng(0).standard_normal(int(args.gib * (1 << 30) / 4), dtype=np.float32)
-            checkpointer = Checkpointer(to=Path(temp) / "checkpoints", weights=weights)
+            checkpointer = Checkpointer(weights=weights)  # in the storage's checkpoints, where the export looks
             checkpointer.save(wait=True)
             checkpointer.close()
             del weights
@@ -76,7 +75,7 @@ def main() -> None:
             files = sorted(p for p in checkpoint.iterdir() if p.is_file())
             size = sum(p.stat().st_size for p in files)
             cells = capture.Captured((capture.Cell(1, "import numpy as np"), capture.Cell(2, "w = np.zeros(3)")),
-                                     "benchmark", "bench")
+                                     "benchmark", runtime.current().notebook.name)
             exports, bare = [], []
             for _ in range(args.rounds):
                 reset(url)
@@ -88,7 +87,7 @@ def main() -> None:
                 bare.append(time.perf_counter() - start)
                 reset(url)
                 start = time.perf_counter()
-                export.run_export(export.Options("ml.g5.xlarge"), cells, echo=lambda line: None)
+                export.run(export.Options("ml.g5.xlarge"), cells, echo=lambda line: None)
                 exports.append(time.perf_counter() - start)
     finally:
         server.terminate()

@@ -57,3 +57,13 @@ def test_the_writer_finishes_the_drive_copy_before_it_exits(fake_colab, monkeypa
     assert (copy / "manifest.json").is_file()
     store = ck.mirror_store
     assert store.latest_valid()[0].id == "step-1"
+
+
+def test_listing_on_colab_never_opens_drives_consent_prompt(fake_colab, shell):
+    from google.colab import drive
+
+    from conftest import run
+
+    _, out = run(shell, "%checkpoint list")
+    assert drive.CALLS == []  # no mount, no prompt
+    assert "Google Drive is not mounted, so checkpoints kept there are not listed: %mount first" in out.stdout

@@ -1,1 +1,1 @@
-"""Checkpoints that survive the end of a session: store, state codec, writer process, schedule."""
+"""Checkpoints that survive the end of a session: see checkpointer.py for how the parts fit."""

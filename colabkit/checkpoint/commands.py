@@ -48,6 +48,17 @@ def _stores(to) -> list[CheckpointStore]:
     return stores_at(places)
 
 
+def _drive_hint(to) -> str:
+    """On Colab before Drive is mounted, the checkpoints kept there can't be listed: say so."""
+    from .. import platform, runtime, storage
+
+    if to is not None or runtime.current().storage is not None or platform.detect_name() != platform.COLAB:
+        return ""
+    if storage.drive_is_mounted():
+        return ""
+    return "\ncolabkit: Google Drive is not mounted, so checkpoints kept there are not listed: %mount first."
+
+
 def listing(stores: list[CheckpointStore]) -> str:
     lines = []
     for store in stores:
@@ -82,7 +93,7 @@ def run(words: list[str], keep: int, to, trust: bool, namespace: dict):
         print(f"colabkit: saved {last['id']} ({format_bytes(last.get('bytes'))}) in {checkpointer.store.root}")
         return None
     if action == "list":
-        print(listing(_stores(to)))
+        print(listing(_stores(to)) + _drive_hint(to))
         return None
     if action == "restore":
         which = words[1] if len(words) > 1 else "latest"
