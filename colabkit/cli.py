@@ -58,15 +58,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args) -> int:
-    from pathlib import Path
-
-    from .notebook import Notebook, safe_name
+    from .notebook import from_file
     from .runtime import Runtime
     from .sagemaker import arguments, capture, export
 
     captured = capture.read_notebook(args.notebook)
-    path = Path(args.notebook).resolve()
-    runtime = Runtime(notebook=Notebook(safe_name(path.name), path, path.parent, "file"))
+    runtime = Runtime(notebook=from_file(args.notebook))
     if args.storage:
         runtime.mount(to=args.storage)
     outcome = export.run(arguments.options_from(args, args.instance), captured, runtime)

@@ -43,6 +43,12 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or UNNAMED
 
 
+def from_file(path) -> Notebook:
+    """A notebook named by its .ipynb file (`colabkit export NOTEBOOK.ipynb`): storage beside it."""
+    path = Path(path).resolve()
+    return Notebook(safe_name(path.name), path, path.parent, "file")
+
+
 def colab_ipynb(timeout: float = 10.0) -> dict | None:
     """The notebook as Colab's browser holds it now (cells included), or None off Colab or without an
     answer. The one place colabkit asks the frontend for it."""

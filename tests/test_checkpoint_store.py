@@ -34,6 +34,7 @@ def test_commit_list_latest_and_retention(tmp_path):
     for step in (1, 2, 3):
         small_commit(store, step)
     assert [c.id for c in store.list()] == ["step-3", "step-2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-2", "step-3"]  # nothing else, no LATEST hint
     latest, skipped = store.latest_valid()
     assert latest.step == 3 and skipped == []
     manifest = json.loads((tmp_path / "step-3" / "manifest.json").read_text())

@@ -120,7 +120,6 @@ def _read_json(path: Path) -> dict:
 
 def read_notebook(path: str | os.PathLike) -> Captured:
     """Every code cell of an .ipynb file (the terminal's `colabkit export NOTEBOOK.ipynb`)."""
-    from ..notebook import safe_name
+    from ..notebook import from_file
 
-    path = Path(path)
-    return Captured(tuple(_code_cells(_read_json(path))), str(path), safe_name(path.name))
+    return Captured(tuple(_code_cells(_read_json(Path(path)))), str(path), from_file(path).name)

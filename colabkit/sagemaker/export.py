@@ -347,16 +347,18 @@ def to_sagemaker(instance_type: str, notebook: str | None = None, **options) -> 
     wait=True, role=..., ...). Returns the Outcome (its .job is the TrainingJob once submitted)."""
     from .. import platform
     from .. import runtime as runtimes
+    from ..notebook import from_file
 
     known = {f.name for f in fields(Options)} - {"instance_type"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ColabkitError(f"to_sagemaker() has no option {', '.join(unknown)}; it takes {', '.join(sorted(known))}.")
     settings = Options(instance_type=instance_type, **options)
-    runtime = runtimes.current()
-    if notebook is not None:
+    if notebook is not None:  # that file's run, with its own storage beside it
+        runtime = runtimes.Runtime(notebook=from_file(notebook))
         captured = capture.read_notebook(notebook)
     else:
+        runtime = runtimes.current()
         captured = capture.capture(runtime, capture.calling_cell(runtime.shell), settings.all_cells)
     return finish(run(settings, captured, runtime), settings.wait, in_notebook=platform.in_kernel())
 

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import storage
 from ..checkpoint.mirror import copy_checkpoint
 from ..checkpoint.codec import newest_first
 from ..checkpoint.store import CheckpointStore
@@ -155,8 +156,9 @@ class TrainingJob:
         if not uri or self.store is None:
             return None
         job_store = CheckpointStore(temp / "job")
-        for name in newest_first(upload.subfolders(self.s3, f"{uri}/checkpoints")):
-            upload.get_prefix(self.s3, f"{uri}/checkpoints/{name}", job_store.root / name)
+        stored = f"{uri}/{storage.CHECKPOINTS}"  # the job's storage is /opt/ml/checkpoints, synced with `uri`
+        for name in newest_first(upload.subfolders(self.s3, stored)):
+            upload.get_prefix(self.s3, f"{stored}/{name}", job_store.root / name)
             final, _ = job_store.latest_valid()  # the damaged ones downloaded before are skipped
             if final is not None:
                 return final.id if copy_checkpoint(final.path, self.store) else None

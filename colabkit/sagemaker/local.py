@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import storage
 from ..checkpoint.mirror import copy_checkpoint
 from ..checkpoint.store import CheckpointStore
 from ..errors import ColabkitError
@@ -82,7 +83,8 @@ def run(source: SourceFolder, checkpoints: CheckpointStore | None, base: Path, j
     if base.exists():
         raise ColabkitError(f"{base} exists already: choose another job name or remove it.")
     code = _layout(base, source, job_name, channels)
-    job_store = CheckpointStore(base / "checkpoints" / "checkpoints")
+    # Where the job's colabkit keeps its checkpoints: its storage is the /opt/ml/checkpoints stand-in.
+    job_store = CheckpointStore(storage.checkpoint_places(base / "checkpoints").root)
     latest, _ = checkpoints.latest_valid() if checkpoints is not None else (None, [])
     if latest is not None:
         shutil.copytree(latest.path, job_store.root / latest.id)

@@ -80,8 +80,12 @@ def put_folder(s3, folder: Path, uri: str, last: str | None = None) -> int:
 
 
 def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str) -> int:
-    """The checkpoint folder under <checkpoint prefix>/checkpoints/, where the job's store looks."""
-    return put_folder(s3, checkpoint_path, f"{checkpoint_uri}/checkpoints/{Path(checkpoint_path).name}", last=MANIFEST)
+    """The checkpoint folder under <checkpoint prefix>/checkpoints/, where the job's store looks
+    (SageMaker syncs the prefix with /opt/ml/checkpoints, the job's storage: see storage.py)."""
+    from .. import storage
+
+    return put_folder(s3, checkpoint_path, f"{checkpoint_uri}/{storage.CHECKPOINTS}/{Path(checkpoint_path).name}",
+                      last=MANIFEST)
 
 
 def subfolders(s3, uri: str) -> list[str]:
