@@ -116,6 +116,8 @@ class ColabkitMagics(Magics):
         from . import platform, runtime
         from .sagemaker import arguments, capture, export
 
+        if export.inside_job():
+            return None
         args = parse_argstring(self.to_sagemaker, line)
         options = arguments.options_from(args, args.instance_type)
         kernel = runtime.current(self.shell)

@@ -28,6 +28,13 @@ class Runtime:
         self.checkpoints = None  # checkpoint.session.CheckpointSession, while %checkpoint is on
         self._notebook = notebook
         self.lock = threading.RLock()  # starting or stopping a watch or checkpoints
+        self.failed_cells: set[int] = set()  # execution counts of cells that raised: an export leaves them out
+        if shell is not None:
+            shell.events.register("post_run_cell", self._after_cell)
+
+    def _after_cell(self, result) -> None:
+        if not result.success and result.execution_count is not None:
+            self.failed_cells.add(result.execution_count)
 
     @property
     def notebook(self) -> notebooks.Notebook:
@@ -87,6 +94,8 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the watch (its thread and server) and the checkpoints (their save in flight is finished)."""
+        if self.shell is not None and self._after_cell in self.shell.events.callbacks["post_run_cell"]:
+            self.shell.events.unregister("post_run_cell", self._after_cell)
         with self.lock:
             watch, self.watch = self.watch, None
             checkpoints, self.checkpoints = self.checkpoints, None

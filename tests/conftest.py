@@ -116,3 +116,19 @@ def aws(moto_url, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("COLABKIT_SAGEMAKER_ROLE", helper.ROLE)
     return helper
+
+
+@pytest.fixture
+def toolkit():
+    """SageMaker's container toolkit in the venv that tests/run makes (it stands for the job's image)."""
+    import os
+    import subprocess
+
+    venv = os.environ.get("COLABKIT_TOOLKIT_VENV")
+    if not venv:
+        pytest.skip("COLABKIT_TOOLKIT_VENV is not set: run the suite with `bash tests/run`, which makes it")
+    venv = Path(venv)
+    # colabkit must come from the job's own wheel, as in a fresh container.
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-q", "-y", "colabkit"],
+                   capture_output=True, check=False)
+    return venv

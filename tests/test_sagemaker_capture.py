@@ -82,3 +82,22 @@ def test_allow_secret_and_clean_cells():
     secrets.check(cells, allow=("HF_TOKEN",))
     secrets.check([Cell(1, "os.environ['EPOCHS'] = '10'\nlr = 3e-4\npath = '/content/drive/MyDrive/x.csv'")])
     secrets.check([Cell(1, "def broken(:\n")])  # not Python: nothing to find, and the job would fail on it
+
+
+def test_history_leaves_out_the_cells_that_raised(shell, monkeypatch):
+    """The person moved on from a cell that failed: the job must not fail there."""
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    from colabkit import runtime
+
+    for source in ("a = 1", "b = a / 0", "b = a + 1", "%to_sagemaker ml.m5.large --dry-run"):
+        shell.run_cell(source, store_history=True)
+    got = capture(runtime.current(), "%to_sagemaker ml.m5.large --dry-run")
+    assert [c.source for c in got.cells][-2:] == ["a = 1", "b = a + 1"]
+
+
+def test_two_exports_in_the_same_second_get_two_names():
+    from colabkit.sagemaker import validate
+
+    names = {validate.job_name_for("My Notebook", 1_800_000_000.0) for _ in range(20)}
+    assert len(names) == 20 and all(validate.job_name(n) == n for n in names)
+    assert all(n.startswith("colabkit-my-notebook-20270115-") for n in names)

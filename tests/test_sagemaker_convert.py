@@ -1,45 +1,62 @@
-"""The exported source folder: requirements, cells, the colabkit wheel, and entry.py running them."""
+"""The exported source folder and the job's side of it: requirements, cells as the notebook has
+them, the colabkit wheel, and the runner running them as Colab would (in a subprocess, as a job)."""
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
 
-from IPython.core.inputtransformer2 import TransformerManager
+import pytest
+from packaging.requirements import Requirement
 
 from colabkit import __version__
+from colabkit.sagemaker import packages, portability
 from colabkit.sagemaker.capture import Cell
-from colabkit.sagemaker.convert import convert, split_installs
+from colabkit.sagemaker.convert import convert
 
 
-def test_installs_become_requirements_and_leave_the_cells():
-    packages, cell = split_installs(Cell(1, "!pip install -q timm==0.9.16 'numpy<2' --index-url https://x/simple\n"
-                                            "%pip install -U transformers\nimport timm\n!ls -la"))
-    assert packages == ["timm==0.9.16", "numpy<2", "transformers"]
-    assert cell.source.splitlines() == [
-        "# (installed from requirements.txt) !pip install -q timm==0.9.16 'numpy<2' --index-url https://x/simple",
-        "# (installed from requirements.txt) %pip install -U transformers", "import timm", "!ls -la"]
-    packages, cell = split_installs(Cell(2, "%%capture\n!pip install foo"))
-    assert packages == [] and cell.source == "%%capture\n!pip install foo"  # a cell magic runs as is
+def test_the_cells_travel_as_they_are_and_requirements_pin_what_they_import_without_installing(tmp_path):
+    cells = [Cell(1, "!pip install -q timm==0.9.16 'numpy<2' --index-url https://x/simple  # pinned"),
+             Cell(2, "if IN_COLAB:\n    %pip install -U transformers\nimport timm, transformers, safetensors, torch"),
+             Cell(3, "import os, json, psutil\nfrom cv2 import imread\nimport google.colab, no_such_module_here")]
+    assert packages.pip_installs(cells) == {"timm", "numpy", "transformers"}
+    needs = packages.requirements(cells, frozenset({"torch"}), in_kernel=True)
+    from importlib import metadata
+
+    assert needs.pins == [f"safetensors=={metadata.version('safetensors')}", f"psutil=={metadata.version('psutil')}"]
+    assert [n.split(",")[0] for n in needs.notes] == ["cell 3", "cell 3"]
+    assert "imports cv2" in needs.notes[0] and "imports no_such_module_here" in needs.notes[1]
+    colab = packages.requirements(cells, frozenset({"torch"}), in_kernel=False)  # a terminal export: Colab's list
+    versions = packages.colab_versions()
+    assert colab.pins == [f"safetensors=={versions['safetensors']}", f"psutil=={versions['psutil']}",
+                          f"opencv-python=={versions['opencv-python']}"]
+    assert len(colab.notes) == 1 and "imports no_such_module_here" in colab.notes[0]
+    for pin in colab.pins:
+        Requirement(pin)  # each line is a requirement pip reads
+    out = convert(cells, tmp_path / "source", colab.pins)
+    assert [c["source"] for c in json.loads((out.path / "cells.json").read_text())] == [c.source for c in cells]
+    lines = (out.path / "requirements.txt").read_text().splitlines()
+    assert lines[0] == f"./colabkit-{__version__}-py3-none-any.whl" and lines[1:] == colab.pins
+    assert sorted(p.name for p in out.path.iterdir()) == [
+        "cells.json", f"colabkit-{__version__}-py3-none-any.whl", "entry.py", "requirements.txt"]
 
 
-def test_source_folder(tmp_path):
-    cells = [Cell(1, "!pip install colabkit einops==0.8.0"), Cell(2, "x = 1"), Cell(3, "%pip install einops==0.8.0")]
-    out = convert(cells, tmp_path / "source")
-    names = sorted(p.name for p in out.path.iterdir())
-    assert names == ["cells.json", "colabkit-%s-py3-none-any.whl" % __version__, "entry.py", "requirements.txt"]
-    assert (out.path / "requirements.txt").read_text().splitlines() == [
-        "einops==0.8.0", f"./colabkit-{__version__}-py3-none-any.whl"]  # never `colabkit` from PyPI
-    saved = json.loads((out.path / "cells.json").read_text())
-    assert [c["number"] for c in saved] == [1, 2, 3] and saved[1]["source"] == "x = 1"
+def test_torch_cuda_builds_are_pinned_by_their_public_version():
+    assert packages._public("2.11.0+cu128") == "2.11.0"
+    needs = packages.requirements([Cell(1, "import torchvision")], frozenset(), in_kernel=False)
+    assert needs.pins == ["torchvision==" + packages.colab_versions()["torchvision"].split("+")[0]]
 
 
-def test_the_wheel_installs_offline_and_is_this_colabkit(tmp_path):
-    out = convert([Cell(1, "x = 1")], tmp_path / "source")
+def test_the_wheel_is_this_colabkit_installs_offline_and_is_the_same_bytes_every_time(tmp_path):
+    out = convert([Cell(1, "x = 1")], tmp_path / "source", [])
+    again = convert([Cell(1, "x = 1")], tmp_path / "again", [])
     wheel = next(out.path.glob("*.whl"))
+    assert wheel.read_bytes() == next(again.path.glob("*.whl")).read_bytes()
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert "colabkit/checkpoint/store.py" in names and "colabkit/views/served_panel.html" in names
+    assert "colabkit/sagemaker/colab-packages.txt" in names
     assert not [n for n in names if "__pycache__" in n]
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
@@ -50,35 +67,96 @@ def test_the_wheel_installs_offline_and_is_this_colabkit(tmp_path):
     assert shown[0] == __version__ and shown[1].startswith(str(target))
 
 
-def test_entry_runs_the_cells_with_magics_and_names_the_failing_cell(tmp_path):
-    cells = [Cell(1, "%load_ext colabkit\nvalues = [1, 2]"), Cell(2, "files = !echo hello\nprint(files[0], sum(values))"),
-             Cell(3, "print('before')\n1 / 0"), Cell(4, "print('never')")]
-    out = convert(cells, tmp_path / "source")
-    done = subprocess.run([sys.executable, "entry.py"], cwd=out.path, capture_output=True, text=True, timeout=60)
+def run_job(tmp_path, sources, env=None):
+    """The job's side, as the toolkit starts it: `python entry.py` in the source folder."""
+    out = convert([Cell(i + 1, s) for i, s in enumerate(sources)], tmp_path / "source", [])
+    content, model = tmp_path / "content", tmp_path / "model"
+    environment = {**os.environ, "COLABKIT_CONTENT": str(content), "SM_MODEL_DIR": str(model), **(env or {})}
+    done = subprocess.run([sys.executable, "entry.py"], cwd=out.path, capture_output=True, text=True, timeout=120,
+                          env=environment, stdin=subprocess.DEVNULL)
+    return done, content, model
+
+
+def test_a_failing_command_fails_its_cell_and_the_job_naming_cell_line_and_command(tmp_path):
+    done, _, _ = run_job(tmp_path, ["%load_ext colabkit\nvalues = [1, 2]",
+                                    "files = !echo hello\nprint(files[0], sum(values))\n!true",
+                                    "print('before')\n!python does_not_exist.py\nprint('after')",
+                                    "print('never')"])
     assert done.returncode == 1
-    assert "hello 3" in done.stdout and "before" in done.stdout and "never" not in done.stdout
-    assert "cell 3 failed with ZeroDivisionError" in done.stderr and "--- cell 3 ---\nprint('before')\n1 / 0" in done.stderr
-    ok = convert(cells[:2], tmp_path / "ok")
-    assert subprocess.run([sys.executable, "entry.py"], cwd=ok.path, capture_output=True, timeout=60).returncode == 0
+    assert "hello 3" in done.stdout and "before" in done.stdout and "after" not in done.stdout
+    assert "never" not in done.stdout
+    assert "cell 3, line 2 failed with CommandFailed: the command `!python does_not_exist.py` exited with status 2" \
+        in done.stderr
+    assert "\x1b[" not in done.stdout + done.stderr  # plain text for CloudWatch and output/failure
+    going_on, _, _ = run_job(tmp_path / "b", ["!python does_not_exist.py || true", "print('went on')"])
+    assert going_on.returncode == 0 and "went on" in going_on.stdout
 
 
-def test_colab_only_lines_and_earlier_exports_become_what_runs_in_a_job():
-    source = ("from google.colab import drive\n"
-              "drive.mount('/content/drive')\n"
-              "if True:\n"
-              "    %to_sagemaker ml.g5.xlarge --local\n"
-              "import colabkit\n"
-              "colabkit.to_sagemaker('ml.g5.xlarge',\n"
-              "                      local=True)\n"
-              "x = 1")
-    _, cell = split_installs(Cell(3, source))
-    lines = cell.source.splitlines()
-    assert lines[0] == "pass  # colabkit: Colab only, was from google.colab import drive"
-    assert lines[1] == "import colabkit; colabkit.mount()  # colabkit: was drive.mount('/content/drive')"
-    assert lines[3] == "    pass  # colabkit: the export does not run in the job, was %to_sagemaker ml.g5.xlarge --local"
-    assert lines[5].startswith("pass  # colabkit: the export") and lines[6].startswith("# ")
-    assert lines[7] == "x = 1"
-    compile(TransformerManager().transform_cell(cell.source), "cell", "exec")  # still valid Python
+def test_a_failing_bash_cell_and_an_exception_fail_the_job(tmp_path):
+    bash, _, _ = run_job(tmp_path, ["%%bash\necho hi\nexit 3", "print('never')"])
+    assert bash.returncode == 1 and "cell 1" in bash.stderr and "CalledProcessError" in bash.stderr
+    raised, _, _ = run_job(tmp_path / "b", ["x = 1", "def f():\n    return 1 / 0\n\nf()"])
+    assert raised.returncode == 1 and "cell 2, line 4 failed with ZeroDivisionError" in raised.stderr
+
+
+def test_content_is_the_working_folder_and_what_the_cells_write_comes_back(tmp_path):
+    done, content, model = run_job(tmp_path, [
+        "%matplotlib inline\nimport os\nprint('cwd', os.getcwd())",
+        "open('/content/model.pt', 'w').write('weights')\nos.makedirs('runs/exp', exist_ok=True)\n"
+        "open('runs/exp/results.csv', 'w').write('1,2')\nos.makedirs('.cache/hub', exist_ok=True)\n"
+        "open('.cache/hub/big.bin', 'w').write('x' * 100)",
+        "from google.colab import files\nfiles.download('/content/runs/exp/results.csv')",
+    ])
+    assert done.returncode == 0, done.stderr
+    assert f"cwd {content}" in done.stdout
+    kept = sorted(str(p.relative_to(model)) for p in model.rglob("*") if p.is_file())
+    assert kept == ["content/model.pt", "content/runs/exp/results.csv", "downloads/results.csv"]  # no cache
+    assert "results: 2 file(s)" in done.stdout
+
+
+def test_colab_calls_work_or_fail_at_once_and_prompts_never_hang(tmp_path):
+    drive_files = tmp_path / "channel"
+    (drive_files / "MyDrive").mkdir(parents=True)
+    (drive_files / "MyDrive" / "data.csv").write_text("a,b")
+    done, _, _ = run_job(tmp_path, [
+        "from google.colab import drive, userdata, runtime, output\ndrive.mount('/content/drive')\n"
+        "print(open('/content/drive/MyDrive/data.csv').read())\noutput.clear()\nruntime.unassign()",
+        "print(userdata.get('WANDB_API_KEY'))",
+        "name = input('your name? ')",
+    ], env={"SM_CHANNEL_DRIVE": str(drive_files), "WANDB_API_KEY": "from-the-job-environment"})
+    assert "a,b" in done.stdout and "from-the-job-environment" in done.stdout
+    assert done.returncode == 1 and "cell 3, line 1 failed with EOFError: input() waits for someone" in done.stderr
+    upload, _, _ = run_job(tmp_path / "u", ["from google.colab import files\nfiles.upload()"])
+    assert upload.returncode == 1 and "ColabOnly: files.upload() asks the person at the browser" in upload.stderr
+    secret, _, _ = run_job(tmp_path / "s", ["from google.colab import userdata\nuserdata.get('HF_TOKEN')"])
+    assert secret.returncode == 1 and "SecretNotFoundError: Secret HF_TOKEN does not exist in this job" in secret.stderr
+
+
+def test_an_earlier_export_cell_does_not_export_again_inside_the_job(tmp_path):
+    done, _, _ = run_job(tmp_path, ["%load_ext colabkit", "%to_sagemaker ml.g5.xlarge --local", "print('on')"],
+                         env={"TRAINING_JOB_NAME": "job", "SAGEMAKER_BASE_DIR": str(tmp_path / "opt-ml")})
+    assert done.returncode == 0, done.stderr
+    assert "the export cell does not run inside the job" in done.stdout and "on" in done.stdout
+
+
+@pytest.mark.parametrize("source,call,fails", [
+    ("from google.colab import files as f\nf.upload()", "f.upload()", True),
+    ("import google.colab.drive as gd\ngd.mount('/content/gdrive')", "gd.mount()", False),
+    ("from google.colab import auth\nauth.authenticate_user()", "auth.authenticate_user()", True),
+    ("from huggingface_hub import notebook_login\nnotebook_login()", "notebook_login()", True),
+    ("import wandb\nwandb.login()", "wandb.login()", True),
+    ("import wandb\nwandb.login(key=KEY)", None, None),
+    ("from getpass import getpass\ntoken = getpass('token: ')", "getpass()", True),
+    ("from google.colab import output\noutput.enable_custom_widget_manager()", "output.enable_custom_widget_manager()",
+     False),
+])
+def test_colab_only_and_interactive_calls_are_reported_before_anything_is_sent(source, call, fails):
+    found = portability.findings([Cell(4, source)])
+    if call is None:
+        assert found == []
+        return
+    [finding] = found
+    assert (finding.cell, finding.line, finding.call, finding.fails) == (4, 2, call, fails)
 
 
 def test_drive_paths_are_the_existing_files_the_cells_name(tmp_path):

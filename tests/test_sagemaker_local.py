@@ -1,12 +1,15 @@
-"""An exported notebook run as a SageMaker job on this machine: resumes, writes its model, comes back."""
+"""--local runs the request a submit would send, on this machine: resumes, writes its files, comes back,
+and gets only what a job gets."""
+
+import json
 
 import torch
 
+from colabkit import runtime
 from colabkit.checkpoint.checkpointer import Checkpointer
-from colabkit.checkpoint.store import CheckpointStore
-from colabkit.sagemaker import local
-from colabkit.sagemaker.capture import Cell
-from colabkit.sagemaker.convert import convert
+from colabkit.notebook import Notebook
+from colabkit.sagemaker import export
+from colabkit.sagemaker.capture import Captured, Cell
 
 CELLS = [
     "%load_ext colabkit",
@@ -16,43 +19,91 @@ CELLS = [
     "for epoch in colabkit.resumable(range(6)):\n"
     "    opt.zero_grad(); model(torch.ones(2, 4)).sum().backward(); opt.step()\n"
     "    print('epoch', epoch)",
-    "torch.save(model.state_dict(), os.path.join(os.environ['SM_MODEL_DIR'], 'model.pt'))",
+    "torch.save(model.state_dict(), 'model.pt')\n"
+    "print('home', os.environ['HOME'], 'token' if 'HF_TOKEN' in os.environ else 'no token')",
 ]
 
 
-def notebook_trained_three_epochs(store_root):
+def kernel_for(tmp_path, name="train"):
+    folder = tmp_path / "notebooks"
+    folder.mkdir(exist_ok=True)
+    return runtime.Runtime(notebook=Notebook(name, folder / f"{name}.ipynb", folder, "file"))
+
+
+def notebook_trained_three_epochs(kernel):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = Checkpointer(every="1 steps", to=store_root, model=model, optimizer=opt)
+    ck = Checkpointer(every="1 steps", places=kernel.checkpoint_places(), model=model, optimizer=opt)
     for _ in ck.loop(range(3)):
         opt.zero_grad()
         model(torch.ones(2, 4)).sum().backward()
         opt.step()
     ck.close()
-    return model
+    return ck.store
 
 
-def test_the_job_resumes_from_the_notebooks_checkpoint_and_brings_its_own_back(tmp_path):
-    store = CheckpointStore(tmp_path / "storage" / "checkpoints")
-    notebook_trained_three_epochs(store.root)
-    source = convert([Cell(i + 1, s) for i, s in enumerate(CELLS)], tmp_path / "source")
+def test_the_job_resumes_from_the_notebooks_checkpoint_and_its_results_come_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_for_the_job")  # this machine's token must not reach the job
+    monkeypatch.setenv("COLABKIT_NOTEBOOK", "train")  # the checkpoints' writer is this notebook
+    kernel = kernel_for(tmp_path)
+    store = notebook_trained_three_epochs(kernel)
     lines = []
-    result = local.run(source, store, tmp_path / "job", "colabkit-test-job", echo=lines.append)
+    outcome = export.run(export.Options("ml.m5.large", local=True),
+                         Captured(tuple(Cell(i + 1, s) for i, s in enumerate(CELLS)), "test", "train"), kernel,
+                         echo=lines.append)
     log = "\n".join(lines)
-    assert result.succeeded, log
+    ran = outcome.ran
+    assert outcome.succeeded and ran.succeeded, log
     assert "the job starts from step-3" in log and "resumed from step-3" in log
     assert [line for line in lines if line.startswith("epoch")] == ["epoch 3", "epoch 4", "epoch 5"]
-    assert (result.base / "output" / "success").exists() and result.model_files == ("model.pt",)
-    assert result.final_checkpoint == "step-6" and store.latest_valid()[0].id == "step-6"
-    hyperparameters = (result.base / "input" / "config" / "hyperparameters.json").read_text()
-    assert '"sagemaker_program": "\\"entry.py\\""' in hyperparameters  # JSON-encoded strings
+    assert (ran.base / "output" / "success").exists()
+    assert ran.final_checkpoint == "step-6" and store.latest_valid()[0].id == "step-6"
+    # The request a submit sends is what ran: its hyperparameters, JSON-encoded, and its Environment.
+    hyperparameters = json.loads((ran.base / "input" / "config" / "hyperparameters.json").read_text())
+    assert hyperparameters["sagemaker_program"] == '"entry.py"'
+    assert outcome.request["Environment"]["COLABKIT_NOTEBOOK"] == "train"
+    # Only what a job has: its own home, none of this machine's tokens.
+    assert f"home {ran.base / 'home'} no token" in log
+    # model.pt, written in the job's /content, is beside the notebook now.
+    assert (tmp_path / "notebooks" / "model.pt").is_file() and ran.placed == (tmp_path / "notebooks" / "model.pt",)
+    assert "the job's files are in" in log
 
 
 def test_a_failing_cell_fails_the_job_like_the_toolkit(tmp_path):
-    source = convert([Cell(1, "x = 1"), Cell(2, "raise RuntimeError('out of data')")], tmp_path / "source")
+    kernel = kernel_for(tmp_path, "failing")
+    outcome = export.run(export.Options("ml.m5.large", local=True),
+                         Captured((Cell(1, "x = 1"), Cell(2, "raise RuntimeError('out of data')")), "test", "failing"),
+                         kernel, echo=lambda line: None)
+    ran = outcome.ran
+    assert ran.exit_code == 1 and not ran.succeeded and outcome.succeeded is False
+    failure = (ran.base / "output" / "failure").read_text()
+    assert failure.startswith("ExecuteUserScriptError:") and "cell 2, line 1 failed with RuntimeError: out of data" \
+        in failure
+
+
+def test_what_the_cells_install_stays_in_the_jobs_environment(tmp_path):
+    """`!pip install` runs in the job as on Colab, into the job's own environment, never the kernel's."""
+    import importlib.util
+
+    wheel_dir = tmp_path / "wheels"
+    wheel_dir.mkdir()
+    package = tmp_path / "pkg"
+    (package / "colabkit_probe").mkdir(parents=True)
+    (package / "colabkit_probe" / "__init__.py").write_text("VALUE = 42\n")
+    (package / "pyproject.toml").write_text('[project]\nname = "colabkit-probe"\nversion = "1.0"\n'
+                                            '[build-system]\nrequires = ["setuptools"]\n'
+                                            'build-backend = "setuptools.build_meta"\n')
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheel_dir), str(package)], check=True)
+    cells = (Cell(1, f"!pip install -q --no-index --find-links {wheel_dir} colabkit-probe"),
+             Cell(2, "import colabkit_probe\nprint('probe', colabkit_probe.VALUE)"))
     lines = []
-    result = local.run(source, None, tmp_path / "job", "colabkit-failing-job", echo=lines.append)
-    assert result.exit_code == 1 and not result.succeeded
-    failure = (result.base / "output" / "failure").read_text()
-    assert failure.startswith("ExecuteUserScriptError:") and "cell 2 failed with RuntimeError: out of data" in failure
+    outcome = export.run(export.Options("ml.m5.large", local=True), Captured(cells, "test", "probe"),
+                         kernel_for(tmp_path, "probe"), echo=lines.append)
+    assert outcome.succeeded, "\n".join(lines)
+    assert "probe 42" in lines
+    assert importlib.util.find_spec("colabkit_probe") is None  # not in this kernel's environment

@@ -11,6 +11,7 @@ import tarfile
 import time
 
 import pytest
+from pathlib import Path
 from botocore.stub import Stubber
 from conftest import run
 from IPython.core.error import UsageError
@@ -159,25 +160,67 @@ def test_only_rank_zero_writes_checkpoints_and_every_rank_restores(tmp_path, mon
     assert [c.id for c in other.store.list()] == ["step-0"]
 
 
+def pytorch(version):
+    return images.Framework("pytorch", version, images.TORCH_MODULES, "test")
+
+
 @pytest.mark.parametrize("region,instance,torch,uri", [
     ("us-east-1", "ml.g5.xlarge", "2.5.0+cu121", "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1-gpu-py311"),
     ("af-south-1", "ml.m5.xlarge", "2.8.1", "626614931356.dkr.ecr.af-south-1.amazonaws.com/pytorch-training:2.8.0-cpu-py312"),
-    ("il-central-1", "ml.p4d.24xlarge", "2.10.0", "780543022126.dkr.ecr.il-central-1.amazonaws.com/pytorch-training:2.10.0-gpu-py313"),
+    ("il-central-1", "ml.p4d.24xlarge", "2.7.0", "780543022126.dkr.ecr.il-central-1.amazonaws.com/pytorch-training:2.7.1-gpu-py312"),
     ("cn-north-1", "ml.g4dn.xlarge", "2.6.0", "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-training:2.6.0-gpu-py312"),
-    ("us-gov-west-1", "ml.g5.xlarge", None, "442386744353.dkr.ecr.us-gov-west-1.amazonaws.com/pytorch-training:2.10.0-gpu-py313"),
+    ("us-gov-west-1", "ml.g5.xlarge", None, "442386744353.dkr.ecr.us-gov-west-1.amazonaws.com/pytorch-training:2.8.0-gpu-py312"),
 ])
 def test_the_pytorch_training_image_for_region_instance_and_torch(region, instance, torch, uri):
-    image = images.training_image(region, instance, torch)
+    image = images.training_image(region, instance, pytorch(torch))
     assert image.uri == uri and image.note is None
 
 
 def test_image_versions_the_table_lacks_are_said():
-    newer = images.training_image("us-east-1", "ml.g5.xlarge", "2.13.0+cpu")
-    assert newer.uri.endswith(":2.10.0-gpu-py313") and "torch 2.13.0+cpu" in newer.note
-    older = images.training_image("us-east-1", "ml.g5.xlarge", "1.13.1")
+    newer = images.training_image("us-east-1", "ml.g5.xlarge", pytorch("2.11.0+cu128"))  # Colab's, 2026-08
+    assert newer.uri.endswith(":2.8.0-gpu-py312") and "torch 2.11.0+cu128" in newer.note
+    older = images.training_image("us-east-1", "ml.g5.xlarge", pytorch("1.13.1"))
     assert older.uri.endswith(":2.0.1-gpu-py310") and "--image" in older.note
-    with pytest.raises(ColabkitError, match="does not know the SageMaker PyTorch images of region 'xx-nowhere-1'"):
-        images.training_image("xx-nowhere-1", "ml.g5.xlarge", "2.5.0")
+    with pytest.raises(ColabkitError, match="no PyTorch training image in region 'xx-nowhere-1'"):
+        images.training_image("xx-nowhere-1", "ml.g5.xlarge", pytorch("2.5.0"))
+    with pytest.raises(ColabkitError, match="no PyTorch training image in region 'us-iso-east-1'"):
+        images.training_image("us-iso-east-1", "ml.g5.xlarge", pytorch("2.8.0"))  # not published there
+
+
+@pytest.mark.parametrize("modules,versions,instance,family,uri_end", [
+    ({"tensorflow", "numpy"}, {"tensorflow": "2.19.1"}, "ml.g5.xlarge", "tensorflow", "tensorflow-training:2.19.0-gpu-py312"),
+    ({"keras"}, {"tensorflow": "2.16.1"}, "ml.m5.large", "tensorflow", "tensorflow-training:2.16.2-cpu-py310"),
+    ({"transformers", "datasets"}, {"transformers": "4.56.1", "torch": "2.8.0"}, "ml.g5.xlarge", "huggingface",
+     "huggingface-pytorch-training:2.8.0-transformers4.56.2-gpu-py312-cu129-ubuntu22.04"),
+    ({"transformers"}, {"transformers": "5.15.0", "torch": "2.11.0"}, "ml.g5.xlarge", "pytorch",
+     "pytorch-training:2.8.0-gpu-py312"),  # no Hugging Face image of that release: PyTorch, transformers pinned
+    ({"transformers"}, {"transformers": "4.56.1", "torch": "2.8.0"}, "ml.m5.large", "pytorch",
+     "pytorch-training:2.8.0-cpu-py312"),  # the Hugging Face images are GPU only
+    ({"sklearn", "pandas"}, {}, "ml.m5.large", "python", "pytorch-training:2.8.0-cpu-py312"),
+    ({"jax", "flax"}, {}, "ml.g5.xlarge", "python", "pytorch-training:2.8.0-gpu-py312"),
+])
+def test_the_image_follows_what_the_cells_import(modules, versions, instance, family, uri_end):
+    framework = images.framework_for(modules, versions.get, instance)
+    assert framework.name == family
+    assert images.training_image("us-east-1", instance, framework).uri.endswith(uri_end)
+
+
+def test_a_tensorflow_notebook_from_the_corpus_gets_the_tensorflow_image(shell, tmp_path):
+    from colabkit.notebook import from_file
+    from colabkit.runtime import Runtime
+    from colabkit.sagemaker import capture, export
+
+    path = Path(__file__).parent / "corpus" / "notebooks" / "tensorflow__docs__beginner.ipynb"
+    kernel = Runtime(notebook=from_file(path))
+    kernel.mount(to=tmp_path)
+    lines = []
+    outcome = export.run(export.Options("ml.g5.xlarge", dry_run=True, region="us-east-1"), capture.read_notebook(path),
+                         kernel, echo=lines.append)
+    image = outcome.request["AlgorithmSpecification"]["TrainingImage"]
+    said = "\n".join(lines)
+    assert "image: the cells import tensorflow: the SageMaker TensorFlow training image" in said
+    # Colab's TensorFlow (2.20 in its 2026-08 list) is newer than any SageMaker image: the nearest, said.
+    assert image.endswith("/tensorflow-training:2.19.0-gpu-py312") and "the notebook runs tensorflow 2.20" in said
 
 
 # -- cost and advice --------------------------------------------------------------------------
@@ -189,7 +232,11 @@ def test_the_estimate_uses_the_measured_pace():
     assert "2000 of 3000 iterations left at 3.6 s each" in text
     assert f"${1.408 * (1 - pricing.TYPICAL_SPOT_SAVING) * 2 * 2:.2f} on Spot" in text
     unknown = pricing.estimate("ml.g5.xlarge", 1, spot=False, pace={"pace": 1.0, "position": 3})
-    assert unknown.hours is None and "expected run time unknown" in "\n".join(unknown.lines())
+    assert unknown.hours is None and "the training loop's time is unknown" in "\n".join(unknown.lines())
+    finished = pricing.estimate("ml.g5.xlarge", 1, spot=False, pace={"pace": 1.0, "position": 3, "total": 3})
+    text = "\n".join(finished.lines())  # nothing left of the loop is not a free job
+    assert finished.hours is None and "$0.00" not in text and "finished all 3 iterations" in text
+    assert "not counted: the job's start (minutes), installs" in text
 
 
 def test_advice_from_what_gpuwatch_saw():

@@ -10,18 +10,13 @@ never colabkit itself).
 
 import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch  # noqa: F401  the notebook process has torch: its checkpoint holds torch's random state,
 from conftest import run  # which the job's interpreter (no torch) must be able to skip
 
 import colabkit
 
-TOOLKIT = os.environ.get("COLABKIT_TOOLKIT_VENV")
-pytestmark = pytest.mark.skipif(not TOOLKIT, reason="COLABKIT_TOOLKIT_VENV is not set (.ci/run makes the venv)")
 
 NOTEBOOK = [
     "%load_ext colabkit",
@@ -36,15 +31,6 @@ NOTEBOOK = [
     "%gpuwatch --once",
     "np.save(os.path.join(os.environ.get('SM_MODEL_DIR', '.'), 'w.npy'), w)",
 ]
-
-
-@pytest.fixture
-def toolkit():
-    venv = Path(TOOLKIT)
-    # colabkit must come from the job's own wheel, as in a fresh container.
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-q", "-y", "colabkit"],
-                   capture_output=True, check=False)
-    return venv
 
 
 def submit(shell, cells, line="%to_sagemaker ml.m5.xlarge"):
@@ -85,7 +71,7 @@ def test_a_failing_cell_fails_the_container_job(shell, aws, toolkit, tmp_path):
     assert done.returncode != 0
     failure = (tmp_path / "opt-ml" / "output" / "failure").read_text()
     assert failure.startswith("ExecuteUserScriptError:")
-    assert "cell 2 failed with RuntimeError: out of data" in done.stdout + done.stderr
+    assert "cell 2, line 2 failed with RuntimeError: out of data" in done.stdout + done.stderr
 
 
 def test_drive_files_the_cells_read_travel_as_a_channel(fake_colab, aws, toolkit, tmp_path):

@@ -19,17 +19,47 @@ from pathlib import Path
 from ..errors import ColabkitError
 
 
+# Cell magics whose body is the notebook's own code: it is read as code (for installs, imports and
+# Colab calls), where the body of %%bash or %%writefile is not.
+CODE_CELL_MAGICS = ("%%capture", "%%time", "%%timeit")
+
+
 @dataclass(frozen=True)
 class Cell:
     number: int  # 1-based, as a person counts the notebook's code cells
     source: str
 
     @cached_property
+    def _code(self) -> tuple[str, int]:
+        """The code to read, and how many lines of the cell come before it."""
+        blank = len(self.source) - len(self.source.lstrip("\n"))  # empty lines above the magic
+        first, _, body = self.source[blank:].partition("\n")
+        if first.split()[:1] and first.split()[0] in CODE_CELL_MAGICS:
+            return body, blank + 1
+        return self.source, 0
+
+    @cached_property
     def python(self) -> str:
-        """The cell as IPython runs it: magics and `!` lines turned into Python calls."""
+        """The cell's code as IPython runs it: magics and `!` lines turned into Python calls."""
         from IPython.core.inputtransformer2 import TransformerManager
 
-        return TransformerManager().transform_cell(self.source)
+        return TransformerManager().transform_cell(self._code[0])
+
+    def raw_line(self, line: int) -> int:
+        """The line of the cell as the person sees it, for a line of its transformed Python (IPython
+        joins a `!command \\` and its continuation lines into one)."""
+        code, before = self._code
+        if len(self.python.splitlines()) == len(code.splitlines()):
+            return line + before
+        raw, starts, index = code.splitlines(), [], 0
+        while index < len(raw):
+            starts.append(index + 1)
+            if raw[index].lstrip().startswith(("!", "%")) and not raw[index].lstrip().startswith("%%"):
+                while raw[index].rstrip().endswith("\\") and index + 1 < len(raw):
+                    index += 1
+            index += 1
+        known = len(starts) == len(self.python.splitlines()) and 0 < line <= len(starts)
+        return (starts[line - 1] if known else line) + before
 
     @cached_property
     def tree(self) -> ast.Module | None:
@@ -79,12 +109,14 @@ def _upto(cells: list[Cell], calling_source: str | None) -> list[Cell]:
         "saved yet). Save the notebook (Ctrl+S) and run the export again, or use --all.")
 
 
-def _history(shell, calling_source: str | None) -> list[Cell]:
-    raw = list(getattr(shell.history_manager, "input_hist_raw", []))[1:]
-    if calling_source is not None and raw and raw[-1] == calling_source:
-        raw = raw[:-1]  # the last input is the cell running the export
-    sources = [source for source in raw if source.strip()]
-    return [Cell(i + 1, source) for i, source in enumerate(sources)]
+def _history(shell, calling_source: str | None, failed: set[int]) -> list[Cell]:
+    """What ran in this session, in order: not the cells that raised (the person moved on from
+    them), nor the cell running the export."""
+    raw = list(getattr(shell.history_manager, "input_hist_raw", []))
+    last = len(raw) - 1
+    ran = [source for count, source in enumerate(raw) if count and count not in failed and source.strip()
+           and not (count == last and calling_source is not None and source == calling_source)]
+    return [Cell(i + 1, source) for i, source in enumerate(ran)]
 
 
 def capture(runtime, calling_source: str | None = None, all_cells: bool = False) -> Captured:
@@ -103,7 +135,7 @@ def capture(runtime, calling_source: str | None = None, all_cells: bool = False)
     if runtime.shell is None:
         raise ColabkitError("There is no notebook to export here: run the export from a notebook, or "
                             "give the .ipynb file to `colabkit export NOTEBOOK.ipynb`.")
-    return Captured(tuple(_history(runtime.shell, upto)), "history", name)
+    return Captured(tuple(_history(runtime.shell, upto, runtime.failed_cells)), "history", name)
 
 
 def _read_json(path: Path) -> dict:

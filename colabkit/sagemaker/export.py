@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..errors import ColabkitError
 from ..units import parse_duration
-from . import aws, capture, convert, images, launch, local, pricing, request, secrets, upload, validate
+from . import (aws, capture, convert, images, launch, local, packages, portability, pricing, request, results, secrets,
+               upload, validate)
 
 DRIVE_CHANNEL = "drive"
 PLACEHOLDER_ACCOUNT = "ACCOUNT"  # --dry-run without credentials
@@ -71,9 +72,11 @@ class Export:
     cells: tuple[capture.Cell, ...]  # as captured, parsed once
     folder: Path
     source: convert.SourceFolder
+    framework: images.Framework
     store: object  # the notebook's CheckpointStore: the job starts from it, and its checkpoints come back to it
     checkpoint: object  # its latest valid Checkpoint, or None
     drive_files: tuple[Path, ...]
+    notebook_folder: Path  # where the files the job's cells write come back to
 
 
 def _notebook_store(runtime):
@@ -103,23 +106,49 @@ def _own_checkpoint(store, notebook: str):
 
 
 def prepare(captured: capture.Captured, options: Options, runtime, echo=print) -> Export:
-    """Check the cells, write the source folder, find the checkpoint and the Drive files."""
-    from .. import storage
+    """Check the cells, say what behaves differently in a job, write the source folder, find the
+    checkpoint and the Drive files."""
+    from .. import platform, storage
 
     if not captured.cells:
         raise ColabkitError("There are no code cells to export before this one.")
     secrets.check(captured.cells, options.allow_secrets)
+    in_kernel = runtime.shell is not None  # the notebook's own kernel: the versions it ran with
+    version_of = _kernel_version if in_kernel else packages.colab_versions().get
+    framework = images.framework_for({i.module for i in packages.imports(captured.cells)},
+                                     lambda name: version_of(packages.normalize(name)), options.instance_type)
+    needs = packages.requirements(captured.cells, framework.provides, in_kernel)
     name = validate.job_name_for(captured.name, time.time())
     folder = runtime.storage_root() / "sagemaker" / name
-    source = convert.convert(captured.cells, folder / "source")
+    source = convert.convert(captured.cells, folder / "source", needs.pins)
     drive_files = tuple(convert.drive_paths(captured.cells, storage.DRIVE_MOUNTPOINT))
     store = _notebook_store(runtime)
     checkpoint = _own_checkpoint(store, captured.name)
-    echo(f"[colabkit] exported {len(captured.cells)} cell(s) from {captured.origin} to {source.path}"
-         + (f"; requirements: {', '.join(source.requirements)}" if source.requirements else ""))
+    echo(f"[colabkit] exported {len(captured.cells)} cell(s) from {captured.origin} to {source.path}")
+    echo(f"[colabkit] image: {framework.reason}")
+    if source.requirements:
+        versions = "this kernel's" if in_kernel else f"Colab's ({packages.COLAB_LIST_DATE})"
+        echo(f"[colabkit] the job installs what the cells import and don't install, at {versions} versions: "
+             + ", ".join(source.requirements))
+    for note in needs.notes:
+        echo(f"[colabkit] WARNING: {note}")
+    for finding in portability.findings(captured.cells):
+        echo(f"[colabkit] {'WARNING: ' if finding.fails else ''}{finding}")
     if drive_files:
         echo(f"[colabkit] Drive files the cells read go with the job: {', '.join(map(str, drive_files))}")
-    return Export(name, captured.name, captured.cells, folder, source, store, checkpoint, drive_files)
+    echo(f"[colabkit] {results.RULE}")
+    notebook_folder = runtime.notebook.folder if platform.detect_name() != platform.COLAB else Path.cwd()
+    return Export(name, captured.name, captured.cells, folder, source, framework, store, checkpoint, drive_files,
+                  notebook_folder)
+
+
+def _kernel_version(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _stage_drive(export: Export, into: Path) -> Path:
@@ -133,14 +162,6 @@ def _stage_drive(export: Export, into: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if path.is_dir() else shutil.copyfile)(path, target)
     return into
-
-
-def _torch_version() -> str | None:
-    """The torch the notebook runs, when it imported torch (the image follows it)."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    return str(torch.__version__) if torch is not None else None
 
 
 def usage(runtime) -> pricing.Usage | None:
@@ -166,7 +187,7 @@ def plan(export: Export, options: Options, connection=None, echo=print) -> reque
     if options.image:
         image = images.Image(options.image)
     else:
-        image = images.training_image(region, options.instance_type, _torch_version())
+        image = images.training_image(region, options.instance_type, export.framework)
         if image.note:
             echo(f"[colabkit] note: {image.note}")
     try:
@@ -175,7 +196,9 @@ def plan(export: Export, options: Options, connection=None, echo=print) -> reque
         if connection is not None:
             raise
         role = f"arn:aws:iam::{account}:role/YOUR-SAGEMAKER-ROLE"
-        echo("[colabkit] note: no role given (--role ARN or COLABKIT_SAGEMAKER_ROLE); the request shows a placeholder")
+        if options.mode == DRY_RUN:
+            echo("[colabkit] note: no role given (--role ARN or COLABKIT_SAGEMAKER_ROLE); the request shows a "
+                 "placeholder")
     max_run = int(parse_duration(options.max_run))
     spot = not options.on_demand and export.checkpoint is not None
     if not options.on_demand and not spot:
@@ -232,11 +255,12 @@ def _cost(built: request.Plan, export: Export, runtime, echo, connection: aws.Aw
     return estimate
 
 
-def run_local(export: Export, echo=print) -> local.LocalRun:
+def run_local(export: Export, body: dict, echo=print) -> local.LocalRun:
+    """The request a submit would send, run on this machine (see local.py)."""
     with tempfile.TemporaryDirectory() as temp:
         channels = {DRIVE_CHANNEL: _stage_drive(export, Path(temp) / DRIVE_CHANNEL)} if export.drive_files else {}
-        return local.run(export.source, export.store, export.folder / "local", export.name, channels=channels,
-                         environment=_job_environment(export), echo=echo)
+        return local.run(body, export.source, export.store, export.folder / "local", channels=channels,
+                         notebook_folder=export.notebook_folder, echo=echo)
 
 
 def submit(export: Export, built: request.Plan, body: dict, estimate: pricing.Estimate, connection: aws.Aws,
@@ -267,7 +291,8 @@ def submit(export: Export, built: request.Plan, body: dict, estimate: pricing.Es
         connection.client("sagemaker").create_training_job(**body)
     echo(f"[colabkit] submitted {built.job_name} ({built.instances} x {built.instance_type}"
          f"{', Spot' if built.spot else ''}) in {built.region}")
-    job = TrainingJob(connection, built.job_name, export.folder, export.store, estimate.on_demand_per_hour)
+    job = TrainingJob(connection, built.job_name, export.folder, export.store, estimate.on_demand_per_hour,
+                      export.notebook_folder)
     job.describe()
     return job
 
@@ -288,14 +313,25 @@ def _valid_or_older(export: Export):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an export did, in one shape for every mode: the request it built (sent or not; None for
-    a local run) and how it went: True/False, or None while a submitted job still runs."""
+    """What an export did, in one shape for every mode: the request it built (sent, run here, or
+    shown) and how it went: True/False, or None while a submitted job still runs."""
     mode: str  # LOCAL, DRY_RUN or SUBMIT
     export: Export
-    request: dict | None
+    request: dict
     succeeded: bool | None
     job: object = None  # the TrainingJob, when submitted
     ran: local.LocalRun | None = None  # the run, with --local
+
+
+def inside_job() -> bool:
+    """Whether this runs inside a SageMaker job, where the notebook's own export cell must not
+    export again (it would submit a job from the job)."""
+    from .. import platform
+
+    if platform.detect_name() != platform.SAGEMAKER_JOB:
+        return False
+    print("[colabkit] the export cell does not run inside the job", flush=True)
+    return True
 
 
 def run(options: Options, captured: capture.Captured, runtime=None, echo=print) -> Outcome:
@@ -309,12 +345,14 @@ def run(options: Options, captured: capture.Captured, runtime=None, echo=print) 
         connection = aws.connect(options.profile, options.region)
         aws.role_arn(options.role, connection.account)
     export = prepare(captured, options, runtime, echo)
-    if options.mode == LOCAL:
-        ran = run_local(export, echo)
-        return Outcome(LOCAL, export, None, ran.succeeded, ran=ran)
     built = plan(export, options, connection, echo)
     body = request.check(request.build(built))
     (export.folder / "request.json").write_text(json.dumps(body, indent=1))
+    if options.mode == LOCAL:
+        if built.distributed:
+            echo("[colabkit] --local runs one training process on this machine; the job starts one per GPU and host")
+        ran = run_local(export, body, echo)
+        return Outcome(LOCAL, export, body, ran.succeeded, ran=ran)
     estimate = _cost(built, export, runtime, echo, connection)
     if options.mode == DRY_RUN:
         echo(json.dumps(body, indent=1))
@@ -341,7 +379,7 @@ def finish(outcome: Outcome, wait: bool, in_notebook: bool, echo=print) -> Outco
     return outcome
 
 
-def to_sagemaker(instance_type: str, notebook: str | None = None, **options) -> Outcome:
+def to_sagemaker(instance_type: str, notebook: str | None = None, **options) -> Outcome | None:
     """The Python API of `%to_sagemaker`: export this notebook's cells above the calling one (or
     every cell of the .ipynb file `notebook`); options as Options' fields (local=True, dry_run=True,
     wait=True, role=..., ...). Returns the Outcome (its .job is the TrainingJob once submitted)."""
@@ -349,6 +387,8 @@ def to_sagemaker(instance_type: str, notebook: str | None = None, **options) -> 
     from .. import runtime as runtimes
     from ..notebook import from_file
 
+    if inside_job():
+        return None
     known = {f.name for f in fields(Options)} - {"instance_type"}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -374,7 +414,7 @@ def follow(job, poll: float = 30.0, echo=print, in_notebook: bool = True):
         if handle is not None:
             show = handle.update
     status = job.wait(poll, echo=echo, show=show)
-    models, checkpoint = job.fetch()
+    models, checkpoint = job.fetch(echo)
     if models:
         echo(f"[colabkit] model files in {job.folder / 'model'}: {', '.join(p.name for p in models)}")
     if checkpoint:

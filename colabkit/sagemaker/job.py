@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 import tarfile
 import tempfile
 import time
@@ -17,16 +18,19 @@ from ..checkpoint.mirror import copy_checkpoint
 from ..checkpoint.codec import newest_first
 from ..checkpoint.store import CheckpointStore
 from ..units import format_duration
-from . import aws, upload
+from . import aws, results, upload
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes a tool in the job may still print
 ENDED = ("Completed", "Failed", "Stopped")
 
 
 class TrainingJob:
     def __init__(self, connection: aws.Aws, name: str, folder: Path, store: CheckpointStore | None = None,
-                 price_per_hour: float | None = None):
+                 price_per_hour: float | None = None, notebook_folder: Path | None = None):
+        """`notebook_folder`: where the files the cells wrote land (results.py)."""
         self.aws, self.name, self.folder, self.store = connection, name, Path(folder), store
+        self.notebook_folder = notebook_folder
         self.price_per_hour = price_per_hour  # on demand, one instance
         self.sagemaker, self.s3, self.logs_client = (connection.client(s) for s in ("sagemaker", "s3", "logs"))
         self.last: dict = {}
@@ -80,7 +84,7 @@ class TrainingJob:
                 self._log_tokens[stream] = reply.get("nextForwardToken")
                 host = stream.split("/", 1)[-1].rsplit("-", 1)[0]  # <job>/algo-1-<epoch seconds>
                 prefix = f"[{host}] " if len(streams) > 1 else ""
-                lines += [prefix + event["message"] for event in reply.get("events", [])]
+                lines += [prefix + ANSI.sub("", event["message"]) for event in reply.get("events", [])]
         return lines
 
     def summary(self) -> str:
@@ -123,11 +127,17 @@ class TrainingJob:
         with aws.errors(f"stopping training job {self.name}"):
             self.sagemaker.stop_training_job(TrainingJobName=self.name)
 
-    def fetch(self) -> tuple[list[Path], str | None]:
-        """Bring the model files into <folder>/model and the newest checkpoint into the run's store."""
+    def fetch(self, echo=print) -> tuple[list[Path], str | None]:
+        """Bring the model files into <folder>/model, the files the cells wrote to where the notebook
+        expects them, and the newest checkpoint into the run's store."""
         self.describe()
         with tempfile.TemporaryDirectory() as temp:
-            return self._fetch_model(Path(temp)), self._fetch_checkpoint(Path(temp))
+            models, checkpoint = self._fetch_model(Path(temp)), self._fetch_checkpoint(Path(temp))
+        if self.notebook_folder is not None:
+            placed, kept_apart = results.place(self.folder / "model", self.notebook_folder)
+            for line in results.describe_placed(placed, kept_apart, self.notebook_folder):
+                echo(line)
+        return models, checkpoint
 
     def _fetch_model(self, temp: Path) -> list[Path]:
         artifact = self.last.get("ModelArtifacts", {}).get("S3ModelArtifacts")

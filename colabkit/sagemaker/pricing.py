@@ -59,10 +59,13 @@ class Estimate:
         lines = [f"cost: {n} x {self.instance_type}: {rate} [{self.source}]"]
         if self.hours is not None:
             per_hour = self.spot_per_hour if self.spot else self.on_demand_per_hour
-            lines.append(f"      expected run time {format_duration(self.hours * 3600)} ({self.basis}): about "
-                         f"${per_hour * n * self.hours:.2f} {'on Spot' if self.spot else 'on demand'}")
+            cost = per_hour * n * self.hours
+            lines.append(f"      the training loop: about {format_duration(max(self.hours * 3600, 1))} ({self.basis}), "
+                         f"{'< $0.01' if cost < 0.01 else f'about ${cost:.2f}'} {'on Spot' if self.spot else 'on demand'}")
         else:
-            lines.append(f"      expected run time unknown ({self.basis})")
+            lines.append(f"      the training loop's time is unknown ({self.basis})")
+        lines.append("      not counted: the job's start (minutes), installs and the cells around the loop; "
+                     "--max-run caps what you pay")
         return lines
 
 
@@ -102,9 +105,12 @@ def estimate(instance_type: str, instances: int, spot: bool, pace: dict | None, 
     hours, basis = None, "no resumable() loop with a known length in the latest checkpoint"
     if pace and pace.get("pace") and pace.get("total"):
         left = max(0, pace["total"] - pace.get("position", 0))
-        hours = left * pace["pace"] / 3600
-        basis = (f"{left} of {pace['total']} iterations left at {pace['pace']:.3g} s each, as measured in the "
-                 "notebook; a faster GPU shortens it")
+        if left:
+            hours = left * pace["pace"] / 3600
+            basis = (f"{left} of {pace['total']} iterations left at {pace['pace']:.3g} s each, as measured in the "
+                     "notebook; a faster GPU shortens it")
+        else:
+            basis = f"the latest checkpoint has finished all {pace['total']} iterations of the resumable() loop"
     return Estimate(instance_type, instances, price, source, hours, basis, spot)
 
 

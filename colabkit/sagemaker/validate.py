@@ -44,9 +44,11 @@ def slug(notebook: str) -> str:
 
 
 def job_name_for(notebook: str, when: float) -> str:
-    """colabkit-<notebook>-<UTC time>, trimmed and cleaned to the job-name pattern."""
+    """colabkit-<notebook>-<UTC time>-<4 random hex digits>, trimmed and cleaned to the job-name
+    pattern: two exports in the same second get two names (and two folders)."""
+    import secrets
     import time
 
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(when))}-{secrets.token_hex(2)}"
     stem = slug(notebook)
     return job_name(f"colabkit-{stem[:63 - len('colabkit--') - len(stamp)]}-{stamp}".replace("--", "-"))

@@ -13,7 +13,7 @@ import importlib.metadata
 import zipfile
 from pathlib import Path
 
-PACKAGE_FILES = ("*.py", "*.html")
+PACKAGE_FILES = ("*.py", "*.html", "*.txt")
 
 
 def _digest(data: bytes) -> str:
@@ -46,5 +46,6 @@ def build(folder: Path) -> Path:
     wheel = Path(folder) / f"colabkit-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in entries.items():
-            archive.writestr(name, data)
+            # A fixed date: the same colabkit gives the same bytes (a --local run's cached env is keyed by them).
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
     return wheel

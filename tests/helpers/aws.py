@@ -77,7 +77,8 @@ def upload_folder(folder: Path, uri: str) -> None:
         s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
-def run_in_container(job: dict, request: dict, base: Path, toolkit: Path, url: str) -> subprocess.CompletedProcess:
+def run_in_container(job: dict, request: dict, base: Path, toolkit: Path, url: str,
+                     timeout: float = 300) -> subprocess.CompletedProcess:
     """Lay out /opt/ml (as `base`) from the job's description, run the toolkit's `train`, then
     sync the checkpoints and model.tar.gz back to S3 as SageMaker does when a job ends.
     `request` supplies Environment, which moto's describe leaves out."""
@@ -101,13 +102,15 @@ def run_in_container(job: dict, request: dict, base: Path, toolkit: Path, url: s
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLAB", "JPY_", "SM_", "SAGEMAKER"))}
     env.update(environment(url))
     env.update(request.get("Environment", {}))
-    # Offline, as in a VPC without internet: the job's requirements are its own colabkit wheel, and
-    # colabkit's dependencies are in the toolkit's venv already.
+    # Offline, as in a VPC without internet: the job's requirements are its own colabkit wheel and
+    # pins of what the "image" (the toolkit's venv: tests/run) has at the test kernel's versions.
     env.update({"SAGEMAKER_BASE_DIR": str(base), "SM_STUDIO_LOCAL_MODE": "true",
                 "TRAINING_JOB_NAME": job["TrainingJobName"], "PIP_NO_INDEX": "1",
-                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"})
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1",
+                # A real container's /content is its own; here the job's stands in a folder of its own.
+                "COLABKIT_CONTENT": str(base / "content")})
     done = subprocess.run([str(toolkit / "bin" / "train")], env=env, cwd=base, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=timeout)
     upload_folder(checkpoints, job["CheckpointConfig"]["S3Uri"])
     if (base / "output" / "success").exists():
         archive = base / "model.tar.gz"
