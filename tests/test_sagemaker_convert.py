@@ -169,3 +169,10 @@ def test_drive_paths_are_the_existing_files_the_cells_name(tmp_path):
     cells = [Cell(1, f"df = open('{mount}/MyDrive/data/a.csv')\nopen('{mount}/MyDrive/missing.csv')"),
              Cell(2, f"DATA = '{mount}/MyDrive/data'\n!ls {mount}/MyDrive\nb = '{mount}/MyDrive/b.txt'")]
     assert drive_paths(cells, str(mount)) == [mount / "MyDrive" / "data", mount / "MyDrive" / "b.txt"]
+
+
+def test_libraries_that_probe_for_colab_find_the_stand_in_as_a_module(tmp_path):
+    done, _, _ = run_job(tmp_path, ["import importlib.util\nprint('spec', importlib.util.find_spec('google.colab').name)\n"
+                                    "print('drive', importlib.util.find_spec('google.colab.drive') is not None)"])
+    assert done.returncode == 0, done.stderr
+    assert "spec google.colab" in done.stdout and "drive True" in done.stdout

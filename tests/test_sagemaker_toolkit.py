@@ -95,3 +95,50 @@ def test_drive_files_the_cells_read_travel_as_a_channel(fake_colab, aws, toolkit
     assert done.returncode == 0, done.stdout + done.stderr
     assert "rows 2" in done.stdout
     assert (fake_colab / "drive").is_symlink()  # the notebook's path leads to the channel
+
+
+DISTRIBUTED = [
+    "%load_ext colabkit",
+    "import os, torch\n"
+    "from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments\n"
+    "torch.manual_seed(0)\n"
+    "config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,\n"
+    "                    intermediate_size=32, max_position_embeddings=32, num_labels=2)\n"
+    "model = BertForSequenceClassification(config)\n"
+    "data = [{'input_ids': torch.randint(0, 64, (12,)), 'labels': torch.tensor(i % 2)} for i in range(64)]",
+    "%checkpoint every 2 steps model",
+    "args = TrainingArguments(output_dir='out', per_device_train_batch_size=4, max_steps=6, save_strategy='no',\n"
+    "                         report_to=[], use_cpu=True, disable_tqdm=True)\n"
+    "trainer = Trainer(model=model, args=args, train_dataset=data)\n"
+    "trainer.train()\n"
+    "print(f\"rank {os.environ.get('RANK', '0')} of {os.environ.get('WORLD_SIZE', '1')} \"\n"
+    "      f\"trained {trainer.state.global_step} steps\")",
+]
+
+
+def test_a_trainer_notebook_runs_as_two_hosts_under_the_toolkits_torchrun(shell, aws, toolkit, tmp_path):
+    """--instances 2 on this machine: two containers of SageMaker's toolkit, hosts 127.0.0.1 and
+    127.0.0.2, torchrun over gloo. Both ranks train; rank 0 alone writes checkpoints."""
+    job = submit(shell, DISTRIBUTED, "%to_sagemaker ml.m5.xlarge --instances 2")
+    sent = __import__("json").loads((job.folder / "request.json").read_text())
+    assert __import__("json").loads(sent["HyperParameters"]["sagemaker_torch_distributed_enabled"]) is True
+    described = aws.client("sagemaker").describe_training_job(TrainingJobName=job.name)
+    hosts = ["127.0.0.1", "127.0.0.2"]
+    done = aws.run_in_container(described, sent, tmp_path / "opt-ml", toolkit, os.environ["AWS_ENDPOINT_URL"],
+                                timeout=400, hosts=hosts)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    assert "torchrun --nnodes 2" in log
+    # The toolkit logs a process's output as it reads it, which can break one print into several lines.
+    said = {host: " ".join(line.split("] ", 1)[1] for line in log.splitlines() if line.startswith(f"[{host}] "))
+            for host in hosts}
+    said = {host: " ".join(text.split()) for host, text in said.items()}
+    assert "rank 0 of 2 trained 6 steps" in said["127.0.0.1"] and "rank 1 of 2 trained 6 steps" in said["127.0.0.2"]
+
+    def written_in_job(host):
+        from colabkit.checkpoint.store import CheckpointStore
+
+        store = CheckpointStore(tmp_path / "opt-ml" / host / "checkpoints" / "checkpoints")
+        return [c.id for c in store.list() if c.manifest["platform"] == "sagemaker-job"]
+
+    assert written_in_job("127.0.0.1") and written_in_job("127.0.0.2") == []

@@ -17,6 +17,7 @@ The export reports each use before anything is sent (portability.py), in the sam
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import shutil
 import sys
@@ -46,6 +47,8 @@ class _Module(types.ModuleType):
 
 def _module(name: str, **attributes) -> types.ModuleType:
     module = _Module(name, f"colabkit's stand-in for {name} inside a SageMaker job")
+    # A spec as an imported module has: libraries probe for Colab with importlib.util.find_spec.
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package="__path__" in attributes)
     for key, value in attributes.items():
         setattr(module, key, value)
     return module

@@ -77,29 +77,28 @@ def upload_folder(folder: Path, uri: str) -> None:
         s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
-def run_in_container(job: dict, request: dict, base: Path, toolkit: Path, url: str,
-                     timeout: float = 300) -> subprocess.CompletedProcess:
-    """Lay out /opt/ml (as `base`) from the job's description, run the toolkit's `train`, then
-    sync the checkpoints and model.tar.gz back to S3 as SageMaker does when a job ends.
-    `request` supplies Environment, which moto's describe leaves out."""
+def _lay_out(job: dict, base: Path, hosts: list[str], current: str) -> None:
+    """What SageMaker puts in a host's /opt/ml before the container starts."""
     config = base / "input" / "config"
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(job["HyperParameters"]))
-    hosts = [f"algo-{i + 1}" for i in range(job["ResourceConfig"]["InstanceCount"])]
     (config / "resourceconfig.json").write_text(json.dumps(
-        {"current_host": hosts[0], "hosts": hosts, "network_interface_name": "eth0"}))
+        {"current_host": current, "hosts": hosts, "network_interface_name": "lo"}))
     channels = {c["ChannelName"]: c for c in job.get("InputDataConfig", [])}
     (config / "inputdataconfig.json").write_text(json.dumps(
         {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
          for name in channels}))
     for name, channel in channels.items():
         download_prefix(channel["DataSource"]["S3DataSource"]["S3Uri"], base / "input" / "data" / name)
-    checkpoints = base / "checkpoints"
-    checkpoints.mkdir()
-    download_prefix(job["CheckpointConfig"]["S3Uri"], checkpoints)
+    (base / "checkpoints").mkdir()
+    download_prefix(job["CheckpointConfig"]["S3Uri"], base / "checkpoints")
     for folder in ("model", "output/data"):
         (base / folder).mkdir(parents=True, exist_ok=True)
+
+
+def _job_env(job: dict, request: dict, base: Path, url: str, toolkit: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLAB", "JPY_", "SM_", "SAGEMAKER"))}
+    env["PATH"] = os.pathsep.join([str(toolkit / "bin"), env.get("PATH", "")])  # the image's torchrun, pip
     env.update(environment(url))
     env.update(request.get("Environment", {}))
     # Offline, as in a VPC without internet: the job's requirements are its own colabkit wheel and
@@ -108,15 +107,43 @@ def run_in_container(job: dict, request: dict, base: Path, toolkit: Path, url: s
                 "TRAINING_JOB_NAME": job["TrainingJobName"], "PIP_NO_INDEX": "1",
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1",
                 # A real container's /content is its own; here the job's stands in a folder of its own.
-                "COLABKIT_CONTENT": str(base / "content")})
-    done = subprocess.run([str(toolkit / "bin" / "train")], env=env, cwd=base, capture_output=True, text=True,
-                          timeout=timeout)
-    upload_folder(checkpoints, job["CheckpointConfig"]["S3Uri"])
-    if (base / "output" / "success").exists():
-        archive = base / "model.tar.gz"
+                "COLABKIT_CONTENT": str(base / "content"), "GLOO_SOCKET_IFNAME": "lo",
+                # What the PyTorch training image sets: its launcher runs the job (torchrun when distributed).
+                "SAGEMAKER_TRAINING_MODULE": "sagemaker_pytorch_container.training:main"})
+    return env
+
+
+def run_in_container(job: dict, request: dict, base: Path, toolkit: Path, url: str,
+                     timeout: float = 300, hosts: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Lay out /opt/ml (as `base`) from the job's description, run the toolkit's `train`, then
+    sync the checkpoints and model.tar.gz back to S3 as SageMaker does when a job ends.
+    `request` supplies Environment, which moto's describe leaves out. With several `hosts`
+    (loopback addresses: the hosts of an --instances N job on this machine), one container per
+    host runs at once, each in a folder of its own (`base`/<host>); their output is joined, the
+    return code is the first failure's, and the first host's model is the job's."""
+    count = job["ResourceConfig"]["InstanceCount"]
+    hosts = hosts or ["algo-1"]
+    assert len(hosts) == count, (hosts, count)
+    bases = [base] if count == 1 else [base / host for host in hosts]
+    running = []
+    for host, root in zip(hosts, bases):
+        _lay_out(job, root, hosts, host)
+        running.append(subprocess.Popen([str(toolkit / "bin" / "train")], env=_job_env(job, request, root, url, toolkit),
+                                        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=timeout) for process in running]
+    codes = [process.returncode for process in running]
+    for root in bases:  # every host syncs its checkpoint folder with the job's checkpoint prefix
+        upload_folder(root / "checkpoints", job["CheckpointConfig"]["S3Uri"])
+    if (bases[0] / "output" / "success").exists():
+        archive = bases[0] / "model.tar.gz"
         with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted((base / "model").iterdir()):
+            for path in sorted((bases[0] / "model").iterdir()):
                 tar.add(path, arcname=path.name)
         bucket, key = _split(job["ModelArtifacts"]["S3ModelArtifacts"])
         client("s3").upload_file(str(archive), bucket, key)
-    return done
+    return subprocess.CompletedProcess(
+        ["train"] * count, next((c for c in codes if c), 0),
+        "".join(f"[{h}] {line}\n" if count > 1 else f"{line}\n" for h, (out, _) in zip(hosts, outputs)
+                for line in out.splitlines()),
+        "".join(f"[{h}] {line}\n" if count > 1 else f"{line}\n" for h, (_, err) in zip(hosts, outputs)
+                for line in err.splitlines()))
