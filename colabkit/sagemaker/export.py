@@ -88,6 +88,8 @@ def _notebook_store(runtime):
     active = session.active(runtime)
     if active is not None:
         active.wait()  # a save in flight is part of the run
+        if not active.schedule.saved_at(active.step):  # one skipped while the writer was busy: take it now
+            active.save(force=True, wait=True)
         return active.store
     return CheckpointStore(runtime.checkpoint_places().root)  # where the job's checkpoints come back to
 

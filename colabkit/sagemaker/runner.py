@@ -9,7 +9,8 @@
   (COLABKIT_CONTENT) and `/content` in the cells' text leads there.
 - `google.colab` is a stand-in (colab_standin.py); input() and getpass() fail at once: a job has
   nobody to answer, and a prompt would hang it until its time runs out.
-- Tracebacks and logs are plain text (no colour codes in CloudWatch or output/failure), and
+- Tracebacks and logs are plain text (no colour codes in CloudWatch or output/failure), a print
+  is one log line, and
   `%matplotlib inline` works (figures are drawn, not shown: there is no screen).
 - At the end, success or not, the files the cells wrote under the working folder are copied to
   the model folder (SM_MODEL_DIR/content/...), which SageMaker uploads as model.tar.gz, by the
@@ -90,6 +91,10 @@ def main(folder: Path) -> int:
         sys.modules["google.colab.drive"].mount(os.environ["COLABKIT_DRIVE_MOUNT"])
     builtins.input = _nobody_answers("input()")
     getpass.getpass = _nobody_answers("getpass()")
+    for stream in (sys.stdout, sys.stderr):
+        # Whole lines: the toolkit logs what it reads as it reads it, and an unbuffered print("a", 1)
+        # would reach CloudWatch as three lines.
+        stream.reconfigure(line_buffering=True, write_through=False)
     os.environ.setdefault("NO_COLOR", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures are drawn to files, never to a screen
     shell = InteractiveShell.instance(colors="nocolor" if _ipython_major() >= 9 else "NoColor")
