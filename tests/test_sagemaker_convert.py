@@ -176,3 +176,10 @@ def test_libraries_that_probe_for_colab_find_the_stand_in_as_a_module(tmp_path):
                                     "print('drive', importlib.util.find_spec('google.colab.drive') is not None)"])
     assert done.returncode == 0, done.stderr
     assert "spec google.colab" in done.stdout and "drive True" in done.stdout
+
+
+def test_nvidia_smi_on_an_instance_without_a_gpu_is_said_before_it_fails_the_job():
+    cells = [Cell(1, "!nvidia-smi\n!nvidia-smi -L || true")]
+    [finding] = portability.findings(cells, gpu=False)
+    assert (finding.line, finding.call, finding.fails) == (1, "!nvidia-smi", True)
+    assert portability.findings(cells, gpu=True) == []

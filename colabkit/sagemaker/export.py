@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ..errors import ColabkitError
 from ..units import parse_duration
-from . import (aws, capture, convert, images, launch, local, packages, portability, pricing, request, results, secrets,
-               upload, validate)
+from . import (aws, capture, convert, hardware, images, launch, local, packages, portability, pricing, request, results,
+               secrets, upload, validate)
 
 DRIVE_CHANNEL = "drive"
 PLACEHOLDER_ACCOUNT = "ACCOUNT"  # --dry-run without credentials
@@ -134,7 +134,7 @@ def prepare(captured: capture.Captured, options: Options, runtime, echo=print) -
              + ", ".join(source.requirements))
     for note in needs.notes:
         echo(f"[colabkit] WARNING: {note}")
-    for finding in portability.findings(captured.cells):
+    for finding in portability.findings(captured.cells, gpu=hardware.has_gpu(options.instance_type)):
         echo(f"[colabkit] {'WARNING: ' if finding.fails else ''}{finding}")
     if drive_files:
         echo(f"[colabkit] Drive files the cells read go with the job: {', '.join(map(str, drive_files))}")

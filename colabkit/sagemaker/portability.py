@@ -89,7 +89,8 @@ def _colab_api(called: str, names: dict[str, str]) -> str | None:
     return f"{api}.{rest}" if rest else api
 
 
-def findings(cells) -> list[Finding]:
+def findings(cells, gpu: bool = True) -> list[Finding]:
+    """What the cells do that behaves differently in a job; `gpu`: whether the job's instance has one."""
     found = []
     names: dict[str, str] = {}
     for cell in cells:
@@ -100,13 +101,27 @@ def findings(cells) -> list[Finding]:
         for node in ast.walk(cell.tree):
             if not isinstance(node, ast.Call):
                 continue
+            line = cell.raw_line(node.lineno)
             called = _dotted(node.func)
-            if called is None:
-                continue
-            finding = _finding(cell.number, cell.raw_line(node.lineno), node, called, names)
+            finding = _finding(cell.number, line, node, called, names) if called is not None else None
+            if finding is None and not gpu:
+                finding = _needs_gpu(cell.number, line, node)
             if finding is not None:
                 found.append(finding)
     return sorted(found, key=lambda f: (f.cell, f.line))
+
+
+def _needs_gpu(cell: int, line: int, node: ast.Call) -> Finding | None:
+    """`!nvidia-smi` on an instance without a GPU: the command fails, and a failed command fails the job."""
+    func = node.func
+    if not (isinstance(func, ast.Attribute) and func.attr == "system" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        return None
+    command = node.args[0].value.strip()
+    if not command.startswith("nvidia-smi") or "||" in command:
+        return None
+    return Finding(cell, line, f"!{command}", "the instance has no GPU, so nvidia-smi fails, and a failed command "
+                   "fails the job there", "choose a GPU instance, remove the line, or end it with `|| true`")
 
 
 def _syntax_error(cell) -> Finding:
