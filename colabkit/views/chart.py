@@ -98,10 +98,11 @@ def svg(points: list[Point], thresholds: Thresholds | None = None, width: int = 
         title: str = "History", gap_after: float | None = None, standalone: bool = False) -> str:
     """The chart as an inline SVG element (`standalone`: an .svg file, on white). `gap_after`:
     seconds without a point that break a line (a stopped kernel) instead of joining across them."""
-    points = thin(points, max(2, (width - GUTTER) // 2))
+    points = thin(points, max(2, (width - GUTTER) // 4))
     found = strips(points, thresholds)
     if len(points) < 2 or not found:
         return f'<div class="ck-chart-empty">{html.escape(title)}: not enough samples yet.</div>'
+    narrow = width < 480
     t0, t1 = points[0].time, points[-1].time
     span = max(t1 - t0, 1e-9)
     plot_w = width - GUTTER - 8
@@ -136,7 +137,10 @@ def svg(points: list[Point], thresholds: Thresholds | None = None, width: int = 
         legend_x = GUTTER
         for color, series in zip(COLORS, strip.series):
             last = next((v for v in reversed(series.values) if v is not None), None)
-            text = f"{series.label} {_pct(last)}" + (f" (peak {_pct(series.peak)})" if series.peak is not None else "")
+            if narrow:  # the bars above say the values now; a narrow legend keeps the peaks
+                text = f"{series.label} peak {_pct(series.peak)}"
+            else:
+                text = f"{series.label} {_pct(last)}" + (f" (peak {_pct(series.peak)})" if series.peak is not None else "")
             out.append(f'<rect x="{legend_x}" y="{top - 10}" width="10" height="3" fill="{color}"/>'
                        f'<text x="{legend_x + 14}" y="{top - 5}" fill="currentColor">{html.escape(text)}</text>')
             legend_x += 26 + 6 * len(text)
@@ -146,11 +150,11 @@ def svg(points: list[Point], thresholds: Thresholds | None = None, width: int = 
                     pen = False
                 if v is None:
                     continue
-                path.append(f'{"L" if pen else "M"}{x:.1f} {y(v):.1f}')
+                path.append(f'{"L" if pen else "M"}{x:.0f} {y(v):.1f}')
                 pen = True
             if path:
                 out.append(f'<path d="{"".join(path)}" fill="none" stroke="{color}" stroke-width="1.5"/>')
-        if strip.level is not None:
+        if strip.level is not None and not narrow:
             out.append(f'<text x="{GUTTER + plot_w}" y="{top - 5}" fill="currentColor" text-anchor="end" opacity=".7">'
                        f'alert {strip.level:.0f}%</text>')
     ticks = 5 if plot_w > 300 else 3

@@ -46,8 +46,9 @@ STYLE = f"""<style>
   --ck-banner:#fbeae8;--ck-banner-fg:#6b1510;
   font:12px/1.45 -apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;color:var(--ck-fg);
   background:var(--ck-bg);border:1px solid var(--ck-border);border-radius:6px;padding:8px 10px;
-  max-width:680px;box-sizing:border-box}}
-body[data-jp-theme-light="false"] .ck-panel,body[data-jp-theme-light="false"] .ck-pinned{{{DARK}}}
+  max-width:680px;box-sizing:border-box;container-type:inline-size}}
+body[data-jp-theme-light="false"] .ck-panel{{{DARK}}}
+.ck-panel > .jupyter-widgets{{margin:0}}
 .ck-panel .widget-html,.ck-panel .widget-html-content{{margin:0;padding:0;line-height:inherit;height:auto;
   white-space:normal;font:inherit;color:inherit;overflow:visible}}
 .ck-head{{display:flex;flex-wrap:wrap;justify-content:space-between;column-gap:12px;font-weight:600;margin-bottom:4px}}
@@ -64,7 +65,6 @@ body[data-jp-theme-light="false"] .ck-panel,body[data-jp-theme-light="false"] .c
 .ck-val{{flex:0 0 17em;font-variant-numeric:tabular-nums;white-space:nowrap}}
 .ck-state{{font-weight:700;margin-left:4px}}
 .ck-note{{color:var(--ck-fg2);margin:0 0 2px 9.5em;padding-left:8px}}
-@media (max-width:520px){{.ck-note{{margin-left:0;padding-left:0}}}}
 .ck-banner{{margin:4px 0}}
 .ck-alert{{background:var(--ck-banner);color:var(--ck-banner-fg);border-left:4px solid var(--ck-alert);
   border-radius:3px;padding:3px 6px;margin:3px 0}}
@@ -73,18 +73,14 @@ body[data-jp-theme-light="false"] .ck-panel,body[data-jp-theme-light="false"] .c
 .ck-sr{{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}}
 .ck-status{{margin:2px 0 4px}}
 .ck-chart{{display:block;margin-top:6px;color:var(--ck-fg)}}
+.ck-chart-narrow{{display:none}}
 .ck-cells{{margin-top:6px;border-collapse:collapse;font:inherit;font-variant-numeric:tabular-nums}}
 .ck-cells th,.ck-cells td{{text-align:left;padding:1px 8px 1px 0;font-weight:400}}
 .ck-cells caption{{text-align:left;font-weight:600}}
 .ck-cells code{{font-size:11px}}
 .ck-compact{{display:none}}
-.ck-pinned{{{_vars('light')};--ck-fg:var(--jp-ui-font-color1,#1f2328);--ck-bg:var(--jp-layout-color1,#fff);
-  --ck-border:var(--jp-border-color2,#c9ced6);font:12px/1.4 -apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;
-  color:var(--ck-fg);cursor:pointer;white-space:nowrap;font-variant-numeric:tabular-nums}}
-.ck-pinned.ck-floating{{position:fixed;right:12px;bottom:10px;z-index:1000;background:var(--ck-bg);
-  border:1px solid var(--ck-border);border-radius:14px;padding:2px 10px;box-shadow:0 1px 4px rgba(0,0,0,.25)}}
-.ck-pinned.ck-in-statusbar{{padding:0 8px;line-height:24px}}
-.ck-pinned .ck-alerting{{color:var(--ck-alert);font-weight:700}}
+@container (max-width:520px){{.ck-chart-wide{{display:none}}.ck-chart-narrow{{display:block}}
+  .ck-note{{margin-left:0;padding-left:0}}}}
 </style>"""
 # The served page has no JupyterLab theme to read: it follows the browser's colour scheme.
 SERVED_STYLE = (f"<style>@media (prefers-color-scheme: dark){{.ck-panel{{{DARK}}}"
@@ -227,7 +223,7 @@ def _announcement(conditions: list[Condition]) -> str:
             f'{html.escape(", ".join(_what(c) for c in active))}</div>')
 
 
-def parts(watcher: Watcher, now: Now | None = None, chart_width: int = 640) -> list[tuple[str, str]]:
+def parts(watcher: Watcher, now: Now | None = None) -> list[tuple[str, str]]:
     """The panel as (name, HTML) pairs, in order: a view updates the parts whose HTML changed."""
     now = now or watcher.now()
     sample, t = now.sample, watcher.thresholds
@@ -263,13 +259,14 @@ def parts(watcher: Watcher, now: Now | None = None, chart_width: int = 640) -> l
         out.append((key, _row("ck-disk", f"disk ({disk.label})", disk.fraction, _memory_value(disk.used, disk.total),
                               state=t.state("disk", disk.fraction),
                               peak=fraction(now.peaks.get(f"{key}_used"), disk.total), level=t.disk)))
-    window = watcher.history.window_points()
-    out.append(("chart", chart.svg(window, t, width=chart_width,
-                                   title=f"Last {format_duration(watcher.history.window)}",
-                                   gap_after=max(5 * watcher.interval, 5.0))))
+    window, title = watcher.history.window_points(), f"Last {format_duration(watcher.history.window)}"
+    gap = max(5 * watcher.interval, 5.0)
+    # Two sizes, the one that fits shown (a container query): a scaled-down chart's text is unreadable.
+    out.append(("chart", f'<div class="ck-chart-wide">{chart.svg(window, t, width=640, title=title, gap_after=gap)}</div>'
+                         f'<div class="ck-chart-narrow">{chart.svg(window, t, width=340, title=title, gap_after=gap)}</div>'))
     if watcher.activity is not None:
         out.append(("cells", cells_table(watcher.activity.top())))
-    out.append(("compact", f'<div class="ck-compact" data-alerts="{sum(c.active for c in now.banner)}">'
+    out.append(("compact", f'<div class="ck-compact" data-seq="{now.seq}" data-alerts="{sum(c.active for c in now.banner)}">'
                            f'{html.escape(compact_line(sample, watcher.platform, now.banner, width=90))}</div>'))
     return out
 
@@ -280,17 +277,22 @@ def panel_html(watcher: Watcher, served: bool = False) -> str:
     return style(served) + f'<div class="ck-panel colabkit-panel">{inner}</div>'
 
 
-def cells_table(cells: list[CellUsage], caption: str = "Cells that used the most memory") -> str:
+def cells_table(cells: list[CellUsage], caption: str = "Cells that used the most memory", inline: str = "") -> str:
+    """The cells that grew memory most. `inline`: a style for every cell, where no stylesheet comes along."""
     if not cells:
         return ""
+    td = f' style="{inline}"' if inline else ""
     rows = []
     for c in cells:
         number = f"[{c.number}]" if c.number is not None else "[ ]"
-        ran = format_duration((c.ended or time.time()) - c.started) if c.ended else "running"
-        rows.append(f"<tr><td>{number} <code>{html.escape(c.source)}</code></td><td>{ran}</td>"
-                    f"<td>{_growth(c.ram_peak, c.ram_growth)}</td><td>{_growth(c.gpu_peak, c.gpu_growth)}</td></tr>")
-    return (f'<table class="ck-cells"><caption>{caption}</caption><thead><tr><th>cell</th><th>ran</th>'
-            f'<th>RAM peak (grew)</th><th>GPU memory peak (grew)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+        ran = format_duration(c.ended - c.started) if c.ended else "running"
+        rows.append(f"<tr><td{td}>{number} <code>{html.escape(c.source)}</code></td><td{td}>{ran}</td>"
+                    f"<td{td}>{_growth(c.ram_peak, c.ram_growth)}</td><td{td}>{_growth(c.gpu_peak, c.gpu_growth)}</td></tr>")
+    head = "".join(f"<th{td}>{h}</th>" for h in ("cell", "ran", "RAM peak (grew)", "GPU memory peak (grew)"))
+    table = ' style="border-collapse:collapse;margin:4px 0;font:inherit"' if inline else ""
+    caption_style = ' style="text-align:left;font-weight:600"' if inline else ""
+    return (f'<table class="ck-cells"{table}><caption{caption_style}>{caption}</caption><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
 
 
 def _growth(peak, growth) -> str:
@@ -395,13 +397,21 @@ def _peak_at(peaks: Peaks, name: str, text: str) -> str:
     return f"{text} at {_clock(peaks.times[name])}" if name in peaks.times else text
 
 
+def _peaks_caption(watcher: Watcher) -> str:
+    """Peaks are the session's: from before this watch when the history file kept them."""
+    session = watcher.history.session_points()
+    if session and watcher.started_at and session[0].time < watcher.started_at - 2 * watcher.interval:
+        return f"Session peaks (since {_clock(session[0].time)}: kept across watches and kernel restarts)"
+    return "Session peaks"
+
+
 def _duration(watcher: Watcher) -> tuple[float | None, float | None, str]:
     start, end = watcher.started_at, watcher.stopped_at or time.time()
     span = f"{_clock(start)}–{_clock(end)} ({format_duration(end - start)})" if start else "no samples"
     return start, end, span
 
 
-def summary_html(watcher: Watcher) -> str:
+def summary_html(watcher: Watcher, watch_id: str = "") -> str:
     """What a stopped (or replaced) watch leaves in its output: duration, peaks, a small chart of
     the session, its alerts and the cells that used most. Inline styles only: a saved notebook
     shows it wherever HTML renders, and its text/plain twin (summary_text) everywhere else."""
@@ -410,18 +420,19 @@ def summary_html(watcher: Watcher) -> str:
     where = f" · {watcher.platform.label}" if watcher.platform is not None else ""
     box = ("font:12px/1.45 -apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;border:1px solid #8b939c;"
            "border-radius:6px;padding:8px 10px;max-width:680px;box-sizing:border-box")
-    rows = "".join(f'<tr><td style="padding:0 12px 0 0">{html.escape(what)}</td><td>{html.escape(text)}</td></tr>'
+    cell = "text-align:left;padding:0 12px 0 0;background:none"  # JupyterLab right-aligns and stripes tables
+    rows = "".join(f'<tr><td style="{cell}">{html.escape(what)}</td><td style="{cell}">{html.escape(text)}</td></tr>'
                    for what, text in _peak_lines(watcher, peaks, sample))
     alerts = "".join(
         f'<li>{_clock(c.since)} {html.escape(c.message)}'
         f'{f" (cleared {_clock(c.cleared)})" if c.cleared is not None else " (still active at the end)"}</li>'
         for c in watcher.conditions())
-    cells = cells_table(watcher.activity.top(5)) if watcher.activity is not None else ""
+    cells = cells_table(watcher.activity.top(5), inline=cell) if watcher.activity is not None else ""
     session = watcher.history.session_points()
-    return (f'<div class="colabkit-summary" style="{box}">'
+    return (f'<div class="colabkit-summary" data-watch="{watch_id}" style="{box}">'
             f'<div style="font-weight:600">colabkit watch ended{html.escape(where)} · {html.escape(span)}</div>'
-            f'<table style="border-collapse:collapse;margin:4px 0;font:inherit"><caption style="text-align:left;font-weight:600">'
-            f'Session peaks</caption>{rows}</table>'
+            f'<table style="border-collapse:collapse;margin:4px 0;font:inherit"><caption style="text-align:left;'
+            f'font-weight:600">{html.escape(_peaks_caption(watcher))}</caption>{rows}</table>'
             + (f'<div style="font-weight:600">Alerts</div><ul style="margin:2px 0 4px 18px;padding:0">{alerts}</ul>'
                if alerts else '<div>No alerts.</div>')
             + cells

@@ -29,32 +29,44 @@ PIN_SCRIPT = """<script>
   const watch = "%(watch)s", staleAfter = %(stale)d;
   document.querySelectorAll(".ck-pinned").forEach(old => old.remove());
   const pin = document.createElement("div");
-  pin.className = "ck-pinned ck-pinned-" + watch;
+  pin.className = "ck-pinned";
   pin.setAttribute("role", "button");
   pin.tabIndex = 0;
   pin.title = "colabkit: show the full panel";
+  // Its own style: it lives outside the output, where the panel's stylesheet may be gone.
+  pin.style.cssText = "font:12px/24px -apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;cursor:pointer;" +
+    "white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:60vw;padding:0 8px;" +
+    "font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color1,#1f2328)";
   const statusBar = document.querySelector("#jp-main-statusbar .jp-StatusBar-Left");
   if (statusBar) { pin.classList.add("ck-in-statusbar"); statusBar.appendChild(pin); }
-  else { pin.classList.add("ck-floating"); document.body.appendChild(pin); }
+  else {
+    pin.classList.add("ck-floating");
+    pin.style.cssText += ";position:fixed;right:12px;bottom:10px;z-index:1000;border-radius:12px;" +
+      "background:var(--jp-layout-color1,#fff);border:1px solid var(--jp-border-color2,#c9ced6);" +
+      "box-shadow:0 1px 4px rgba(0,0,0,.25)";
+    document.body.appendChild(pin);
+  }
   const panel = () => document.querySelector(".ck-watch-" + watch);
   const show = () => { const p = panel(); if (p) p.scrollIntoView({block: "center"}); };
   pin.addEventListener("click", show);
   pin.addEventListener("keydown", e => { if (e.key === "Enter" || e.key === " ") show(); });
-  let source = null, last = null, unchanged = 0;
+  let source = null, lastSeq = null, last = null, unchanged = 0;
   const timer = setInterval(() => {
+    const ended = document.querySelector('.colabkit-summary[data-watch="' + watch + '"]');
     source = (panel() && panel().querySelector(".ck-compact")) || source;
+    const seq = source ? source.dataset.seq : null;
+    unchanged = seq === lastSeq ? unchanged + 1 : 0;
+    lastSeq = seq;
+    // Gone with its watch: the summary took the panel's place, or the panel stopped getting new
+    // readings (its output was cleared, the kernel died), or it never showed.
+    if (ended || unchanged > staleAfter) { clearInterval(timer); pin.remove(); return; }
     const text = source ? source.textContent : null;
-    // The panel updates every interval; a copy that stopped changing while its panel left the
-    // page (the watch stopped, was replaced, or the output was cleared) goes too.
-    unchanged = text === last ? unchanged + 1 : 0;
-    if (!source || (!source.isConnected && unchanged > staleAfter)) {
-      if (!source && unchanged < staleAfter) return;
-      clearInterval(timer); pin.remove(); return;
-    }
-    if (text !== last) {
+    if (source && text !== last) {
       last = text;
       pin.textContent = text;
-      pin.classList.toggle("ck-alerting", source.dataset.alerts !== "0");
+      const alerting = source.dataset.alerts !== "0";
+      pin.style.fontWeight = alerting ? "700" : "400";
+      pin.dataset.alerts = source.dataset.alerts;
     }
   }, 1000);
 })();
@@ -113,7 +125,7 @@ class WidgetView:
         self._unsubscribe()
         if self._handles:
             panel, pin = self._handles
-            panel.update({"text/html": render.summary_html(self.watcher),
+            panel.update({"text/html": render.summary_html(self.watcher, self.id),
                           "text/plain": render.summary_text(self.watcher)}, raw=True)
             pin.update({"text/plain": ""}, raw=True)
         for part in (self.widget, self._style, *self._parts.values()):
