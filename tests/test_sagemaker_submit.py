@@ -5,10 +5,12 @@ the uploads, the CreateTrainingJob request, following, fetching; and the checks 
 import datetime as dt
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from botocore.stub import Stubber
@@ -44,7 +46,9 @@ def test_dry_run_prints_the_request_and_sends_nothing(shell):
     line = "%to_sagemaker ml.g5.xlarge --dry-run --region eu-west-1 --max-run 2h"
     result, out = run(shell, line, store_history=True)
     assert result.success, result.error_in_exec
-    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    assert "\n{" not in out.stdout  # a summary, the JSON in its file
+    assert "  Spot         no (on demand)" in out.stdout and "  limits       runs at most 2h 00m" in out.stdout
+    body = json.loads(Path(re.search(r"  request      (\S+)", out.stdout).group(1)).read_text())
     assert body["AlgorithmSpecification"]["TrainingImage"].startswith(
         "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:")
     assert body["ResourceConfig"] == {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
@@ -105,7 +109,9 @@ def test_a_distributed_aware_notebook_runs_one_process_per_gpu_of_every_multi_gp
     cells(shell, TRAINER[:1])
     result, out = run(shell, f"%to_sagemaker {instance_type} --dry-run --region us-east-1", store_history=True)
     assert result.success, result.error_in_exec
-    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    assert "\n{" not in out.stdout  # a summary, the JSON in its file
+    assert "  Spot         no (on demand)" in out.stdout and "  limits       runs at most 2h 00m" in out.stdout
+    body = json.loads(Path(re.search(r"  request      (\S+)", out.stdout).group(1)).read_text())
     assert ("sagemaker_torch_distributed_enabled" in body["HyperParameters"]) == (gpus > 1)
     assert (f"{gpus} training processes under torchrun" in out.stdout) == (gpus > 1)
 
@@ -114,7 +120,9 @@ def test_a_plain_loop_runs_once_and_is_told_the_other_gpus_idle(shell):
     cells(shell, PLAIN_LOOP)
     result, out = run(shell, "%to_sagemaker ml.g5.12xlarge --dry-run --region us-east-1", store_history=True)
     assert result.success, result.error_in_exec
-    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    assert "\n{" not in out.stdout  # a summary, the JSON in its file
+    assert "  Spot         no (on demand)" in out.stdout and "  limits       runs at most 2h 00m" in out.stdout
+    body = json.loads(Path(re.search(r"  request      (\S+)", out.stdout).group(1)).read_text())
     assert "sagemaker_torch_distributed_enabled" not in body["HyperParameters"]
     assert "not distributed-aware" in out.stdout and "3 of the 4 GPUs of ml.g5.12xlarge will idle" in out.stdout
     assert "ml.g6.xlarge (1x L4 24 GB" in out.stdout  # the cheapest one-GPU type like these

@@ -1,6 +1,9 @@
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 import urllib.error
@@ -371,3 +374,103 @@ def test_text_view_writes_where_stdout_is_now_and_colours_warnings_on_a_terminal
     written = at_prompt.getvalue()
     assert "\x1b[1;31m[colabkit] WARNING: RAM 97% full" in written and "\x1b[0m" in written
     assert all(len(line) <= 80 for line in written.splitlines() if line.startswith("[colabkit 0"))
+
+
+def ansi_free(text):
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+def test_terminal_ipython_under_tmux_never_writes_into_the_line_being_typed(tmp_path):
+    """The real terminal IPython in a real terminal (tmux, 80 columns): readings go above the prompt
+    while a line is being typed, each in one 80-column line; the reading stays in the bottom toolbar;
+    warnings are red; stopping prints the summary and takes the toolbar away."""
+    session = f"colabkit-test-{os.getpid()}"
+    env = f"TMPDIR={tmp_path} COLABKIT_NOTEBOOK=tmux-test"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "30", "-c", str(tmp_path),
+                    f"env {env} {sys.executable} -m IPython --no-banner --quick"], check=True)
+
+    def screen(escapes=False):
+        args = ["tmux", "capture-pane", "-p", "-t", session] + (["-e"] if escapes else [])
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+    def keys(*typed):
+        subprocess.run(["tmux", "send-keys", "-t", session, *typed], check=True)
+
+    def until(condition, what, timeout=30):
+        deadline = time.time() + timeout
+        while not condition(screen()):
+            assert time.time() < deadline, f"never saw {what}:\n{screen()}"
+            time.sleep(0.2)
+
+    try:
+        until(lambda s: "In [1]:" in s, "the prompt")
+        keys("%load_ext colabkit", "Enter")
+        until(lambda s: "In [2]:" in s, "the second prompt")
+        keys("%gpuwatch --interval 0.2s --every 0.5s", "Enter")
+        until(lambda s: "In [3]:" in s, "the prompt after %gpuwatch")
+        keys("abc = 1")  # typed, not run: the person is writing the next line
+        readings = lambda s: [l for l in s.splitlines() if l.startswith("[colabkit ")]  # noqa: E731
+        before = len(readings(screen()))
+        until(lambda s: len(readings(s)) >= before + 3, "readings printed while typing")
+        lines = screen().rstrip("\n").splitlines()
+        typed = [l for l in lines if "abc" in l]
+        assert [l.rstrip() for l in typed] == ["In [3]: abc = 1"], lines  # the typed line, untouched
+        for line in readings("\n".join(lines)):
+            assert len(line) <= 80 and "RAM" in line and "CPU" in line, line
+        toolbar = lines[-1]
+        assert toolbar.startswith("colabkit · ") and "RAM" in toolbar, lines
+        keys("Enter")
+        keys("%gpuwatch --ram-alert 1 --interval 0.2s --every 100", "Enter")
+        until(lambda s: "WARNING: RAM" in s, "the RAM alert")
+        warning = next(l for l in screen(escapes=True).splitlines() if "WARNING: RAM" in l)
+        assert re.search(r"\x1b\[(1;31|1m\x1b\[31)m\[colabkit\] WARNING", warning), repr(warning)  # red, bold
+        until(lambda s: s.rstrip().splitlines()[-1].startswith("colabkit · ⚠ 1 alert"), "the alert in the toolbar")
+        keys("%gpuwatch stop", "Enter")
+        until(lambda s: "colabkit: watch stopped." in s, "the stop")
+        text = screen()
+        assert "colabkit watch ended" in text and "alert " in ansi_free(text)
+        assert not text.rstrip().splitlines()[-1].startswith("colabkit ·")  # the toolbar went with it
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_loop_progress_reads_like_tqdm_and_never_promises_time_after_a_break(monkeypatch):
+    from colabkit.checkpoint import progress
+    from colabkit.units import format_clock
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    bar = progress.LoopProgress(total=100, start=0, restored=None)
+    clock[0] += 42
+    line = bar.line(37, 1.14, {"ok": True, "id": "step-30", "bytes": 10342}, done=False)
+    assert line == ("colabkit  37% ▕███████▍            ▏ 37/100 · 0:42 elapsed · ~1:12 left · 1.14 s/it · "
+                    "checkpoint step-30 (10.1 KiB)")
+    assert "12.5 it/s" in bar.line(37, 0.08, None, done=False)
+    assert bar.line(100, 1.1, None, done=True).startswith("colabkit ✓ done: 100/100 in 0:42")
+    bar.state = "stopped"
+    stopped = bar.line(37, 1.14, None, done=False)
+    assert stopped.startswith("colabkit ■ stopped at 37/100 after 0:42") and "left" not in stopped.split("(")[0]
+    assert format_clock(0.3, approximate=True) == "< 1 s" and format_clock(3723) == "1:02:03"
+
+
+@pytest.mark.kernel
+def test_resumable_shows_a_bar_then_a_stopped_or_finished_state_in_a_real_kernel(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[
+        new_code_cell("%load_ext colabkit"),
+        new_code_cell("import colabkit, numpy as np, time\nw = np.zeros(3)\n%checkpoint every 100 steps w"),
+        new_code_cell("for i in colabkit.resumable(range(10)):\n    time.sleep(0.05)\n    if i == 2:\n        break"),
+        new_code_cell("for i in colabkit.resumable(range(10)):\n    time.sleep(0.05)"),
+    ])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    stopped, finished = ([o for o in cell.outputs if o["output_type"] == "display_data"] for cell in nb.cells[2:])
+    assert len(stopped) == 1 and len(finished) == 1  # one output each, updated in place
+    html, text = stopped[0]["data"]["text/html"], stopped[0]["data"]["text/plain"]
+    assert text.startswith("colabkit ■ stopped at 2/10 after") and " left" not in text  # 0 and 1 ran whole
+    assert 'data-state="stopped"' in html and 'role="progressbar"' in html and 'aria-valuenow="2"' in html
+    html, text = finished[0]["data"]["text/html"], finished[0]["data"]["text/plain"]
+    assert text.startswith("colabkit ✓ done: 10/10 in") and 'aria-valuenow="10"' in html

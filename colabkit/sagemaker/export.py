@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import ColabkitError
 from ..units import parse_duration
-from . import aws, capture, convert, images, launch, local, pricing, request, secrets, upload, validate
+from . import aws, capture, convert, images, launch, local, pricing, request, secrets, summary, upload, validate
 
 DRIVE_CHANNEL = "drive"
 PLACEHOLDER_ACCOUNT = "ACCOUNT"  # --dry-run without credentials
@@ -317,9 +317,7 @@ def run(options: Options, captured: capture.Captured, runtime=None, echo=print) 
     (export.folder / "request.json").write_text(json.dumps(body, indent=1))
     estimate = _cost(built, export, runtime, echo, connection)
     if options.mode == DRY_RUN:
-        echo(json.dumps(body, indent=1))
-        echo(f"[colabkit] dry run: nothing was sent. The source folder is {export.source.path}; the request is "
-             f"in {export.folder / 'request.json'}.")
+        summary.dry_run(body, export.folder / "request.json", export.source.path, echo)
         return Outcome(DRY_RUN, export, body, True)
     job = submit(export, built, body, estimate, connection, create_bucket=options.bucket is None, echo=echo)
     return Outcome(SUBMIT, export, body, None, job=job)

@@ -451,8 +451,8 @@ def summary_text(watcher: Watcher) -> str:
         lines.append(f"  alert {_clock(c.since)} ({end}): {c.message}")
     if watcher.activity is not None:
         for c in watcher.activity.top(3):
-            lines.append(f"  cell [{c.number}] {c.source}: RAM {_growth(c.ram_peak, c.ram_growth)}, "
-                         f"GPU memory {_growth(c.gpu_peak, c.gpu_growth)}")
+            gpu = f", GPU memory {_growth(c.gpu_peak, c.gpu_growth)}" if c.gpu_peak is not None else ""
+            lines.append(f"  cell [{c.number}] {c.source}: RAM {_growth(c.ram_peak, c.ram_growth)}{gpu}")
     return "\n".join(lines)
 
 
