@@ -109,7 +109,7 @@ class History:
         with self._lock:
             self.recent.append(point)
             last = self.session[-1] if self.session else None
-            if last is not None and point.time - last.time < self.span:
+            if last is not None and point.time - last.time < self.span - self.interval / 2:  # jitter: a new point each interval
                 self.session[-1] = merge(last, point)
             else:
                 self.session.append(point)

@@ -401,6 +401,9 @@ def test_panel_in_jupyter_tells_the_truth_fits_and_leaves_a_summary(lab, browser
     where = "ck-in-statusbar" if frontend == "lab" else "ck-floating"
     assert where in pinned.get_attribute("class")
     page.screenshot(path=str(ARTIFACTS / f"{frontend}-pinned.png"))
+    size = page.viewport_size
+    page.screenshot(path=str(ARTIFACTS / f"{frontend}-pinned-bottom.png"),
+                    clip={"x": 0, "y": size["height"] - 44, "width": size["width"], "height": 44})
     pinned.click()
     page.wait_for_timeout(800)
     top = panel.bounding_box()["y"]

@@ -474,3 +474,58 @@ def test_resumable_shows_a_bar_then_a_stopped_or_finished_state_in_a_real_kernel
     assert 'data-state="stopped"' in html and 'role="progressbar"' in html and 'aria-valuenow="2"' in html
     html, text = finished[0]["data"]["text/html"], finished[0]["data"]["text/plain"]
     assert text.startswith("colabkit ✓ done: 10/10 in") and 'aria-valuenow="10"' in html
+
+
+def test_gpuwatch_save_writes_a_png_and_a_csv_and_plot_shows_the_history(shell, tmp_path):
+    from conftest import run
+
+    from colabkit import monitor
+
+    result, _ = run(shell, "%gpuwatch plot")
+    assert "no history to show yet" in str(result.error_in_exec)  # nothing recorded: said, not an empty chart
+    run(shell, "%gpuwatch --view text --interval 0.1s --every 100")
+    wait_for_samples = time.time() + 10
+    while monitor.active().watcher.latest_seq < 5:
+        assert time.time() < wait_for_samples
+        time.sleep(0.05)
+    result, out = run(shell, f"%gpuwatch save {tmp_path / 'run.png'}")
+    assert result.success, result.error_in_exec
+    png, csv = tmp_path / "run.png", tmp_path / "run.csv"
+    assert f"wrote {png}, {csv}" in out.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    rows = csv.read_text().splitlines()
+    assert rows[0].startswith("time,unix_time,covers_seconds,cpu_percent") and len(rows) >= 6
+    result, out = run(shell, "%gpuwatch plot")  # a terminal-like shell: the summary so far, and how to keep it
+    assert "colabkit watch so far" in out.stdout and "%gpuwatch save PATH" in out.stdout
+    result, _ = run(shell, "%gpuwatch save")
+    assert "needs a path" in str(result.error_in_exec)
+    result, _ = run(shell, f"%gpuwatch save {tmp_path / 'missing' / 'run.png'}")
+    assert "does not exist" in str(result.error_in_exec)
+    run(shell, "%gpuwatch stop")
+    # Stopped (or after a kernel restart): what the history file kept.
+    result, out = run(shell, f"%gpuwatch save {tmp_path / 'after'}")
+    assert result.success and (tmp_path / "after.png").exists() and (tmp_path / "after.csv").exists()
+
+
+def test_without_matplotlib_the_chart_is_saved_as_svg_and_said(shell, tmp_path, monkeypatch):
+    from conftest import run
+
+    from colabkit import monitor
+
+    run(shell, "%gpuwatch --view text --interval 0.1s --every 100")
+    while monitor.active().watcher.latest_seq < 3:
+        time.sleep(0.05)
+    import colabkit.views
+
+    # A machine without matplotlib: none of it imported, and importing it fails.
+    for name in [n for n in sys.modules if n.split(".")[0] == "matplotlib" or n == "colabkit.views.figure"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.delattr(colabkit.views, "figure", raising=False)
+    result, out = run(shell, f"%gpuwatch save {tmp_path / 'run.png'}")
+    assert result.success, result.error_in_exec
+    svg = tmp_path / "run.svg"
+    assert "no PNG: matplotlib is not installed" in out.stderr and str(svg) in out.stderr
+    assert not (tmp_path / "run.png").exists() and svg.read_text().startswith('<?xml version="1.0"')
+    assert 'xmlns="http://www.w3.org/2000/svg"' in svg.read_text() and (tmp_path / "run.csv").exists()
+    run(shell, "%gpuwatch stop")
