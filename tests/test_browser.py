@@ -310,6 +310,17 @@ def check_bars_fit(page, root, panel, width, name):
     assert panel.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), f"the panel is clipped at {width} px"
 
 
+def check_theme(root, panel, dark):
+    """Dark or light as the notebook (or, for the Colab page, the browser) is: the card, the bars'
+    tracks and the alert banner, not a bright card in a dark notebook."""
+    def darkness(locator):
+        return sum(rgb(locator.evaluate("el => getComputedStyle(el).backgroundColor"))) < 3 * 90
+
+    assert darkness(panel) == dark
+    assert darkness(root.get_by_role("progressbar", name="RAM", exact=True)) == dark
+    assert darkness(root.locator(".ck-alert[data-kind='ram']")) == dark
+
+
 def check_live_panel(page, root, panel, notebooks, name, dark):
     """What a person sees while the watch runs, checked from the page (root: the page, or the Colab
     panel's frame)."""
@@ -325,9 +336,7 @@ def check_live_panel(page, root, panel, notebooks, name, dark):
     assert banner.locator(".ck-alert[data-kind='ram']:not(.ck-cleared)").count() == 1
     assert fill_colour(root, "GPU 0 memory") == palette["ok"]
     assert banner.locator("[data-kind='gpu_memory']").count() == 0
-    # Dark or light, as the notebook (or the browser, for the Colab page) is.
-    background = rgb(panel.evaluate("el => getComputedStyle(el).backgroundColor"))
-    assert (sum(background) < 3 * 90) == dark, background
+    check_theme(root, panel, dark)
 
     (notebooks / "high").touch()  # 92%: past the user's 90% (under the default 95%)
     gpu_alert = banner.locator(".ck-alert[data-kind='gpu_memory']:not(.ck-cleared)")
@@ -388,6 +397,7 @@ def test_panel_in_jupyter_tells_the_truth_fits_and_leaves_a_summary(lab, browser
     set_jupyter_theme(page, dark)
     check_live_panel(page, page, panel, notebooks, f"{frontend}-{'dark' if dark else 'light'}", dark)
     set_jupyter_theme(page, not dark)
+    check_theme(page, panel, not dark)
     check_bars_fit(page, page, panel, 800, f"{frontend}-{'light' if dark else 'dark'}")
     # Always in view: working further down, the reading stays on screen and brings the panel back.
     page.locator(".jp-MarkdownCell").last.scroll_into_view_if_needed()
@@ -428,7 +438,7 @@ def test_colab_panel_tells_the_truth_fits_and_leaves_a_summary(lab, browser):
     assert abs(frame_element.bounding_box()["height"] - inner) <= 2
     page.emulate_media(color_scheme="dark")  # the served page follows the browser's scheme
     page.wait_for_timeout(300)
-    assert sum(rgb(panel.evaluate("el => getComputedStyle(el).backgroundColor"))) < 3 * 90
+    check_theme(frame, panel, dark=True)
     check_bars_fit(page, frame, panel, 800, "colab-dark")
     page.emulate_media(color_scheme="light")
     check_summary_after_stop(page, notebooks, page.locator(".jp-OutputArea-output"), "colab")
