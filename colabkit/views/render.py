@@ -282,11 +282,12 @@ def cells_table(cells: list[CellUsage], caption: str = "Cells that used the most
     if not cells:
         return ""
     td = f' style="{inline}"' if inline else ""
+    tr = ' style="background:none"' if inline else ""
     rows = []
     for c in cells:
         number = f"[{c.number}]" if c.number is not None else "[ ]"
         ran = format_duration(c.ended - c.started) if c.ended else "running"
-        rows.append(f"<tr><td{td}>{number} <code>{html.escape(c.source)}</code></td><td{td}>{ran}</td>"
+        rows.append(f"<tr{tr}><td{td}>{number} <code>{html.escape(c.source)}</code></td><td{td}>{ran}</td>"
                     f"<td{td}>{_growth(c.ram_peak, c.ram_growth)}</td><td{td}>{_growth(c.gpu_peak, c.gpu_growth)}</td></tr>")
     head = "".join(f"<th{td}>{h}</th>" for h in ("cell", "ran", "RAM peak (grew)", "GPU memory peak (grew)"))
     table = ' style="border-collapse:collapse;margin:4px 0;font:inherit"' if inline else ""
@@ -421,7 +422,8 @@ def summary_html(watcher: Watcher, watch_id: str = "") -> str:
     box = ("font:12px/1.45 -apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;border:1px solid #8b939c;"
            "border-radius:6px;padding:8px 10px;max-width:680px;box-sizing:border-box")
     cell = "text-align:left;padding:0 12px 0 0;background:none"  # JupyterLab right-aligns and stripes tables
-    rows = "".join(f'<tr><td style="{cell}">{html.escape(what)}</td><td style="{cell}">{html.escape(text)}</td></tr>'
+    rows = "".join(f'<tr style="background:none"><td style="{cell}">{html.escape(what)}</td><td style="{cell}">'
+                   f'{html.escape(text)}</td></tr>'
                    for what, text in _peak_lines(watcher, peaks, sample))
     alerts = "".join(
         f'<li>{_clock(c.since)} {html.escape(c.message)}'
@@ -436,7 +438,7 @@ def summary_html(watcher: Watcher, watch_id: str = "") -> str:
             + (f'<div style="font-weight:600">Alerts</div><ul style="margin:2px 0 4px 18px;padding:0">{alerts}</ul>'
                if alerts else '<div>No alerts.</div>')
             + cells
-            + chart.svg(session, watcher.thresholds, width=560, plot_height=26, title="This session",
+            + chart.svg(session, watcher.thresholds, width=480, plot_height=26, title="This session",
                         gap_after=max(5 * watcher.history.span, 5.0))
             + '<div style="opacity:.75">%gpuwatch plot shows the whole history; %gpuwatch save PATH keeps it '
               '(PNG and CSV).</div></div>')
