@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .history import History
 from .platform import Platform
@@ -186,9 +186,10 @@ class Activity:
             self._closing = None
 
     def top(self, n: int = 3) -> list["CellUsage"]:
-        """The cells that grew memory most (RAM or GPU memory, as a share of its total)."""
+        """The cells that grew memory most (RAM or GPU memory, as a share of its total), the one
+        running now included."""
         with self._lock:
-            cells = [c for c in self.cells if c.samples]
+            cells = [c for c in (*self.cells, self._closing, self._current) if c is not None and c.samples]
         ranked = sorted(cells, key=lambda c: c.growth_share(self._totals()), reverse=True)
         return [c for c in ranked[:n] if c.growth_share(self._totals()) > 0]
 

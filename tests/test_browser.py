@@ -363,7 +363,9 @@ def check_live_panel(page, root, panel, notebooks, name, dark):
     assert "peak 92%" in root.locator(".ck-gpu-mem .ck-val").inner_text()
     for width in (800, 1366):
         check_bars_fit(page, root, panel, width, name)
+    page.add_style_tag(content=".ck-pinned{visibility:hidden}")  # the corner chip would cover the picture
     panel.screenshot(path=str(ARTIFACTS / f"{name}-panel.png"))
+    page.add_style_tag(content=".ck-pinned{visibility:visible}")
 
 
 def check_summary_after_stop(page, notebooks, summary_in, name):
