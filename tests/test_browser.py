@@ -436,8 +436,9 @@ def test_colab_panel_tells_the_truth_fits_and_leaves_a_summary(lab, browser):
     panel = frame.locator(".ck-panel")
     check_live_panel(page, frame, panel, notebooks, "colab-light", dark=False)
     # The frame is as tall as its page (two alerts in the banner included): nothing hidden.
-    inner = panel.evaluate("el => document.documentElement.scrollHeight")
-    assert abs(frame_element.bounding_box()["height"] - inner) <= 2
+    wait_for(lambda: abs(frame_element.bounding_box()["height"] -
+                         panel.evaluate("el => document.documentElement.scrollHeight")) <= 2,
+             "the frame as tall as its page", 10)
     page.emulate_media(color_scheme="dark")  # the served page follows the browser's scheme
     page.wait_for_timeout(300)
     check_theme(frame, panel, dark=True)

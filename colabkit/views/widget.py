@@ -91,15 +91,19 @@ class WidgetView:
         self._unsubscribe = watcher.subscribe(on_sample=self._on_sample, on_alert=notify.alert)
 
     def _update(self) -> None:
-        children = [self._style]
+        children, changed = [self._style], []
         for name, fragment in render.parts(self.watcher):
             part = self._parts.get(name)
             if part is None:
                 part = self._parts[name] = self._ipywidgets.HTML(value=fragment)
                 part.add_class(f"ck-part-{name}")
             elif part.value != fragment:
-                part.value = fragment
+                changed.append((part, fragment))
             children.append(part)
+        # Each change is its own message, applied in order: from the bottom up, so the bars have
+        # their new values before the banner above them speaks of them.
+        for part, fragment in reversed(changed):
+            part.value = fragment
         if tuple(children) != tuple(self.widget.children):
             self.widget.children = tuple(children)
 
