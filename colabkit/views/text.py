@@ -1,8 +1,8 @@
 """Plain text for terminal IPython, logs inside a SageMaker job, and frontends that render nothing else.
 
-A reading every `every` seconds (not every sample: a terminal is also where the user types), in
-one line that fits the terminal (at most 80 columns), and every alert at once, in colour on a
-terminal. When the watch stops, its summary.
+A reading every `every` seconds (not every sample: a terminal is also where the user types): on a
+terminal in one line that fits it (at most 80 columns), in a log every figure; every alert at
+once, in colour on a terminal. When the watch stops, its summary.
 
 Terminal IPython: output goes to `sys.stdout` as it is at the moment of writing. While the prompt
 waits for input, IPython has prompt_toolkit's patch_stdout in place, which prints above the prompt
@@ -49,8 +49,11 @@ class TextView:
 
     def _print_reading(self, sample: Sample) -> None:
         self._last_print = sample.time
-        now = self.watcher.now()
-        self._write(render.compact_line(sample, self.watcher.platform, now.banner, width=self._width(), stamp=True))
+        if _isatty(self.stream):  # a person at a terminal: one line that fits it
+            now = self.watcher.now()
+            self._write(render.compact_line(sample, self.watcher.platform, now.banner, width=self._width(), stamp=True))
+        else:  # a log (a SageMaker job's): every figure, however long the line
+            self._write(render.text_line(sample, self.watcher.platform))
 
     def _toolbar_text(self) -> str:
         now = self.watcher.now()
