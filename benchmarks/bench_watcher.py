@@ -25,11 +25,9 @@ def main():
     parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args()
     watcher = Watcher(interval=args.interval, platform=platform.detect())
-    seq = [0]
 
-    def render_panel(sample):  # what the widget view does on each sample
-        seq[0], newer = watcher.since(seq[0])
-        render.panel_html(watcher, seq[0], watcher.peaks(newer))
+    def render_panel(sample):  # what the widget and served views do on each sample
+        render.parts(watcher)
 
     watcher.subscribe(on_sample=render_panel)
     idle_start = cpu_seconds()

@@ -39,9 +39,11 @@ def _export_arguments(method):
 class ColabkitMagics(Magics):
     @line_magic
     @magic_arguments()
-    @argument("action", nargs="?", default="start", choices=["start", "stop", "once", "info"],
-              help="start (default): show the live panel; stop: end it; once: print one reading; "
-                   "info: print the platform, its limits and the time left in this session.")
+    @argument("action", nargs="?", default="start", choices=["start", "stop", "once", "info", "plot", "save"],
+              help="start (default): show the live panel; stop: end it (its output becomes a summary); once: "
+                   "print one reading; info: print the platform, its limits and the time left in this session; "
+                   "plot: show the history as charts; save PATH: write the history as PATH.png and PATH.csv.")
+    @argument("path", nargs="?", default=None, help="With save: where to write, e.g. run.png (and run.csv).")
     @argument("--once", action="store_true", help="Same as the action 'once'.")
     @argument("--info", action="store_true", help="Same as the action 'info'.")
     @argument("--interval", default="1s", help="Seconds between samples (default 1s).")
@@ -61,13 +63,20 @@ class ColabkitMagics(Magics):
         """Live GPU, CPU, RAM and disk panel with session time left and alerts.
 
         Examples: %gpuwatch   %gpuwatch --interval 2s   %gpuwatch --tier pro   %gpuwatch --once
-        %gpuwatch info   %gpuwatch stop
+        %gpuwatch info   %gpuwatch plot   %gpuwatch save run.png   %gpuwatch stop
         """
         from . import monitor
 
         args = parse_argstring(self.gpuwatch, line)
         action = "once" if args.once else "info" if args.info else args.action
-        if action == "stop":
+        if (action == "save") != (args.path is not None):
+            raise ColabkitError("%gpuwatch save needs a path (e.g. %gpuwatch save run.png, which writes run.png "
+                                "and run.csv); only save takes one.")
+        if action == "plot":
+            monitor.plot()
+        elif action == "save":
+            print("colabkit: wrote " + ", ".join(str(p) for p in monitor.save(args.path)))
+        elif action == "stop":
             print("colabkit: watch stopped." if monitor.stop_watch() else "colabkit: no watch was running.")
         elif action == "once":
             print(monitor.reading(tier=args.tier))

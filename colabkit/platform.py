@@ -65,6 +65,11 @@ class Platform:
     def label(self) -> str:
         return LABELS[self.name] + (f" ({self.tier})" if self.tier else "")
 
+    @property
+    def clock(self) -> str:
+        """Whose age `session_age` is: what the panel calls it."""
+        return "VM up" if self.name in MACHINE_SESSIONS else "kernel up"
+
     def session_age(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.session_start
 
@@ -152,15 +157,29 @@ def session_cap(name: str, tier: str | None, accelerator: str | None) -> tuple[f
     return None, "no platform limit"
 
 
-def session_start(name: str) -> float:
-    """When this session began: the machine's start (PID 1) where the platform caps the machine's
-    life (a kernel restart after an out-of-memory crash does not give time back), the process's
-    own start elsewhere (a Jupyter kernel's age)."""
+# Where the platform caps the machine's life, the session is the machine's (a kernel restart after an
+# out-of-memory crash does not give time back); elsewhere it is this kernel's.
+MACHINE_SESSIONS = (COLAB, KAGGLE, STUDIOLAB)
+
+
+def machine_start() -> float:
+    """When this machine (or container: PID 1) started; a kernel restart keeps it."""
     import psutil  # only when a session clock is asked for
 
     try:
-        if name in (COLAB, KAGGLE, STUDIOLAB):
-            return psutil.Process(1).create_time()
+        return psutil.Process(1).create_time()
+    except (psutil.Error, OSError):
+        return psutil.boot_time()
+
+
+def session_start(name: str) -> float:
+    """When this session began: the machine's start on MACHINE_SESSIONS platforms, the process's
+    own start elsewhere (a Jupyter kernel's age)."""
+    import psutil
+
+    if name in MACHINE_SESSIONS:
+        return machine_start()
+    try:
         return psutil.Process().create_time()
     except (psutil.Error, OSError):
         return psutil.boot_time()

@@ -72,6 +72,9 @@ class Sample:
     disks: tuple[DiskReading, ...] = ()
     gpus: tuple[GpuReading, ...] = ()
     gpu_status: str = NO_GPU  # NO_GPU, or "ok"
+    # This kernel's own share, beside the machine's: "CPU 99%" alone is every process's.
+    kernel_cpu_percent: float | None = None  # of the whole machine, as cpu_percent is
+    kernel_ram_used: int | None = None  # the kernel process's resident memory
 
     @property
     def ram_fraction(self) -> float | None:
@@ -249,6 +252,9 @@ class Sampler:
 
     def __post_init__(self):
         psutil.cpu_percent(None)  # the first call only sets the baseline for the next
+        self._kernel = psutil.Process()
+        self._kernel.cpu_percent(None)
+        self._cores = psutil.cpu_count() or 1
 
     def read(self) -> Sample:
         ram_used, ram_total, limited_by = _ram(self.cgroup)
@@ -269,7 +275,18 @@ class Sampler:
             disks=self._disks(),
             gpus=gpus,
             gpu_status=gpu_status,
+            **self._kernel_share(),
         )
+
+    def _kernel_share(self) -> dict:
+        try:
+            with self._kernel.oneshot():
+                # psutil counts a process's CPU in cores (up to 100% per core): as a share of the machine.
+                cpu = self._kernel.cpu_percent(None) / self._cores
+                rss = self._kernel.memory_info().rss
+        except (psutil.Error, OSError):
+            return {}
+        return {"kernel_cpu_percent": cpu, "kernel_ram_used": rss}
 
     def _disks(self) -> tuple[DiskReading, ...]:
         readings, seen_devices = [], set()

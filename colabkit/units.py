@@ -69,3 +69,15 @@ def parse_percent(text: str | float) -> float:
     if not 0 < fraction <= 1:
         raise ColabkitError(f"A threshold must lie between 1 and 100 percent (got {text!r}).")
     return fraction
+
+
+def format_clock(seconds: float, approximate: bool = False) -> str:
+    """A stopwatch's reading, as tqdm shows elapsed and remaining time: "0:42", "1:02:03"; an
+    estimate with "~", and "< 1 s" rather than a zero that looks like nothing is left."""
+    if approximate and seconds < 1:
+        return "< 1 s"
+    s = int(round(seconds))
+    hours, rest = divmod(s, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return ("~" if approximate else "") + text

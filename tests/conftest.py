@@ -55,6 +55,17 @@ def fake_colab(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def own_history_folder(tmp_path_factory, monkeypatch):
+    """Each test's watches keep their history files apart (they are keyed by machine and notebook,
+    which every test here shares)."""
+    from colabkit import history
+
+    folder = tmp_path_factory.mktemp("history")
+    monkeypatch.setattr(history, "folder", lambda: folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def fresh_runtime():
     """Each test starts with no colabkit Runtime (no storage, watch or checkpoints) and leaves none."""
     from colabkit import runtime

@@ -76,8 +76,8 @@ def test_demo_runs_end_to_end_and_tells_the_same_story_twice(tmp_path):
         # The export as a request (nothing sent), then run locally as a SageMaker job: it resumes from
         # the notebook's checkpoint, and the dry-run cell above it is not run again inside the job.
         dry = "".join(o.get("text", "") for o in outputs["%to_sagemaker ml.g5.xlarge --dry-run --region us-east-1"])
-        assert '"TrainingImage": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:' in dry
-        assert '"EnableManagedSpotTraining": true' in dry and "cost: 1 x ml.g5.xlarge" in dry
+        assert "  image        763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:" in dry
+        assert "  Spot         yes: waits at most" in dry and "cost: 1 x ml.g5.xlarge" in dry
         assert "dry run: nothing was sent" in dry
         job = "".join(o.get("text", "") for o in outputs["%to_sagemaker ml.g5.xlarge --local"])
         assert "the job starts from step-10" in job and "platform:      SageMaker training job" in job

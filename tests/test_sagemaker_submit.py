@@ -5,10 +5,12 @@ the uploads, the CreateTrainingJob request, following, fetching; and the checks 
 import datetime as dt
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from pathlib import Path
@@ -45,7 +47,9 @@ def test_dry_run_prints_the_request_and_sends_nothing(shell):
     line = "%to_sagemaker ml.g5.xlarge --dry-run --region eu-west-1 --max-run 2h"
     result, out = run(shell, line, store_history=True)
     assert result.success, result.error_in_exec
-    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    assert "\n{" not in out.stdout  # a summary, the JSON in its file
+    assert "  Spot         no (on demand)" in out.stdout and "  limits       runs at most 2h 00m" in out.stdout
+    body = json.loads(Path(re.search(r"  request      (\S+)", out.stdout).group(1)).read_text())
     assert body["AlgorithmSpecification"]["TrainingImage"].startswith(
         "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:")
     assert body["ResourceConfig"] == {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
@@ -106,7 +110,7 @@ def test_a_distributed_aware_notebook_runs_one_process_per_gpu_of_every_multi_gp
     cells(shell, TRAINER[:1])
     result, out = run(shell, f"%to_sagemaker {instance_type} --dry-run --region us-east-1", store_history=True)
     assert result.success, result.error_in_exec
-    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    body = json.loads(Path(re.search(r"  request      (\S+)", out.stdout).group(1)).read_text())
     assert ("sagemaker_torch_distributed_enabled" in body["HyperParameters"]) == (gpus > 1)
     assert (f"{gpus} training processes under torchrun" in out.stdout) == (gpus > 1)
 
@@ -115,7 +119,7 @@ def test_a_plain_loop_runs_once_and_is_told_the_other_gpus_idle(shell):
     cells(shell, PLAIN_LOOP)
     result, out = run(shell, "%to_sagemaker ml.g5.12xlarge --dry-run --region us-east-1", store_history=True)
     assert result.success, result.error_in_exec
-    body = json.loads(out.stdout[out.stdout.index("\n{") + 1:out.stdout.index("\n}") + 2])
+    body = json.loads(Path(re.search(r"  request      (\S+)", out.stdout).group(1)).read_text())
     assert "sagemaker_torch_distributed_enabled" not in body["HyperParameters"]
     assert "not distributed-aware" in out.stdout and "3 of the 4 GPUs of ml.g5.12xlarge will idle" in out.stdout
     assert "ml.g6.xlarge (1x L4 24 GB" in out.stdout  # the cheapest one-GPU type like these
@@ -426,7 +430,8 @@ def test_colabkit_export_from_a_terminal(tmp_path):
     assert cli("--version").stdout.startswith("colabkit 0.")
     dry = cli("export", path, "--instance", "ml.g5.xlarge", "--dry-run", "--region", "eu-west-1")
     assert dry.returncode == 0, dry.stderr
-    assert '"TrainingJobName": "colabkit-train-me-' in dry.stdout
+    request_file = Path(re.search(r"  request      (\S+)", dry.stdout).group(1))
+    assert json.loads(request_file.read_text())["TrainingJobName"].startswith("colabkit-train-me-")
     assert (tmp_path / "colabkit-storage" / "train-me" / "sagemaker").is_dir()  # the notebook's own storage
     local = cli("export", path, "--instance", "ml.g5.xlarge", "--local")
     assert local.returncode == 0, local.stdout + local.stderr

@@ -74,17 +74,16 @@ def test_a_late_start_says_the_nearest_deadline_once():
     assert [(a.kind, a.key) for a in w.alerts] == [("session", "600")]
 
 
-def test_history_is_a_bounded_ring_and_peaks_catch_spikes_between_renders():
+def test_window_is_a_bounded_ring_and_peaks_are_the_sessions():
     cpus = [10, 95, 20, 30, 15, 5]
-    w = Watcher(interval=1, history=4, sampler=Script(sample(cpu=c) for c in cpus))
-    seq = 0
-    w.tick(); w.tick(); w.tick()
-    seq, newer = w.since(seq)
-    assert seq == 3 and w.peaks(newer).cpu_percent == 95  # the spike at tick 2 shows at the render
-    w.tick(); w.tick(); w.tick()
-    seq, newer = w.since(seq)
-    assert seq == 6 and [s.cpu_percent for s in newer] == [30, 15, 5] and w.peaks(newer).cpu_percent == 30
-    assert len(w.history()) == 4 and w.latest.cpu_percent == 5
+    w = Watcher(interval=1, history=4, sampler=Script(sample(cpu=c, t=1000.0 + i) for i, c in enumerate(cpus)))
+    for _ in cpus:
+        w.tick()
+    window = w.history.window_points()
+    assert [p.get("cpu_percent") for p in window] == [20, 30, 15, 5] and w.latest.cpu_percent == 5
+    # The spike at tick 2 left the window but stays the session's peak, with its time.
+    assert w.now().peaks.cpu_percent == 95 and w.session_peaks.times["cpu_percent"] == 1001.0
+    assert len(w.history.session_points()) == 6 and w.latest_seq == 6
 
 
 def test_thread_samples_at_its_interval_and_stops():

@@ -253,6 +253,7 @@ class Checkpointer:
             progress.update(self.position, self.pace, self.last, done=True)
         finally:
             self._in_loop = False
+            progress.close(self.position, self.pace, self.last)  # a loop left early says it stopped
 
     def close(self) -> None:
         """Wait for the save in flight, stop the writer, free the staging buffer."""

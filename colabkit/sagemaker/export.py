@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import ColabkitError
 from ..units import parse_duration
 from . import (aws, capture, convert, hardware, images, launch, local, packages, portability, pricing, request, results,
-               secrets, upload, validate)
+               secrets, summary, upload, validate)
 
 DRIVE_CHANNEL = "drive"
 PLACEHOLDER_ACCOUNT = "ACCOUNT"  # --dry-run without credentials
@@ -357,9 +357,7 @@ def run(options: Options, captured: capture.Captured, runtime=None, echo=print) 
         return Outcome(LOCAL, export, body, ran.succeeded, ran=ran)
     estimate = _cost(built, export, runtime, echo, connection)
     if options.mode == DRY_RUN:
-        echo(json.dumps(body, indent=1))
-        echo(f"[colabkit] dry run: nothing was sent. The source folder is {export.source.path}; the request is "
-             f"in {export.folder / 'request.json'}.")
+        summary.dry_run(body, export.folder / "request.json", export.source.path, echo)
         return Outcome(DRY_RUN, export, body, True)
     job = submit(export, built, body, estimate, connection, create_bucket=options.bucket is None, echo=echo)
     return Outcome(SUBMIT, export, body, None, job=job)

@@ -1,9 +1,15 @@
 """The live panel for Colab, where ipywidgets updated from a thread are not rendered (colabtools#3373).
 
 TensorBoard's way: a small HTTP server in a kernel thread, bound to 127.0.0.1 with a random token,
-serves a page and the panel's HTML; the output cell shows that page in an iframe whose address
+serves a page and the panel's parts; the output cell shows that page in an iframe whose address
 comes from `google.colab.kernel.proxyPort(port)`, so the page's polling is same-origin and goes on
-while the kernel is busy in a long cell.
+while the kernel is busy in a long cell. The page replaces only the parts that changed, tells
+the output its height (so an alert never pushes rows out of view), and follows the browser's
+colour scheme. When the watch stops or is replaced, the output becomes the static summary.
+
+Always in view: Colab runs each output in its own sandboxed frame, so nothing of an output can
+reach Colab's toolbar or stay on screen when its cell scrolls away; Colab's own RAM and disk
+meter stays at the top right, and colabkit's alerts also appear under the running cell.
 """
 
 from __future__ import annotations
@@ -21,14 +27,14 @@ from . import notify, render
 
 
 class PanelServer:
-    """Serves `/` (the page), `/panel` (the HTML fragment) and `/data` (JSON), all behind a token."""
+    """Serves `/` (the page), `/parts` (the panel's parts, JSON), `/panel` (the panel as one HTML
+    fragment) and `/data` (the reading, JSON), all behind a token."""
 
     def __init__(self, watcher: Watcher, host: str = "127.0.0.1"):
         self.watcher = watcher
         self.token = secrets.token_urlsafe(24)
-        self._seq = 0
-        self._lock = threading.Lock()
-        self._page = resources.files(__package__).joinpath("served_panel.html").read_bytes()
+        page = resources.files(__package__).joinpath("served_panel.html").read_text()
+        self._page = page.replace("<!--STYLE-->", render.style(served=True)).encode()
         self._server = HTTPServer((host, 0), self._handler_class())
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -46,6 +52,8 @@ class PanelServer:
                     return self._send(403, "text/plain", b"colabkit: wrong or missing token")
                 if url.path == "/":
                     return self._send(200, "text/html; charset=utf-8", server._page)
+                if url.path == "/parts":
+                    return self._send(200, "application/json", json.dumps(server.parts()).encode())
                 if url.path == "/panel":
                     return self._send(200, "text/html; charset=utf-8", server.panel().encode())
                 if url.path == "/data":
@@ -65,12 +73,12 @@ class PanelServer:
 
         return Handler
 
+    def parts(self) -> dict:
+        now = self.watcher.now()
+        return {"seq": now.seq, "parts": render.parts(self.watcher, now)}
+
     def panel(self) -> str:
-        """The panel as of now, with the peaks since the previous poll."""
-        with self._lock:
-            seq, newer = self.watcher.since(self._seq)
-            self._seq = seq
-        return render.panel_html(self.watcher, seq, self.watcher.peaks(newer))
+        return render.panel_html(self.watcher, served=True)
 
     def data(self) -> dict:
         return render.panel_data(self.watcher.latest, self.watcher.platform, self.watcher.alerts,
@@ -88,12 +96,10 @@ class ServedView:
     def __init__(self, watcher: Watcher):
         self.server = PanelServer(watcher)
         self.watcher = watcher
+        self._handle = None
         self._unsubscribe = watcher.subscribe(on_alert=notify.alert)
 
     def html(self) -> str:
-        latest = self.watcher.latest
-        gpus = len(latest.gpus) if latest else 0
-        height = 200 + 75 * max(gpus - 1, 0) + (20 if latest and latest.swap_total else 0)
         element = f"colabkit-served-{self.server.token[:8]}"
         every = int(self.watcher.interval * 1000)
         return f"""<div id="{element}" class="colabkit-served"></div>
@@ -105,7 +111,14 @@ class ServedView:
     const frame = document.createElement("iframe");
     frame.src = new URL("?token={self.server.token}&every={every}", base).href;
     frame.className = "colabkit-frame";
-    frame.style.cssText = "border:0;width:100%;max-width:700px;height:{height}px";
+    frame.title = "colabkit live panel: GPU, CPU, RAM and disk";
+    frame.style.cssText = "border:0;width:100%;max-width:700px;height:260px";
+    // The page says its height whenever it changes: the frame fits it, alerts included.
+    window.addEventListener("message", event => {{
+      if (event.source === frame.contentWindow && event.data && event.data.colabkitHeight) {{
+        frame.style.height = Math.ceil(event.data.colabkitHeight) + "px";
+      }}
+    }});
     host.appendChild(frame);
   }} catch (err) {{
     host.textContent = "colabkit: the live panel could not reach the kernel (" + err +
@@ -115,10 +128,15 @@ class ServedView:
 </script>"""
 
     def display(self) -> None:
-        from IPython.display import HTML, display
+        from IPython.display import display
 
-        display(HTML(self.html()))
+        self._handle = display({"text/html": self.html(), "text/plain": "colabkit live panel (served)"},
+                               raw=True, display_id=True)
 
     def close(self) -> None:
+        """Stop serving, and leave the summary where the panel was (the watcher has stopped)."""
         self._unsubscribe()
         self.server.close()
+        if self._handle is not None:
+            self._handle.update({"text/html": render.summary_html(self.watcher),
+                                 "text/plain": render.summary_text(self.watcher)}, raw=True)
