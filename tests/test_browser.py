@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from playwright.sync_api import Error as PlaywrightError
 
 pytestmark = pytest.mark.browser
 
@@ -293,21 +294,38 @@ def wait_for(condition, what, timeout=20):
         time.sleep(0.2)
 
 
+def settled(check, timeout=20):
+    """Run `check` (which asserts) until it passes: the live panel replaces a part every second, so
+    an element read just as it is swapped out has no box or style yet. Its last failure is raised."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, ValueError, PlaywrightError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.25)
+
+
 def check_bars_fit(page, root, panel, width, name):
     """At this window width every bar is there, wide enough to read, inside the panel."""
     page.set_viewport_size({"width": width, "height": 900})
     page.wait_for_timeout(400)
     panel.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"))
-    box = panel.bounding_box()
-    bars = panel.get_by_role("progressbar")
-    labels = [bars.nth(i).get_attribute("aria-label") for i in range(bars.count())]
-    assert set(labels) >= {"GPU 0 util", "GPU 0 memory", "CPU (machine)", "RAM"}, labels
-    for i, label in enumerate(labels):
-        bar = bars.nth(i).bounding_box()
-        assert bar is not None and bar["width"] >= 100, (width, label, bar)
-        assert box["x"] - 1 <= bar["x"] and bar["x"] + bar["width"] <= box["x"] + box["width"] + 1, (width, label)
-    assert panel.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), f"the panel is clipped at {width} px"
+
+    def fits():
+        box = panel.bounding_box()
+        bars = panel.get_by_role("progressbar")
+        labels = [bars.nth(i).get_attribute("aria-label") for i in range(bars.count())]
+        assert set(labels) >= {"GPU 0 util", "GPU 0 memory", "CPU (machine)", "RAM"}, labels
+        for i, label in enumerate(labels):
+            bar = bars.nth(i).bounding_box()
+            assert bar is not None and bar["width"] >= 100, (width, label, bar)
+            assert box["x"] - 1 <= bar["x"] and bar["x"] + bar["width"] <= box["x"] + box["width"] + 1, (width, label)
+        assert panel.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), f"the panel is clipped at {width} px"
+
+    settled(fits)
 
 
 def check_theme(root, panel, dark):
@@ -316,9 +334,12 @@ def check_theme(root, panel, dark):
     def darkness(locator):
         return sum(rgb(locator.evaluate("el => getComputedStyle(el).backgroundColor"))) < 3 * 90
 
-    assert darkness(panel) == dark
-    assert darkness(root.get_by_role("progressbar", name="RAM", exact=True)) == dark
-    assert darkness(root.locator(".ck-alert[data-kind='ram']")) == dark
+    def themed():
+        assert darkness(panel) == dark
+        assert darkness(root.get_by_role("progressbar", name="RAM", exact=True)) == dark
+        assert darkness(root.locator(".ck-alert[data-kind='ram']")) == dark
+
+    settled(themed)
 
 
 def check_live_panel(page, root, panel, notebooks, name, dark):
@@ -330,12 +351,16 @@ def check_live_panel(page, root, panel, notebooks, name, dark):
     wait_until_busy(notebooks)
     assert gpu_bar.get_attribute("aria-valuenow") == "20"
     # The user's RAM level (1%): the bar is the alert colour and the banner lists the RAM alert.
-    palette = {state: rgb(css_var(panel, f"--ck-{state}")) for state in ("ok", "high", "alert")}
-    assert fill_colour(root, "RAM") == palette["alert"]
+    palette = settled(lambda: {state: rgb(css_var(panel, f"--ck-{state}")) for state in ("ok", "high", "alert")})
     banner = root.locator(".ck-banner")
-    assert banner.locator(".ck-alert[data-kind='ram']:not(.ck-cleared)").count() == 1
-    assert fill_colour(root, "GPU 0 memory") == palette["ok"]
-    assert banner.locator("[data-kind='gpu_memory']").count() == 0
+
+    def user_levels():
+        assert fill_colour(root, "RAM") == palette["alert"]
+        assert banner.locator(".ck-alert[data-kind='ram']:not(.ck-cleared)").count() == 1
+        assert fill_colour(root, "GPU 0 memory") == palette["ok"]
+        assert banner.locator("[data-kind='gpu_memory']").count() == 0
+
+    settled(user_levels)
     check_theme(root, panel, dark)
 
     (notebooks / "high").touch()  # 92%: past the user's 90% (under the default 95%)
