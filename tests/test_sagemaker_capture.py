@@ -62,28 +62,6 @@ def test_elsewhere_the_session_history(shell, monkeypatch):
     assert got.origin == "history" and [c.source.strip() for c in got.cells][-2:] == ["a = 1", "b = a + 1"]
 
 
-@pytest.mark.parametrize("source,what", [
-    ("key = 'AKIAIOSFODNN7EXAMPLE'", "an AWS access key id"),
-    ("aws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'", "a secret-looking value"),
-    ("import os\nos.environ['HF_TOKEN'] = 'abc123'", "a credential set in os.environ['HF_TOKEN']"),
-    ("%env WANDB_API_KEY=0123456789abcdef", "a credential set for WANDB_API_KEY"),
-    ("from google.colab import userdata\ntoken = userdata.get('HF_TOKEN')", "a value read from Colab Secrets"),
-    ("login(token='hf_abcdefghijklmnopqrstuvwxyzABCDEFGH')", "a Hugging Face token"),
-    ("g = 'ghp_abcdefghijklmnopqrstuvwxyz0123456789'", "a GitHub token"),
-])
-def test_secrets_stop_the_export_naming_cell_and_line(source, what):
-    cells = [Cell(1, "x = 1"), Cell(2, "# setup\n" + source)]
-    with pytest.raises(ColabkitError, match=r"cell 2, line \d+: " + re.escape(what)):
-        secrets.check(cells)
-
-
-def test_allow_secret_and_clean_cells():
-    cells = [Cell(1, "import os\nos.environ['HF_TOKEN'] = 'abc123'"), Cell(2, "!pip install torch\nx = 'hello'")]
-    secrets.check(cells, allow=("HF_TOKEN",))
-    secrets.check([Cell(1, "os.environ['EPOCHS'] = '10'\nlr = 3e-4\npath = '/content/drive/MyDrive/x.csv'")])
-    secrets.check([Cell(1, "def broken(:\n")])  # not Python: nothing to find, and the job would fail on it
-
-
 def test_history_leaves_out_the_cells_that_raised(shell, monkeypatch):
     """The person moved on from a cell that failed: the job must not fail there."""
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
