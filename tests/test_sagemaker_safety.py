@@ -120,7 +120,8 @@ def test_a_failure_after_create_says_the_job_exists_and_how_to_follow_it(shell, 
                        "message": "Rate exceeded"})
     job, said = submitted(shell)
     assert f"submitted {job.name}" in said
-    assert f"WARNING: AWS is throttling requests (reading the status of training job {job.name}): Rate exceeded." in said
+    assert f"WARNING: AWS is throttling requests (reading the status of training job {job.name}): Rate " \
+           "exceeded." in said
     assert f"The training job {job.name} exists on SageMaker (it was created): don't export again" in said
     assert "job.wait()" in said and "console.aws.amazon.com" in said and "run it again" not in said
     with pytest.raises(ColabkitError) as failed:

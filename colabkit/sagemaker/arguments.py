@@ -39,7 +39,7 @@ def options_from(args, instance_type: str):
 
     return Options(instance_type=instance_type, local=args.local, dry_run=args.dry_run, wait=args.wait,
                    all_cells=getattr(args, "all", True),  # the terminal's export has no --all: every cell
-                   allow_secrets=tuple(args.allow_secret), secrets=tuple(args.secret), instances=args.instances, volume_gb=args.volume,
-                   max_run=args.max_run, max_wait=args.max_wait,
+                   allow_secrets=tuple(args.allow_secret), secrets=tuple(args.secret), instances=args.instances,
+                   volume_gb=args.volume, max_run=args.max_run, max_wait=args.max_wait,
                    on_demand=args.on_demand, role=args.role, region=args.region, profile=args.profile,
                    bucket=args.bucket, image=args.image, gpus=args.gpus)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ..errors import ColabkitError
 from ..units import parse_duration
-from . import (aws, capture, convert, drive, images, job_secrets, launch, local, packages, portability, pricing, request,
-               results, secrets, upload, validate)
+from . import (aws, capture, convert, drive, images, job_secrets, launch, local, packages, portability, pricing,
+               request, results, secrets, upload, validate)
 
 DRIVE_CHANNEL = "drive"
 PLACEHOLDER_ACCOUNT = "ACCOUNT"  # --dry-run without credentials

@@ -44,7 +44,8 @@ TOKEN_SHAPES = {
     "an AWS access key id": (("AKIA", "ASIA", "ABIA", "ACCA"), r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
     "a GitHub token": (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"\bgh[pousr]_[0-9A-Za-z]{36,}\b"),
     "a GitHub fine-grained token": (("github_pat_",), r"\bgithub_pat_[0-9A-Za-z_]{60,}"),
-    "a GitLab token": (("glpat-", "gldt-", "glptt-", "glrt-", "glcbt-"), r"\bgl(?:pat|dt|ptt|rt|cbt)-[0-9A-Za-z_-]{20,}"),
+    "a GitLab token": (("glpat-", "gldt-", "glptt-", "glrt-", "glcbt-"),
+                       r"\bgl(?:pat|dt|ptt|rt|cbt)-[0-9A-Za-z_-]{20,}"),
     "a Hugging Face token": (("hf_", "api_org_"), r"\b(?:hf|api_org)_[A-Za-z0-9]{30,}\b"),
     "an OpenAI API key": (("sk-",), r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}"
                                     r"|\bsk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}\b|\bsk-[A-Za-z0-9]{48}\b"),
@@ -53,7 +54,8 @@ TOKEN_SHAPES = {
     "a Google OAuth client secret": (("GOCSPX-",), r"\bGOCSPX-[0-9A-Za-z_-]{28}(?![0-9A-Za-z_-])"),
     "a Slack token": (("xox",), r"\bxox[abposer]-[0-9A-Za-z-]{10,}"),
     "a Slack app token": (("xapp-",), r"\bxapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+"),
-    "a Slack webhook": (("hooks.slack.com",), r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/+-]{30,}"),
+    "a Slack webhook": (("hooks.slack.com",),
+                        r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/+-]{30,}"),
     "a Discord webhook": (("/api/webhooks/",), r"discord(?:app)?\.com/api/webhooks/\d{15,25}/[A-Za-z0-9_-]{50,}"),
     "a Stripe key": (("_live_", "_test_", "_prod_"), r"\b(?:sk|rk)_(?:live|test|prod)_[0-9A-Za-z]{20,}\b"),
     "a SendGrid key": (("SG.",), r"\bSG\.[A-Za-z0-9_-]{20,24}\.[A-Za-z0-9_-]{39,50}\b"),
@@ -78,7 +80,7 @@ TOKEN_SHAPES = {
 SHAPES = [(what, words, re.compile(shape)) for what, (words, shape) in TOKEN_SHAPES.items()]
 # Only text with one of these words can hold a credential by name: lines and cells without any skip
 # the slower rules (a speed-up only: every name those rules accept holds one of them).
-CREDENTIAL_HINT = re.compile(r"(?i)token|secret|pass|pwd|key|auth|cred|pat|login|client")
+CREDENTIAL_HINT = re.compile(r"(?i)token|secret|pass|pwd|key|auth|cred|pat|login|client|bearer")
 READ_HINT = re.compile(r"userdata|environ|getenv|google")
 
 # A credential's name, by its parts: any of these words, or a key qualified as a credential's.
@@ -110,7 +112,7 @@ ENV_MAGIC = re.compile(r"^\s*%env\s+(?P<name>[A-Za-z_]\w*)(?:\s*=\s*|\s+)(?P<val
 URL_PASSWORD = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://(?P<user>[^\s:/@'\"]*):(?P<password>[^\s@/'\"]+)@[\w.-]")
 URL_TOKEN_USER = re.compile(r"\bhttps?://(?P<user>[^\s:/@'\"]{20,})@[\w.-]")
 WANDB_LOGIN = re.compile(r"\bwandb\s+login\s+(?:--?\w[\w-]*\s+)*(?P<value>[0-9a-f]{40})\b")
-KEY_CALLS = ("login", "Login", "authenticate", "auth", "set_api_key", "configure", "Client")  # their keys, positional
+KEY_CALLS = ("login", "Login", "authenticate", "auth", "set_api_key", "Client")  # calls given a key positionally
 BEARER = re.compile(r"(?i)\b(?:bearer|token)\s+([A-Za-z0-9._~+/=-]{16,})")  # Authorization headers
 SPACED_PASSWORD = re.compile(r"(?i)\b(?:password|passwd)\s+(?P<value>[^\s'\"]+)\s*$")  # .netrc, pip.conf
 ENVIRON_READS = ("os.environ.get", "environ.get", "os.getenv", "getenv")
@@ -461,7 +463,8 @@ def check_state(checkpoint_path: Path, values: dict[str, str] | None = None) -> 
                 walk(value, f"{where}[{index}]")
         elif isinstance(node, str):
             hits = [what for _, what in _shape_hits(node)]
-            hits += [f"the value of --secret {name}" for name, value in (values or {}).items() if value and value in node]
+            hits += [f"the value of --secret {name}" for name, value in (values or {}).items()
+                     if value and value in node]
             found.extend(f"{what} at {where}" for what in dict.fromkeys(hits))
 
     walk(document, "")

@@ -52,7 +52,8 @@ def ensure_bucket(s3, bucket: str, region: str, create: bool, account: str) -> N
             return
     with aws.errors(f"making the new S3 bucket {bucket} private and encrypted"):
         s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
         s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
             "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]})
         s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={

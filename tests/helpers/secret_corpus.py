@@ -39,8 +39,8 @@ def _b64url(data: bytes) -> str:
 
 def _jwt(rng):
     header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    payload = _b64url(json.dumps({"sub": _pick(rng, DIGITS, 10), "name": "svc", "iat": rng.randrange(1_600_000_000, 1_800_000_000)}
-                                 ).encode())
+    claims = {"sub": _pick(rng, DIGITS, 10), "name": "svc", "iat": rng.randrange(1_600_000_000, 1_800_000_000)}
+    payload = _b64url(json.dumps(claims).encode())
     return f"{header}.{payload}.{_b64url(rng.randbytes(32))}"
 
 
@@ -88,7 +88,8 @@ CATEGORIES = {
     "slack-webhook": (lambda r: f"https://hooks.slack.com/services/T{_pick(r, UPPER + DIGITS, 10)}/"
                                 f"B{_pick(r, UPPER + DIGITS, 10)}/{_pick(r, ALNUM, 24)}", "SLACK_WEBHOOK_URL",
                       "webhook_url", ("assign", "comment", "environ", "dict", "kwarg", "bash", "broken_cell")),
-    "discord-webhook": (lambda r: f"https://discord.com/api/webhooks/{_pick(r, DIGITS, 19)}/{_pick(r, ALNUM + '_-', 68)}",
+    "discord-webhook": (lambda r: f"https://discord.com/api/webhooks/{_pick(r, DIGITS, 19)}/"
+                                  f"{_pick(r, ALNUM + '_-', 68)}",
                         "DISCORD_WEBHOOK", "url", ("assign", "comment", "environ", "kwarg", "broken_cell")),
     "stripe-key": (lambda r: "sk_live_" + _pick(r, ALNUM, 24), "STRIPE_API_KEY", "api_key", GENERAL),
     "sendgrid-key": (lambda r: f"SG.{_pick(r, ALNUM + '_-', 22)}.{_pick(r, ALNUM + '_-', 43)}", "SENDGRID_API_KEY",
@@ -98,7 +99,8 @@ CATEGORIES = {
                            "TELEGRAM_BOT_TOKEN", "token", GENERAL),
     "jwt": (_jwt, "API_JWT", "token", GENERAL),
     "private-key": (_pem, "PRIVATE_KEY", "private_key", ("triple_quoted", "writefile_pem", "service_account_json")),
-    "pgp-private-key": (lambda r: _pem(r, "PGP PRIVATE KEY BLOCK"), "PGP_KEY", "key", ("triple_quoted", "writefile_pem")),
+    "pgp-private-key": (lambda r: _pem(r, "PGP PRIVATE KEY BLOCK"), "PGP_KEY", "key",
+                        ("triple_quoted", "writefile_pem")),
     "password-in-url": (_password, "DATABASE_URL", "url", ("db_url", "db_url_env", "db_url_kwarg", "redis_url",
                                                             "mongo_url", "broken_db_url")),
     "pip-index-password": (_password, "PIP_INDEX_URL", "index_url", ("pip_index_url", "pip_extra_index_url",
@@ -153,7 +155,8 @@ def _cells(placement: str, value: str, env: str, kwarg: str, rng: random.Random)
         "writefile_yaml": f"%%writefile config.yaml\nmodel: command-r\n{kwarg}: {value}\nepochs: 3",
         "kwarg": f'client = Client(base_url="https://api.example.net", {kwarg}="{value}")',
         "dict": f'config = {{"model": "gpt2", "{kwarg}": "{value}", "epochs": 3}}',
-        "dict_multiline": f'settings = dict(\n    lr=3e-4,\n    **{{\n        "{kwarg}":\n            "{value}",\n    }},\n)',
+        "dict_multiline": (f'settings = dict(\n    lr=3e-4,\n    **{{\n        "{kwarg}":\n'
+                           f'            "{value}",\n    }},\n)'),
         "broken_cell": f'print("starting"\n{env} = "{value}"',
         "fstring_header": f'headers = {{"Authorization": f"Bearer {value}"}}',
         "curl_header": f'!curl -s -H "Authorization: Bearer {value}" https://api.example.net/v1/models',
@@ -171,7 +174,7 @@ def _cells(placement: str, value: str, env: str, kwarg: str, rng: random.Random)
         "db_url_env": f'os.environ["DATABASE_URL"] = "mysql+pymysql://{user}:{value}@{host}/runs"',
         "db_url_kwarg": f'conn = psycopg2.connect(dsn="postgres://{user}:{value}@{host}/ml")',
         "redis_url": f'cache = redis.from_url("redis://:{value}@{host}:6379/0")',
-        "mongo_url": f'client = MongoClient("mongodb+srv://{user}:{value}@cluster0.abcd.mongodb.net/?retryWrites=true")',
+        "mongo_url": f'client = MongoClient("mongodb+srv://{user}:{value}@cluster0.abcd.mongodb.net/?w=majority")',
         "broken_db_url": f'url = "postgresql://{user}:{value}@{host}/db"\nfor x in range(3)\n    print(x)',
         "pip_index_url": f"!pip install -q --index-url https://{user}:{value}@pypi.acme.dev/simple acme-models",
         "pip_extra_index_url": f"!pip install --extra-index-url=https://{user}:{value}@pkgs.acme.dev/simple/ trainer",
