@@ -1,6 +1,4 @@
-"""Capturing a notebook's cells for export, and refusing to export secrets."""
-
-import re
+"""Capturing a notebook's cells for export (the secret scanner: test_sagemaker_secrets.py)."""
 
 import nbformat
 import pytest
@@ -8,8 +6,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from colabkit.errors import ColabkitError
 from colabkit.runtime import Runtime
-from colabkit.sagemaker import secrets
-from colabkit.sagemaker.capture import Cell, calling_cell, capture, read_notebook
+from colabkit.sagemaker.capture import calling_cell, capture, read_notebook
 
 CELLS = ["!pip install -q timm==0.9.16", "import torch\nmodel = torch.nn.Linear(2, 2)", "%checkpoint every 15m model",
          "%to_sagemaker ml.g5.xlarge"]

@@ -5,7 +5,6 @@ and failures after the job exists that never say "run it again".
 """
 
 import json
-import os
 
 import pytest
 from conftest import run

@@ -75,6 +75,7 @@ def test_secrets_are_found_where_people_write_them(source, line, what):
     'client = InferenceClient("meta-llama/Llama-3.1-70B-Instruct")\nsecret_name = "my-sagemaker-secret-2"',
     'url = "postgresql://postgres:postgres@localhost:5432/db"\nuri = f"mongodb://{user}:{password}@host"',
     "key = jax.random.PRNGKey(0)\nkey, subkey = jax.random.split(key)",
+    f'tokenizer_revision = "{HEX40}"\nmonkey_patch_id = "{fake(ALNUM, 24)}"',  # "token", "key" inside other words
 ])
 def test_what_real_notebooks_write_is_not_a_secret(source):
     assert findings(source) == []

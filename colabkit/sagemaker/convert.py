@@ -13,7 +13,6 @@ commands behave in the job as runner.py says, so a cell runs the same wherever i
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from dataclasses import dataclass
