@@ -113,6 +113,27 @@ def test_a_manifest_naming_a_file_outside_its_folder_is_refused(shell, aws, tmp_
     assert not (job.store.root / "step-9").exists() and job.store.latest_valid()[0].id == "step-4"
 
 
+@pytest.mark.parametrize("data_filter", [True, False], ids=["python-data-filter", "older-python"])
+def test_a_model_archive_reaching_outside_its_folder_is_refused(shell, aws, tmp_path, monkeypatch, data_filter):
+    import io
+    import tarfile
+
+    if not data_filter:  # Pythons before 3.10.12 have no tarfile.data_filter: colabkit checks each member
+        monkeypatch.delattr(tarfile, "data_filter")
+    job, _ = submitted(shell)
+    described = aws.client("sagemaker").describe_training_job(TrainingJobName=job.name)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        member = tarfile.TarInfo("../../../escaped.txt")
+        member.size = 2
+        tar.addfile(member, io.BytesIO(b"hi"))
+    bucket, key = described["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").split("/", 1)
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=archive.getvalue())
+    with pytest.raises(ColabkitError, match=f"outside .*The training job {job.name} exists on SageMaker"):
+        job.fetch(echo=lambda line: None)
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
 # -- after the job exists, never "run it again" ----------------------------------------------------
 def test_a_failure_after_create_says_the_job_exists_and_how_to_follow_it(shell, aws):
     aws.FAULTS.append({"operation": "DescribeTrainingJob", "status": 400, "code": "ThrottlingException",

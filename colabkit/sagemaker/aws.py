@@ -130,7 +130,7 @@ def _explain(code: str, message: str, doing: str) -> tuple[str, str, bool] | Non
                 "SageMaker > '<instance type> for training job usage' (and '... for spot training job usage' "
                 "for Spot), or choose another instance type.", False)
     if code in ("ValidationException", "InvalidParameterValue", "InvalidRequest"):
-        return f"SageMaker did not accept the request while {doing}: {message}", "", False
+        return f"AWS did not accept the request while {doing}: {message}", "", False
     if code in ("ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown",
                 "RequestLimitExceeded", "ServiceUnavailable", "503"):
         return f"AWS is throttling requests ({doing}): {message}", "Wait a minute.", True

@@ -159,7 +159,11 @@ class TrainingJob:
         target.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
             if hasattr(tarfile, "data_filter"):  # refuses members outside the folder, links out, devices
-                tar.extractall(target, filter="data")
+                try:
+                    tar.extractall(target, filter="data")
+                except tarfile.FilterError as exc:
+                    raise ColabkitError(f"{artifact} holds a file that would be written outside {target} ({exc}), "
+                                        f"so it was not unpacked. {self.exists}") from None
             else:
                 for member in tar.getmembers():
                     upload.inside(target, member.name, f"{artifact}: {member.name}", self.exists)

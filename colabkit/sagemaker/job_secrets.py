@@ -25,7 +25,8 @@ from ..errors import ColabkitError
 
 NAMES, ARN, VERSION = "COLABKIT_SECRETS", "COLABKIT_SECRETS_ARN", "COLABKIT_SECRETS_VERSION"
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-RESERVED = ("AWS_", "SM_", "SAGEMAKER_", "COLABKIT_", "TRAINING_JOB_", "PYTHON", "PATH", "HOME", "LD_")
+RESERVED = ("AWS_", "SM_", "SAGEMAKER_", "COLABKIT_", "TRAINING_JOB_", "PYTHON", "LD_")  # prefixes the job's own
+RESERVED_NAMES = {"PATH", "HOME", "TMPDIR", "LANG", "USER", "SHELL"}
 
 
 class Unavailable(Exception):
@@ -38,7 +39,7 @@ def check_names(names) -> None:
         if not NAME_PATTERN.fullmatch(name):
             raise ColabkitError(f"--secret {name!r} is not an environment variable's name: use letters, digits and "
                                 "underscores, as in --secret HF_TOKEN.")
-        if name.upper().startswith(RESERVED) or name.upper() == "PATH":
+        if name.upper().startswith(RESERVED) or name.upper() in RESERVED_NAMES:
             why = ("the job gets its AWS access from its IAM role (--role), and a key of yours would outlive it"
                    if name.upper().startswith("AWS_") else "the job's platform sets that variable itself")
             raise ColabkitError(f"--secret {name} can't be given to the job: {why}. Remove it from the export "
@@ -66,8 +67,8 @@ def resolve(names) -> Values:
         value = value if value is not None else os.environ.get(name)
         if not value:
             where = ("in Colab Secrets (the key icon on the left), with this notebook allowed to read it"
-                     if on_colab else "in this machine's environment (export NAME=... before starting Jupyter, "
-                     "or %env in an earlier session)")
+                     if on_colab else f"to this machine's environment (export {name}=... in the shell that starts "
+                     "Jupyter or runs colabkit export)")
             raise ColabkitError(f"--secret {name}: there is no value for {name} to give the job. Add it {where}, "
                                 "then export again.")
         values[name] = value
