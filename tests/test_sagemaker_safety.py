@@ -260,7 +260,7 @@ def drive_export(sources, options=None):
     return outcome, "\n".join(lines)
 
 
-def test_the_drive_root_never_goes_and_credential_files_stay_behind(fake_colab, aws):
+def test_the_drive_root_is_refused_and_credential_files_stay_behind(fake_colab, aws):
     drive = mounted(fake_colab)
     (drive / "project").mkdir(parents=True)
     (drive / "kaggle.json").write_text('{"username": "u", "key": "k"}')
@@ -268,11 +268,14 @@ def test_the_drive_root_never_goes_and_credential_files_stay_behind(fake_colab, 
     (drive / "project" / "train.csv").write_text("1,2\n")
     (drive / "project" / ".netrc").write_text("machine x login y password z")
     (drive / "project" / "deploy.pem").write_text("key")
-    outcome, said = drive_export([
-        f"import os\nos.chdir('{drive}')",
-        f"rows = open('{drive}/project/train.csv').read()\nDATA = '{drive}/project'"])
-    assert f"WARNING: left out of the job: {drive}: a job never gets a whole Drive" in said
-    assert f"left out of the job: {drive}/project/.netrc: a credential file never goes" in said
+    read = f"rows = open('{drive}/project/train.csv').read()\nDATA = '{drive}/project'"
+    with pytest.raises(ColabkitError) as stopped:
+        drive_export([f"import os\nos.chdir('{drive}')", read])
+    said = str(stopped.value)
+    assert f"cell 1, line 2 names {drive}, the whole Drive, and a job never gets a whole Drive" in said
+    assert aws.every_object() == {}
+    outcome, said = drive_export([f"import os\nos.chdir('{drive}/project')", read])
+    assert f"WARNING: left out of the job: {drive}/project/.netrc: a credential file never goes" in said
     assert f"left out of the job: {drive}/project/deploy.pem: a credential file" in said
     assert "Drive files that go with the job (1, 4 B of at most 10.0 GiB): MyDrive/project/train.csv (4 B)" in said
     assert said.index("Drive files that go with the job") < said.index("submitted")

@@ -4,7 +4,7 @@ The cells name Drive files and folders in string literals (`'/content/drive/MyDr
 that exists goes with the job as its "drive" channel, laid out as under the mount point. Bounds,
 said before anything is sent:
 - never the whole Drive: a cell naming the mount point, MyDrive, Shareddrives or one whole shared
-  drive (`os.chdir("/content/drive/MyDrive")`) names no files, and is said;
+  drive (`os.chdir("/content/drive/MyDrive")`) stops the export, naming cell and line;
 - never a known credential file (kaggle.json, .netrc, *.pem, credentials ...), wherever it is:
   the job gets its secrets with --secret;
 - at most LIMIT in all; over it the export stops, listing the largest files.
@@ -49,15 +49,16 @@ class DriveFiles:
         return said
 
 
-def named(cells, mount: str) -> list[Path]:
-    """The existing files and folders under the Drive mount that the cells name in string literals."""
-    root, found = Path(mount), []
+def named(cells, mount: str) -> dict[Path, str]:
+    """The existing files and folders under the Drive mount that the cells name in string literals,
+    each with where it is first named ("cell 2, line 3")."""
+    root, found = Path(mount), {}
     for cell in cells:
         for node in ast.walk(cell.tree) if cell.tree is not None else ():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(f"{root}/"):
                 path = Path(node.value.rstrip("/"))
                 if path.exists() and path not in found:
-                    found.append(path)
+                    found[path] = f"cell {cell.number}, line {cell.raw_line(node.lineno)}"
     return found
 
 
@@ -75,11 +76,16 @@ def select(cells, mount: str, limit: int | None = None) -> DriveFiles:
     root, limit = Path(mount), LIMIT if limit is None else limit
     files: dict[Path, int] = {}
     left_out: list[tuple[Path, str]] = []
-    for path in named(cells, mount):
-        if _whole_drive(path, root):
-            left_out.append((path, "a job never gets a whole Drive: name the folder or the files the job needs in "
-                                   "a cell (for example '/content/drive/MyDrive/project/data')"))
-            continue
+    paths = named(cells, mount)
+    whole = [(path, where) for path, where in paths.items() if _whole_drive(path, root)]
+    if whole:
+        listed = "; ".join(f"{where} names {path}" for path, where in whole)
+        raise ColabkitError(
+            f"The export stopped: {listed}, the whole Drive, and a job never gets a whole Drive (it would upload "
+            "every file there: other notebooks, kaggle.json, your documents). Name the folder or the files the job "
+            f"needs instead (for example os.chdir('{root}/MyDrive/project') or '{root}/MyDrive/project/data.csv'), "
+            "and export again.")
+    for path in paths:
         for file in _files(path):
             if credential_file(file):
                 left_out.append((file, "a credential file never goes with a job: give the job what it needs with "
