@@ -1,6 +1,4 @@
-"""Capturing a notebook's cells for export, and refusing to export secrets."""
-
-import re
+"""Capturing a notebook's cells for export (the secret scanner: test_sagemaker_secrets.py)."""
 
 import nbformat
 import pytest
@@ -8,8 +6,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from colabkit.errors import ColabkitError
 from colabkit.runtime import Runtime
-from colabkit.sagemaker import secrets
-from colabkit.sagemaker.capture import Cell, calling_cell, capture, read_notebook
+from colabkit.sagemaker.capture import calling_cell, capture, read_notebook
 
 CELLS = ["!pip install -q timm==0.9.16", "import torch\nmodel = torch.nn.Linear(2, 2)", "%checkpoint every 15m model",
          "%to_sagemaker ml.g5.xlarge"]
@@ -60,28 +57,6 @@ def test_elsewhere_the_session_history(shell, monkeypatch):
         shell.run_cell(source, store_history=True)  # as a kernel runs every cell
     got = capture(Runtime(shell), calling_cell(shell))
     assert got.origin == "history" and [c.source.strip() for c in got.cells][-2:] == ["a = 1", "b = a + 1"]
-
-
-@pytest.mark.parametrize("source,what", [
-    ("key = 'AKIAIOSFODNN7EXAMPLE'", "an AWS access key id"),
-    ("aws_secret_access_key = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'", "a secret-looking value"),
-    ("import os\nos.environ['HF_TOKEN'] = 'abc123'", "a credential set in os.environ['HF_TOKEN']"),
-    ("%env WANDB_API_KEY=0123456789abcdef", "a credential set for WANDB_API_KEY"),
-    ("from google.colab import userdata\ntoken = userdata.get('HF_TOKEN')", "a value read from Colab Secrets"),
-    ("login(token='hf_abcdefghijklmnopqrstuvwxyzABCDEFGH')", "a Hugging Face token"),
-    ("g = 'ghp_abcdefghijklmnopqrstuvwxyz0123456789'", "a GitHub token"),
-])
-def test_secrets_stop_the_export_naming_cell_and_line(source, what):
-    cells = [Cell(1, "x = 1"), Cell(2, "# setup\n" + source)]
-    with pytest.raises(ColabkitError, match=r"cell 2, line \d+: " + re.escape(what)):
-        secrets.check(cells)
-
-
-def test_allow_secret_and_clean_cells():
-    cells = [Cell(1, "import os\nos.environ['HF_TOKEN'] = 'abc123'"), Cell(2, "!pip install torch\nx = 'hello'")]
-    secrets.check(cells, allow=("HF_TOKEN",))
-    secrets.check([Cell(1, "os.environ['EPOCHS'] = '10'\nlr = 3e-4\npath = '/content/drive/MyDrive/x.csv'")])
-    secrets.check([Cell(1, "def broken(:\n")])  # not Python: nothing to find, and the job would fail on it
 
 
 def test_history_leaves_out_the_cells_that_raised(shell, monkeypatch):

@@ -159,8 +159,8 @@ def test_colab_only_and_interactive_calls_are_reported_before_anything_is_sent(s
     assert (finding.cell, finding.line, finding.call, finding.fails) == (4, 2, call, fails)
 
 
-def test_drive_paths_are_the_existing_files_the_cells_name(tmp_path):
-    from colabkit.sagemaker.convert import drive_paths
+def test_drive_files_are_the_existing_files_the_cells_name(tmp_path):
+    from colabkit.sagemaker import drive
 
     mount = tmp_path / "drive"
     (mount / "MyDrive" / "data").mkdir(parents=True)
@@ -168,7 +168,7 @@ def test_drive_paths_are_the_existing_files_the_cells_name(tmp_path):
     (mount / "MyDrive" / "b.txt").write_text("2")
     cells = [Cell(1, f"df = open('{mount}/MyDrive/data/a.csv')\nopen('{mount}/MyDrive/missing.csv')"),
              Cell(2, f"DATA = '{mount}/MyDrive/data'\n!ls {mount}/MyDrive\nb = '{mount}/MyDrive/b.txt'")]
-    assert drive_paths(cells, str(mount)) == [mount / "MyDrive" / "data", mount / "MyDrive" / "b.txt"]
+    assert drive.select(cells, str(mount)).files == (mount / "MyDrive" / "b.txt", mount / "MyDrive" / "data" / "a.csv")
 
 
 def test_libraries_that_probe_for_colab_find_the_stand_in_as_a_module(tmp_path):

@@ -107,3 +107,22 @@ def test_what_the_cells_install_stays_in_the_jobs_environment(tmp_path):
     assert outcome.succeeded, "\n".join(lines)
     assert "probe 42" in lines
     assert importlib.util.find_spec("colabkit_probe") is None  # not in this kernel's environment
+
+
+def test_local_gives_the_job_the_same_secrets_the_same_way(tmp_path, monkeypatch):
+    """--secret's value reaches the cells as in a submitted job (os.environ and userdata.get), and
+    nothing written for the run holds it."""
+    value = "local-secret-value-" + "7f3a" * 6
+    monkeypatch.setenv("WANDB_API_KEY", value)
+    cells = (Cell(1, "import os\nfrom google.colab import userdata"),
+             Cell(2, "assert userdata.get('WANDB_API_KEY') == os.environ['WANDB_API_KEY']\n"
+                     "print('key length', len(os.environ['WANDB_API_KEY']))"))
+    lines = []
+    outcome = export.run(export.Options("ml.m5.large", local=True, secrets=("WANDB_API_KEY",)),
+                         Captured(cells, "test", "secrets"), kernel_for(tmp_path, "secrets"), echo=lines.append)
+    log = "\n".join(lines)
+    assert outcome.succeeded, log
+    assert f"key length {len(value)}" in log and "secrets given to the job: WANDB_API_KEY" in log
+    assert outcome.request["Environment"]["COLABKIT_SECRETS"] == "WANDB_API_KEY" and value not in log
+    written = [p for p in outcome.export.folder.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert written and not [p for p in written if value.encode() in p.read_bytes()]

@@ -142,3 +142,60 @@ def test_a_trainer_notebook_runs_as_two_hosts_under_the_toolkits_torchrun(shell,
         return [c.id for c in store.list() if c.manifest["platform"] == "sagemaker-job"]
 
     assert written_in_job("127.0.0.1") and written_in_job("127.0.0.2") == []
+
+
+def unpacked(body: bytes) -> bytes:
+    """An object's bytes with its archives opened (sourcedir.tar.gz, model.tar.gz, the wheel in it)."""
+    import gzip
+    import io
+    import tarfile
+    import zipfile
+
+    if body[:2] == b"\x1f\x8b":
+        try:
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                return b"".join(unpacked(tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile())
+        except tarfile.ReadError:
+            return unpacked(gzip.decompress(body))
+    if body[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            return b"".join(unpacked(archive.read(name)) for name in archive.namelist())
+    return body
+
+
+def test_a_secret_reaches_the_job_through_secrets_manager_and_no_uploaded_byte(shell, aws, toolkit, tmp_path,
+                                                                                 monkeypatch):
+    import hashlib
+    import json
+    import random
+
+    from helpers.secret_corpus import CATEGORIES
+
+    value = CATEGORIES["hugging-face-token"][0](random.Random(11))  # a look-alike, never a real token
+    monkeypatch.setenv("HF_TOKEN", value)
+    job = submit(shell, [
+        "%load_ext colabkit",
+        "import os, hashlib, numpy as np, colabkit\nw = np.zeros(2)",
+        "%checkpoint every 1 steps w",
+        "for i in colabkit.resumable(range(2)):\n    w += 1",
+        "if 'TRAINING_JOB_NAME' in os.environ:\n    from google.colab import userdata\n"
+        "    token = userdata.get('HF_TOKEN')\n    assert token == os.environ['HF_TOKEN']\n"
+        "    print('token sha', hashlib.sha256(token.encode()).hexdigest())",
+    ], "%to_sagemaker ml.m5.xlarge --secret HF_TOKEN")
+    monkeypatch.delenv("HF_TOKEN")  # the job can have it only from Secrets Manager
+    described = aws.client("sagemaker").describe_training_job(TrainingJobName=job.name)
+    sent = json.loads((job.folder / "request.json").read_text())
+    stored = aws.client("secretsmanager").get_secret_value(SecretId=sent["Environment"]["COLABKIT_SECRETS_ARN"])
+    assert json.loads(stored["SecretString"]) == {"HF_TOKEN": value}
+    done = aws.run_in_container(described, sent, tmp_path / "opt-ml", toolkit, os.environ["AWS_ENDPOINT_URL"])
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log
+    assert "secrets given to the job: HF_TOKEN" in log
+    assert f"token sha {hashlib.sha256(value.encode()).hexdigest()}" in log and value not in log
+    everything = aws.every_object()
+    assert any(key.endswith("sourcedir.tar.gz") for key in everything)
+    assert any("/checkpoints/" in key for key in everything) and any(key.endswith("model.tar.gz") for key in everything)
+    leaked = [key for key, body in everything.items() if value.encode() in unpacked(body)]
+    assert leaked == []
+    tags = aws.client("sagemaker").list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]
+    assert value not in json.dumps([described, sent, tags], default=str)

@@ -25,8 +25,12 @@ ARGUMENTS = (
                                             "if missing).")),
     (("--image",), dict(default=None, metavar="URI", help="A training image instead of the PyTorch one "
                                                           "that matches your torch.")),
+    (("--secret",), dict(action="append", default=[], metavar="NAME",
+                         help="Give the job this secret (repeatable): its value, from Colab Secrets or this machine's "
+                              "environment, goes to AWS Secrets Manager and the job reads it at its start, as "
+                              "os.environ[NAME] and userdata.get(NAME).")),
     (("--allow-secret",), dict(action="append", default=[], metavar="NAME",
-                               help="Let this named secret travel with the cells (rarely what you want).")),
+                               help="Let this named value travel in the cells' text (only for what is not a secret).")),
 )
 
 
@@ -35,7 +39,7 @@ def options_from(args, instance_type: str):
 
     return Options(instance_type=instance_type, local=args.local, dry_run=args.dry_run, wait=args.wait,
                    all_cells=getattr(args, "all", True),  # the terminal's export has no --all: every cell
-                   allow_secrets=tuple(args.allow_secret), instances=args.instances, volume_gb=args.volume,
-                   max_run=args.max_run, max_wait=args.max_wait,
+                   allow_secrets=tuple(args.allow_secret), secrets=tuple(args.secret), instances=args.instances,
+                   volume_gb=args.volume, max_run=args.max_run, max_wait=args.max_wait,
                    on_demand=args.on_demand, role=args.role, region=args.region, profile=args.profile,
                    bucket=args.bucket, image=args.image, gpus=args.gpus)

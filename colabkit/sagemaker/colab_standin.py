@@ -7,7 +7,8 @@ or raises ColabOnly with what to do, at once: nothing waits for a browser that i
 - drive.mount(path): the Drive files the export uploaded (the job's "drive" channel) appear at
   `path`; flush_and_unmount() does nothing.
 - files.download(path): the file comes back with the job's results; files.upload() can't work.
-- userdata.get(name): the value from the job's environment, where the export's secrets arrive;
+- userdata.get(name): the value from the job's environment, where the secrets given with --secret
+  arrive (job_secrets.py);
   a name that isn't there raises SecretNotFoundError, as Colab does.
 - runtime.unassign(): nothing (the job ends when its cells end); output.*: nothing to show.
 - auth.authenticate_user() and anything else: ColabOnly.
@@ -88,8 +89,8 @@ def install(content: Path, results: Path, drive_channel: str | None, to_job_path
     def get(key):
         value = os.environ.get(key)
         if value is None:
-            raise SecretNotFoundError(f"Secret {key} does not exist in this job: export with the secret given "
-                                      "to the job (see the README's SageMaker section).")
+            raise SecretNotFoundError(f"Secret {key} does not exist in this job: export with --secret {key} to "
+                                      "give it to the job.")
         return value
 
     def authenticate_user(*args, **kwargs):

@@ -13,7 +13,6 @@ commands behave in the job as runner.py says, so a cell runs the same wherever i
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from dataclasses import dataclass
@@ -30,18 +29,6 @@ class SourceFolder:
     path: Path
     requirements: tuple[str, ...]  # the pins, without the wheel
     cells: tuple[Cell, ...]
-
-
-def drive_paths(cells, mount_point: str) -> list[Path]:
-    """The files and folders under the Drive mount that the cells name in string literals."""
-    root, found = Path(mount_point), []
-    for cell in cells:
-        for node in ast.walk(cell.tree) if cell.tree is not None else ():
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(f"{root}/"):
-                path = Path(node.value)
-                if path.exists() and path not in found:
-                    found.append(path)
-    return [path for path in found if not any(other in path.parents for other in found)]
 
 
 def convert(cells: list[Cell] | tuple[Cell, ...], folder: Path, pins: list[str]) -> SourceFolder:

@@ -12,13 +12,13 @@ import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import ColabkitError
 from ..units import parse_duration
-from . import (aws, capture, convert, hardware, images, launch, local, packages, portability, pricing, request, results,
-               secrets, summary, upload, validate)
+from . import (aws, capture, convert, drive, hardware, images, job_secrets, launch, local, packages, portability,
+               pricing, request, results, secrets, summary, upload, validate)
 
 DRIVE_CHANNEL = "drive"
 PLACEHOLDER_ACCOUNT = "ACCOUNT"  # --dry-run without credentials
@@ -35,6 +35,7 @@ class Options:
     wait: bool = False
     all_cells: bool = False
     allow_secrets: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()  # given to the job through AWS Secrets Manager (job_secrets.py)
     instances: int = 1
     volume_gb: int = 30
     max_run: str = "24h"
@@ -58,6 +59,7 @@ class Options:
             parse_duration(self.max_wait)
         if self.image is None:
             images.processor(self.instance_type)  # refuses the types no PyTorch image serves
+        job_secrets.check_names(self.secrets)
 
     @property
     def mode(self) -> str:
@@ -75,8 +77,9 @@ class Export:
     framework: images.Framework
     store: object  # the notebook's CheckpointStore: the job starts from it, and its checkpoints come back to it
     checkpoint: object  # its latest valid Checkpoint, or None
-    drive_files: tuple[Path, ...]
+    drive_files: tuple[Path, ...]  # files, each within drive.py's bounds
     notebook_folder: Path  # where the files the job's cells write come back to
+    secrets: job_secrets.Values = field(default_factory=job_secrets.Values)  # --secret's values, shown by name
 
 
 def _notebook_store(runtime):
@@ -114,7 +117,9 @@ def prepare(captured: capture.Captured, options: Options, runtime, echo=print) -
 
     if not captured.cells:
         raise ColabkitError("There are no code cells to export before this one.")
-    secrets.check(captured.cells, options.allow_secrets)
+    given = job_secrets.resolve(options.secrets)
+    for note in secrets.check(captured.cells, options.allow_secrets, options.secrets, given):
+        echo(f"[colabkit] WARNING: {note}")
     in_kernel = runtime.shell is not None  # the notebook's own kernel: the versions it ran with
     version_of = _kernel_version if in_kernel else packages.colab_versions().get
     framework = images.framework_for({i.module for i in packages.imports(captured.cells)},
@@ -123,7 +128,7 @@ def prepare(captured: capture.Captured, options: Options, runtime, echo=print) -
     name = validate.job_name_for(captured.name, time.time())
     folder = runtime.storage_root() / "sagemaker" / name
     source = convert.convert(captured.cells, folder / "source", needs.pins)
-    drive_files = tuple(convert.drive_paths(captured.cells, storage.DRIVE_MOUNTPOINT))
+    drive_files = drive.select(captured.cells, storage.DRIVE_MOUNTPOINT)
     store = _notebook_store(runtime)
     checkpoint = _own_checkpoint(store, captured.name)
     echo(f"[colabkit] exported {len(captured.cells)} cell(s) from {captured.origin} to {source.path}")
@@ -134,14 +139,14 @@ def prepare(captured: capture.Captured, options: Options, runtime, echo=print) -
              + ", ".join(source.requirements))
     for note in needs.notes:
         echo(f"[colabkit] WARNING: {note}")
-    for finding in portability.findings(captured.cells, gpu=hardware.has_gpu(options.instance_type)):
+    for finding in portability.findings(captured.cells, options.secrets, gpu=hardware.has_gpu(options.instance_type)):
         echo(f"[colabkit] {'WARNING: ' if finding.fails else ''}{finding}")
-    if drive_files:
-        echo(f"[colabkit] Drive files the cells read go with the job: {', '.join(map(str, drive_files))}")
+    for line in drive_files.lines(Path(storage.DRIVE_MOUNTPOINT)):
+        echo(f"[colabkit] {line}")
     echo(f"[colabkit] {results.RULE}")
     notebook_folder = runtime.notebook.folder if platform.detect_name() != platform.COLAB else Path.cwd()
-    return Export(name, captured.name, captured.cells, folder, source, framework, store, checkpoint, drive_files,
-                  notebook_folder)
+    return Export(name, captured.name, captured.cells, folder, source, framework, store, checkpoint,
+                  drive_files.files, notebook_folder, given)
 
 
 def _kernel_version(distribution: str) -> str | None:
@@ -162,7 +167,7 @@ def _stage_drive(export: Export, into: Path) -> Path:
     for path in export.drive_files:
         target = into / path.relative_to(storage.DRIVE_MOUNTPOINT)
         target.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if path.is_dir() else shutil.copyfile)(path, target)
+        shutil.copyfile(path, target)
     return into
 
 
@@ -262,7 +267,7 @@ def run_local(export: Export, body: dict, echo=print) -> local.LocalRun:
     with tempfile.TemporaryDirectory() as temp:
         channels = {DRIVE_CHANNEL: _stage_drive(export, Path(temp) / DRIVE_CHANNEL)} if export.drive_files else {}
         return local.run(body, export.source, export.store, export.folder / "local", channels=channels,
-                         notebook_folder=export.notebook_folder, echo=echo)
+                         notebook_folder=export.notebook_folder, secrets=export.secrets, echo=echo)
 
 
 def submit(export: Export, built: request.Plan, body: dict, estimate: pricing.Estimate, connection: aws.Aws,
@@ -272,30 +277,30 @@ def submit(export: Export, built: request.Plan, body: dict, estimate: pricing.Es
     from .job import TrainingJob
 
     s3 = connection.client("s3")
-    upload.ensure_bucket(s3, built.bucket, built.region, create=create_bucket)
+    upload.ensure_bucket(s3, built.bucket, built.region, create_bucket, connection.account)
     with tempfile.TemporaryDirectory() as temp, ThreadPoolExecutor(1) as checker:
         checked = checker.submit(_valid_or_older, export) if export.checkpoint is not None else None
-        upload.put_file(s3, upload.source_archive(export.source.path, Path(temp) / "sourcedir.tar.gz"),
-                        built.source_uri)
-        if checked is not None:
-            size = upload.put_checkpoint(s3, export.checkpoint.path, built.checkpoint_uri)
+        if checked is not None:  # first: a checkpoint holding a token stops the export before anything goes
+            size = upload.put_checkpoint(s3, export.checkpoint.path, built.checkpoint_uri, export.secrets)
             message, older = checked.result()
             echo(f"[colabkit] uploaded {export.checkpoint.id} ({size / 2**20:.1f} MiB); {message}")
             if older is not None:
-                upload.put_checkpoint(s3, older.path, built.checkpoint_uri)
+                upload.put_checkpoint(s3, older.path, built.checkpoint_uri, export.secrets)
+        upload.put_file(s3, upload.source_archive(export.source.path, Path(temp) / "sourcedir.tar.gz"),
+                        built.source_uri)
         for path in export.drive_files:  # straight from Drive, laid out as under its mount point
-            uri = f"{built.channels[DRIVE_CHANNEL]}/{path.relative_to(storage.DRIVE_MOUNTPOINT).as_posix()}"
-            if path.is_dir():
-                upload.put_folder(s3, path, uri)
-            else:
-                upload.put_file(s3, path, uri)
+            upload.put_file(s3, path, f"{built.channels[DRIVE_CHANNEL]}/"
+                                      f"{path.relative_to(storage.DRIVE_MOUNTPOINT).as_posix()}")
     with aws.errors(f"creating the training job {built.job_name}"):
         connection.client("sagemaker").create_training_job(**body)
     echo(f"[colabkit] submitted {built.job_name} ({built.instances} x {built.instance_type}"
          f"{', Spot' if built.spot else ''}) in {built.region}")
     job = TrainingJob(connection, built.job_name, export.folder, export.store, estimate.on_demand_per_hour,
                       export.notebook_folder)
-    job.describe()
+    try:
+        job.describe()
+    except ColabkitError as exc:  # the job exists: it is returned all the same, to follow once AWS answers
+        echo(f"[colabkit] WARNING: {exc}")
     return job
 
 
@@ -347,7 +352,7 @@ def run(options: Options, captured: capture.Captured, runtime=None, echo=print) 
         connection = aws.connect(options.profile, options.region)
         aws.role_arn(options.role, connection.account)
     export = prepare(captured, options, runtime, echo)
-    built = plan(export, options, connection, echo)
+    built = job_secrets.give(plan(export, options, connection, echo), export.secrets, connection, echo)
     body = request.check(request.build(built))
     (export.folder / "request.json").write_text(json.dumps(body, indent=1))
     if options.mode == LOCAL:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from .. import storage
 from ..checkpoint.mirror import copy_checkpoint
+from ..checkpoint import codec
 from ..checkpoint.codec import newest_first
 from ..checkpoint.store import CheckpointStore
+from ..errors import ColabkitError
 from ..units import format_duration
 from . import aws, results, upload
 
@@ -35,10 +37,11 @@ class TrainingJob:
         self.sagemaker, self.s3, self.logs_client = (connection.client(s) for s in ("sagemaker", "s3", "logs"))
         self.last: dict = {}
         self._log_tokens: dict[str, str | None] = {}
+        self.exists = aws.job_exists(name, connection.region)  # what every failure from here on says
 
     # -- reading -------------------------------------------------------------------------
     def describe(self) -> dict:
-        with aws.errors(f"reading the status of training job {self.name}"):
+        with aws.errors(f"reading the status of training job {self.name}", self.exists):
             self.last = self.sagemaker.describe_training_job(TrainingJobName=self.name)
         return self.last
 
@@ -70,7 +73,7 @@ class TrainingJob:
     def new_log_lines(self) -> list[str]:
         """CloudWatch lines written since the last call, from every stream of the job (one per host)."""
         lines = []
-        with aws.errors(f"reading the logs of training job {self.name}"):
+        with aws.errors(f"reading the logs of training job {self.name}", self.exists):
             try:
                 streams = self.logs_client.describe_log_streams(
                     logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.name}/").get("logStreams", [])
@@ -124,7 +127,7 @@ class TrainingJob:
             time.sleep(poll)
 
     def stop(self) -> None:
-        with aws.errors(f"stopping training job {self.name}"):
+        with aws.errors(f"stopping training job {self.name}", self.exists):
             self.sagemaker.stop_training_job(TrainingJobName=self.name)
 
     def fetch(self, echo=print) -> tuple[list[Path], str | None]:
@@ -145,7 +148,7 @@ class TrainingJob:
             return []
         bucket, key = upload.split_uri(artifact)
         archive = temp / "model.tar.gz"
-        with aws.errors(f"downloading {artifact}"):
+        with aws.errors(f"downloading {artifact}", self.exists):
             try:
                 self.s3.download_file(bucket, key, str(archive))
             except self.s3.exceptions.ClientError as exc:
@@ -155,8 +158,19 @@ class TrainingJob:
         target = self.folder / "model"
         target.mkdir(parents=True, exist_ok=True)
         with tarfile.open(archive) as tar:
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(target, **safe)
+            if hasattr(tarfile, "data_filter"):  # refuses members outside the folder, links out, devices
+                try:
+                    tar.extractall(target, filter="data")
+                except tarfile.FilterError as exc:
+                    raise ColabkitError(f"{artifact} holds a file that would be written outside {target} ({exc}), "
+                                        f"so it was not unpacked. {self.exists}") from None
+            else:
+                for member in tar.getmembers():
+                    upload.inside(target, member.name, f"{artifact}: {member.name}", self.exists)
+                    if member.issym() or member.islnk() or not (member.isfile() or member.isdir()):
+                        raise ColabkitError(f"{artifact} holds {member.name}, which is not a plain file or folder, so "
+                                            f"nothing more was unpacked. {self.exists}")
+                tar.extractall(target)
         return sorted(p for p in target.rglob("*") if p.is_file())
 
     def _fetch_checkpoint(self, temp: Path) -> str | None:
@@ -167,9 +181,13 @@ class TrainingJob:
             return None
         job_store = CheckpointStore(temp / "job")
         stored = f"{uri}/{storage.CHECKPOINTS}"  # the job's storage is /opt/ml/checkpoints, synced with `uri`
-        for name in newest_first(upload.subfolders(self.s3, stored)):
-            upload.get_prefix(self.s3, f"{stored}/{name}", job_store.root / name)
+        for name in newest_first(upload.subfolders(self.s3, stored, self.exists)):
+            upload.inside(job_store.root, name, f"{stored}/{name}", self.exists)
+            upload.get_prefix(self.s3, f"{stored}/{name}", job_store.root / name, self.exists)
             final, _ = job_store.latest_valid()  # the damaged ones downloaded before are skipped
             if final is not None:
+                for file in codec.read_manifest(final.path)["files"]:  # the names the copy writes
+                    upload.inside(final.path, file, f"{stored}/{final.id}/{codec.MANIFEST} (a file named {file!r})",
+                                  self.exists)
                 return final.id if copy_checkpoint(final.path, self.store) else None
         return None

@@ -122,9 +122,12 @@ def _stream(command: list[str], cwd: Path, env: dict[str, str], echo, tail: list
 
 
 def run(request: dict, source: SourceFolder, checkpoints: CheckpointStore, base: Path,
-        channels: dict[str, Path] | None = None, notebook_folder: Path | None = None, echo=print) -> LocalRun:
+        channels: dict[str, Path] | None = None, notebook_folder: Path | None = None, secrets: dict | None = None,
+        echo=print) -> LocalRun:
     """Run the job of `request` with `base` as its /opt/ml; `checkpoints` is the notebook's store (read,
-    then updated) and `notebook_folder` where the files the cells wrote land."""
+    then updated) and `notebook_folder` where the files the cells wrote land. `secrets` (--secret's
+    values) reach the cells' process only, where the job's colabkit finds them at its start as a
+    submitted job's finds them in Secrets Manager; nothing writes them to disk."""
     base = Path(base)
     job_name = request["TrainingJobName"]
     if base.exists():
@@ -145,7 +148,7 @@ def run(request: dict, source: SourceFolder, checkpoints: CheckpointStore, base:
     exit_code = _stream([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
                          "requirements.txt"], code, env, echo, tail)
     if exit_code == 0:
-        exit_code = _stream([str(python), "entry.py"], code, env, echo, tail)
+        exit_code = _stream([str(python), "entry.py"], code, {**env, **(secrets or {})}, echo, tail)
     outcome = base / "output" / ("success" if exit_code == 0 else "failure")
     outcome.write_text("" if exit_code == 0 else "ExecuteUserScriptError:\n" + "\n".join(tail) + "\n")
     echo(f"[colabkit] job {job_name} {'completed' if exit_code == 0 else 'failed'} in "

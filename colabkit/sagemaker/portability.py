@@ -16,22 +16,24 @@ STAND_INS = {
     "drive.mount": "the Drive files the cells name are uploaded with the job and appear at the same path",
     "drive.flush_and_unmount": "nothing to do",
     "files.download": "the file comes back with the job's results",
-    "userdata.get": "the value comes from the job's environment (a secret given to the job); without it, "
-                    "SecretNotFoundError",
+    "userdata.get": "the value of the secret of that name given with --secret, which the job reads at its start",
     "runtime.unassign": "nothing: the job ends when its cells end",
     "output": "nothing to show in a job's log",
 }
 # Calls that wait for a person: what to do instead.
 INTERACTIVE = {
     "input": "give the value in the code",
-    "getpass": "give the value to the job as a secret instead of typing it",
-    "notebook_login": "give HF_TOKEN to the job as a secret (huggingface_hub reads it from the environment)",
+    "getpass": "give the value to the job with --secret NAME and read it from os.environ[NAME] instead",
+    "notebook_login": "export with --secret HF_TOKEN and leave this call out: huggingface_hub reads HF_TOKEN from the "
+                      "environment",
     "files.upload": "put the files on Drive and read them by their /content/drive/... path",
     "auth.authenticate_user": "give the job's IAM role access to the data, or copy the data to S3 or Drive",
 }
 # Logins that prompt unless they are given their key.
 PROMPTS_WITHOUT = {"login": ("key", "token", "api_key"), "init": ("api_key", "key")}
-LOGIN_MODULES = ("wandb", "comet_ml", "huggingface_hub", "neptune", "mlflow", "clearml")
+# The environment variable each login reads its key from: given with --secret, the login doesn't prompt.
+LOGIN_MODULES = {"wandb": "WANDB_API_KEY", "comet_ml": "COMET_API_KEY", "huggingface_hub": "HF_TOKEN",
+                 "neptune": "NEPTUNE_API_TOKEN", "mlflow": "MLFLOW_TRACKING_TOKEN", "clearml": "CLEARML_API_SECRET_KEY"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Finding:
         return self.todo is not None
 
 
-def _colab_names(tree: ast.AST) -> dict[str, str]:
+def colab_names(tree: ast.AST) -> dict[str, str]:
     """Local name -> google.colab API it stands for ("files" -> "files", "gdrive" -> "drive")."""
     names = {}
     for node in ast.walk(tree):
@@ -67,16 +69,16 @@ def _colab_names(tree: ast.AST) -> dict[str, str]:
     return names
 
 
-def _dotted(node: ast.AST) -> str | None:
+def dotted(node: ast.AST) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        owner = _dotted(node.value)
+        owner = dotted(node.value)
         return f"{owner}.{node.attr}" if owner else None
     return None
 
 
-def _colab_api(called: str, names: dict[str, str]) -> str | None:
+def colab_api(called: str, names: dict[str, str]) -> str | None:
     """The google.colab API a call names ("files.upload"), or None."""
     if called.startswith("google.colab."):
         return called[len("google.colab."):]
@@ -89,21 +91,22 @@ def _colab_api(called: str, names: dict[str, str]) -> str | None:
     return f"{api}.{rest}" if rest else api
 
 
-def findings(cells, gpu: bool = True) -> list[Finding]:
-    """What the cells do that behaves differently in a job; `gpu`: whether the job's instance has one."""
+def findings(cells, secrets: tuple[str, ...] = (), gpu: bool = True) -> list[Finding]:
+    """What behaves differently in the job, given the secrets named with --secret and whether the
+    job's instance has a GPU."""
     found = []
     names: dict[str, str] = {}
     for cell in cells:
         if cell.tree is None:
             found.append(_syntax_error(cell))
             continue
-        names.update(_colab_names(cell.tree))
+        names.update(colab_names(cell.tree))
         for node in ast.walk(cell.tree):
             if not isinstance(node, ast.Call):
                 continue
             line = cell.raw_line(node.lineno)
-            called = _dotted(node.func)
-            finding = _finding(cell.number, line, node, called, names) if called is not None else None
+            called = dotted(node.func)
+            finding = _finding(cell.number, line, node, called, names, secrets) if called is not None else None
             if finding is None and not gpu:
                 finding = _needs_gpu(cell.number, line, node)
             if finding is not None:
@@ -134,9 +137,10 @@ def _syntax_error(cell) -> Finding:
                    "in the job as it would here", "fix the cell, or leave it out of the cells you export")
 
 
-def _finding(cell: int, line: int, node: ast.Call, called: str, names: dict[str, str]) -> Finding | None:
+def _finding(cell: int, line: int, node: ast.Call, called: str, names: dict[str, str],
+             secrets: tuple[str, ...] = ()) -> Finding | None:
     spelled = f"{called}()"
-    api = _colab_api(called, names)
+    api = colab_api(called, names)
     if api is not None:
         if api in INTERACTIVE:
             return Finding(cell, line, spelled, "waits for someone at the browser: in the job it fails at once",
@@ -152,10 +156,10 @@ def _finding(cell: int, line: int, node: ast.Call, called: str, names: dict[str,
         return Finding(cell, line, spelled, "waits for someone to type: in the job it fails at once",
                        INTERACTIVE[key])
     module = called.split(".")[0]
-    if module in LOGIN_MODULES and last in PROMPTS_WITHOUT:
+    if module in LOGIN_MODULES and last in PROMPTS_WITHOUT and LOGIN_MODULES[module] not in secrets:
         given = {k.arg for k in node.keywords} | ({"positional"} if node.args else set())
         if not given & set(PROMPTS_WITHOUT[last]) and "positional" not in given:
             return Finding(cell, line, spelled, "asks for an API key when none is configured: in the job it "
-                           "fails at once", f"give the key to the job as a secret ({module} reads it from the "
-                           "environment)")
+                           "fails at once", f"export with --secret {LOGIN_MODULES[module]} ({module} reads it from "
+                           "the environment)")
     return None

@@ -68,7 +68,7 @@ def hyperparameters(plan: Plan) -> dict[str, str]:
     return {key: json.dumps(value) for key, value in values.items()}
 
 
-def _tag(value: str) -> str:
+def tag(value: str) -> str:
     return TAG_UNSAFE.sub("-", value)[:256]
 
 
@@ -87,7 +87,7 @@ def build(plan: Plan) -> dict:
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": plan.spot,
         "CheckpointConfig": {"S3Uri": plan.checkpoint_uri, "LocalPath": CHECKPOINT_PATH},
-        "Tags": [{"Key": "colabkit", "Value": __version__}, {"Key": "colabkit:notebook", "Value": _tag(plan.notebook)}],
+        "Tags": [{"Key": "colabkit", "Value": __version__}, {"Key": "colabkit:notebook", "Value": tag(plan.notebook)}],
     }
     if plan.channels:
         request["InputDataConfig"] = [

@@ -7,6 +7,8 @@
 - `/content` is the working folder, so hard-coded Colab paths work. In a real job it is /content
   itself; where the job runs on someone's machine (--local, the tests) it is a folder of the job
   (COLABKIT_CONTENT) and `/content` in the cells' text leads there.
+- The secrets given with --secret are read before the first cell (job_secrets.py) into the
+  environment, where os.environ[NAME], userdata.get(NAME) and the libraries' logins find them.
 - `google.colab` is a stand-in (colab_standin.py); input() and getpass() fail at once: a job has
   nobody to answer, and a prompt would hang it until its time runs out.
 - Tracebacks and logs are plain text (no colour codes in CloudWatch or output/failure), a print
@@ -28,7 +30,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import colab_standin, results
+from . import colab_standin, job_secrets, results
 
 NOTEBOOK_CONTENT = "/content"
 _CONTENT_PATH = re.compile(r"(?<![\w.:/~-])/content(?=/|\b)")
@@ -76,6 +78,13 @@ def main(folder: Path) -> int:
     from IPython.core.interactiveshell import InteractiveShell
 
     cells = json.loads((folder / "cells.json").read_text())
+    try:
+        given = job_secrets.load()
+    except job_secrets.Unavailable as exc:
+        print(f"[colabkit] {exc}", file=sys.stderr, flush=True)
+        return 1
+    if given:
+        print(f"[colabkit] secrets given to the job: {', '.join(given)}", flush=True)
     content = Path(os.environ.get("COLABKIT_CONTENT") or NOTEBOOK_CONTENT)
     content.mkdir(parents=True, exist_ok=True)
     moved = str(content) != NOTEBOOK_CONTENT

@@ -22,8 +22,9 @@ def default_bucket(region: str, account: str) -> str:
     return f"sagemaker-{region}-{account}"  # the SageMaker SDK's default bucket
 
 
-def ensure_bucket(s3, bucket: str, region: str, create: bool) -> None:
-    """Make sure `bucket` exists; create it when it is colabkit's default one."""
+def ensure_bucket(s3, bucket: str, region: str, create: bool, account: str) -> None:
+    """Make sure `bucket` exists and is `account`'s (`s3` says so on every call: aws.Aws.client);
+    create it when it is colabkit's default one, private, encrypted and owned by the account."""
     import botocore.exceptions
 
     with aws.errors(f"checking the S3 bucket {bucket}"):
@@ -31,7 +32,10 @@ def ensure_bucket(s3, bucket: str, region: str, create: bool) -> None:
             s3.head_bucket(Bucket=bucket)
             return
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("403", "AccessDenied"):
+                raise _not_yours(bucket, region, account, create) from None
+            if code not in ("404", "NoSuchBucket", "NotFound"):
                 raise
     if not create:
         raise ColabkitError(f"The S3 bucket {bucket} does not exist. Create it in the job's region, or leave "
@@ -40,7 +44,31 @@ def ensure_bucket(s3, bucket: str, region: str, create: bool) -> None:
         arguments = {"Bucket": bucket}
         if region != "us-east-1":  # us-east-1 refuses a LocationConstraint naming itself
             arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        s3.create_bucket(**arguments)
+        try:
+            s3.create_bucket(**arguments)
+        except s3.exceptions.BucketAlreadyExists:  # another account made it between our two calls
+            raise _not_yours(bucket, region, account, create) from None
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            return
+    with aws.errors(f"making the new S3 bucket {bucket} private and encrypted"):
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]})
+        s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+            "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+
+
+def _not_yours(bucket: str, region: str, account: str, default: bool) -> ColabkitError:
+    what = (f"The S3 bucket {bucket}, the default name for your account's SageMaker files," if default
+            else f"The S3 bucket {bucket}")
+    return ColabkitError(
+        f"{what} exists but is not your account's ({account}): S3 refused a request that names {account} as its "
+        "owner. Anyone can create a bucket of any free name to receive what others upload to it, so colabkit "
+        f"uploaded nothing. Create a bucket of your own (aws s3 mb s3://NAME --region {region}) and pass --bucket "
+        f'NAME, or put {{"bucket": "NAME"}} in {aws.CONFIG_FILE}; if this bucket should be yours, check its owner '
+        "and your credentials' s3:ListBucket permission on it.")
 
 
 def transfer_config():
@@ -79,30 +107,54 @@ def put_folder(s3, folder: Path, uri: str, last: str | None = None) -> int:
     return total
 
 
-def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str) -> int:
+def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str, secret_values: dict | None = None) -> int:
     """The checkpoint folder under <checkpoint prefix>/checkpoints/, where the job's store looks
-    (SageMaker syncs the prefix with /opt/ml/checkpoints, the job's storage: see storage.py)."""
+    (SageMaker syncs the prefix with /opt/ml/checkpoints, the job's storage: see storage.py).
+    Refused before any of it goes when its state.json holds a token (secrets.check_state)."""
     from .. import storage
+    from .secrets import check_state
 
+    check_state(checkpoint_path, secret_values)
     return put_folder(s3, checkpoint_path, f"{checkpoint_uri}/{storage.CHECKPOINTS}/{Path(checkpoint_path).name}",
                       last=MANIFEST)
 
 
-def subfolders(s3, uri: str) -> list[str]:
-    """The names of the "folders" directly under the prefix `uri`."""
+def subfolders(s3, uri: str, job: str | None = None) -> list[str]:
+    """The names of the "folders" directly under the prefix `uri` (`job`: aws.errors')."""
     bucket, prefix = split_uri(uri.rstrip("/") + "/")
-    with aws.errors(f"listing {uri}"):
+    with aws.errors(f"listing {uri}", job):
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
         return [common["Prefix"][len(prefix):].rstrip("/") for page in pages
                 for common in page.get("CommonPrefixes", [])]
 
 
-def get_prefix(s3, uri: str, folder: Path) -> None:
-    """Download everything under the prefix `uri` into `folder`, keeping the relative paths."""
+def get_prefix(s3, uri: str, folder: Path, job: str | None = None) -> None:
+    """Download everything under the prefix `uri` into `folder`, keeping the relative paths. Every
+    key is checked first: one that would land outside `folder` (`..`, an absolute path after `//`)
+    refuses the whole download, so nothing is written anywhere else. `job`: aws.errors'."""
     bucket, prefix = split_uri(uri.rstrip("/") + "/")
-    with aws.errors(f"downloading {uri}"):
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                target = Path(folder) / item["Key"][len(prefix):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, item["Key"], str(target), Config=transfer_config())
+    folder = Path(folder)
+    with aws.errors(f"downloading {uri}", job):
+        keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for item in page.get("Contents", [])]
+    targets = [(key, inside(folder, key[len(prefix):], f"s3://{bucket}/{key}", job)) for key in keys
+               if not key.endswith("/")]  # a console's empty "folder" object: nothing to write
+    with aws.errors(f"downloading {uri}", job):
+        for key, target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, key, str(target), Config=transfer_config())
+
+
+def inside(folder: Path, relative: str, what: str, job: str | None = None) -> Path:
+    """`folder / relative`, refused unless it lies inside `folder` (a key or a file name written by
+    someone else must never choose where on this machine it lands). `job`: aws.errors'."""
+    parts = relative.split("/")
+    target = (Path(folder) / relative).resolve()
+    if (not relative or relative.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in relative
+            or not target.is_relative_to(Path(folder).resolve())):
+        raise ColabkitError(
+            f"{what} would be written outside {folder} (as {relative!r}), so nothing was downloaded. Someone who can "
+            "write under the job's S3 prefix (the job's own code and its dependencies included) put it there: check "
+            "who can write to the bucket, and look at the job's files in the S3 console before using them."
+            + (f" {job}" if job else ""))
+    return target

@@ -20,16 +20,78 @@ from pathlib import Path
 ACCOUNT = "123456789012"  # moto's
 REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerExecution"
+S3_REQUESTS: list[dict] = []  # every S3 request the server answered since the last reset
+# AWS's error answers to play, until removed: {"operation": "DescribeTrainingJob"} (JSON services) or
+# {"method": "PUT", "key": a part of the key} (S3), with "status", "code" and "message".
+FAULTS: list[dict] = []
+
+
+class LikeAws:
+    """What AWS does and moto leaves out, in front of moto's server:
+    - S3: a request whose x-amz-expected-bucket-owner is not the bucket's owner fails 403
+      AccessDenied (docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-owner-condition.html);
+    - error answers to the requests FAULTS names, in the service's own wire format (S3's XML, the
+      JSON services' __type), so the client's own code (botocore, s3transfer) raises what it raises
+      against AWS.
+    Every S3 request is recorded in S3_REQUESTS."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        for fault in FAULTS:
+            if fault.get("operation") and target.endswith(f".{fault['operation']}"):
+                return self._answer(start_response, fault, json.dumps(
+                    {"__type": fault["code"], "message": fault["message"]}).encode(), "application/x-amz-json-1.1")
+        if "/s3/aws4_request" not in environ.get("HTTP_AUTHORIZATION", ""):
+            return self.app(environ, start_response)
+        from moto.s3.models import s3_backends
+
+        bucket, _, key = environ.get("PATH_INFO", "").lstrip("/").partition("/")
+        request = {"method": environ["REQUEST_METHOD"], "bucket": bucket, "key": key,
+                   "query": environ.get("QUERY_STRING", ""),
+                   "expected_owner": environ.get("HTTP_X_AMZ_EXPECTED_BUCKET_OWNER")}
+        S3_REQUESTS.append(request)
+        owner = s3_backends.bucket_accounts.get(bucket, (None, None))[1]
+        if request["expected_owner"] and owner and owner != request["expected_owner"]:
+            return self._s3_error(start_response, {"status": 403, "code": "AccessDenied", "message": "Access Denied"})
+        for fault in FAULTS:
+            if fault.get("method") == request["method"] and fault["key"] in key:
+                return self._s3_error(start_response, fault)
+        return self.app(environ, start_response)
+
+    @classmethod
+    def _s3_error(cls, start_response, fault: dict):
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault["code"]}</Code>'
+                f'<Message>{fault["message"]}</Message><RequestId>colabkit-test</RequestId></Error>').encode()
+        return cls._answer(start_response, fault, body, "application/xml")
+
+    @staticmethod
+    def _answer(start_response, fault: dict, body: bytes, content_type: str):
+        start_response(f"{fault['status']} {fault['code']}",
+                       [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
 
 
 @contextmanager
 def moto_server():
     import logging
 
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self):  # moto's own, with LikeAws in front of its application
+            self._server = make_server(self._ip_address, self._port,
+                                       LikeAws(DomainDispatcherApplication(create_backend_app)), True,
+                                       request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = Server(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     try:
@@ -40,6 +102,31 @@ def moto_server():
 
 def reset(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).read()
+    S3_REQUESTS.clear()
+    FAULTS.clear()
+
+
+def other_account(account: str = "111111111111"):
+    """A boto3 session of another AWS account (moto keys the credentials STS gives to that account)."""
+    import boto3
+
+    given = client("sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/elsewhere",
+                                      RoleSessionName="other-account")["Credentials"]
+    return boto3.Session(aws_access_key_id=given["AccessKeyId"], aws_secret_access_key=given["SecretAccessKey"],
+                         aws_session_token=given["SessionToken"], region_name=REGION)
+
+
+def every_object() -> dict[str, bytes]:
+    """Every object moto holds, in every bucket of every account: "bucket/key" -> its bytes."""
+    from moto.s3.models import s3_backends
+
+    found = {}
+    for account, partitions in list(s3_backends.items()):
+        for backend in partitions.values():
+            for bucket in list(backend.buckets.values()):
+                for key in list(bucket.keys.values()):
+                    found[f"{bucket.name}/{key.name}"] = bytes(key.value)
+    return found
 
 
 def environment(url: str) -> dict[str, str]:
