@@ -5,6 +5,8 @@ and failures after the job exists that never say "run it again".
 """
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from conftest import run
@@ -241,7 +243,10 @@ def test_a_dry_run_shows_the_secrets_names_and_never_their_values(shell, monkeyp
     result, out = run(shell, "%to_sagemaker ml.m5.large --dry-run --region us-east-1 --secret HF_TOKEN",
                       store_history=True)
     assert result.success, result.error_in_exec
-    assert '"COLABKIT_SECRETS": "HF_TOKEN"' in out.stdout and "a-token-value" not in out.stdout
+    request = Path(re.search(r"  request      (\S+)", out.stdout).group(1)).read_text()
+    assert json.loads(request)["Environment"]["COLABKIT_SECRETS"] == "HF_TOKEN"
+    assert "  secrets      HF_TOKEN (names only" in out.stdout
+    assert "a-token-value" not in out.stdout + request
 
 
 # -- Drive uploads are bounded ---------------------------------------------------------------------

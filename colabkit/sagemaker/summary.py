@@ -28,6 +28,9 @@ def lines(body: dict, request_path: Path, source: Path) -> list[str]:
     ]
     if checkpoints:
         out.append(f"  checkpoints  {checkpoints} (synced both ways with /opt/ml/checkpoints)")
+    if body.get("Environment", {}).get("COLABKIT_SECRETS"):
+        out.append(f"  secrets      {body['Environment']['COLABKIT_SECRETS']} (names only: the values wait in "
+                   "Secrets Manager and reach the job when it starts)")
     for channel in body.get("InputDataConfig", []):
         out.append(f"  input        {channel['ChannelName']}: {channel['DataSource']['S3DataSource']['S3Uri']}")
     out += [
