@@ -1,0 +1,73 @@
+"""scikit-learn estimators trained step by step (`partial_fit`, `warm_start`).
+
+Saved as their fitted attributes (everything `vars()` holds beyond the constructor's parameters:
+arrays as tensors, numbers as JSON) and the position of each `np.random.RandomState` they draw
+from; restored onto the live estimator, which the notebook creates with its parameters before the
+loop. Nothing is pickled: an attribute that is some other object makes the estimator unsaveable,
+and the message names it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from ..state import Unsaveable
+from . import Restoration
+
+KIND = "sklearn"
+REBUILT = {"_loss_function_"}  # SGD*: every fit and partial_fit sets it again from the parameters
+
+
+def claims(value) -> bool:
+    return isinstance(value, BaseEstimator)
+
+
+def _class(value) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def capture(value, encoder, name: str) -> dict:
+    params = value.get_params(deep=False)
+    attributes, random_states = {}, {}
+    for attribute, item in vars(value).items():
+        if attribute in params or attribute in REBUILT:
+            continue
+        if isinstance(item, np.random.RandomState):
+            random_states[attribute] = encoder.encode(item.get_state(), f"{name}.{attribute}")
+            continue
+        try:
+            attributes[attribute] = encoder.encode(item, f"{name}.{attribute}")
+        except Unsaveable:
+            raise Unsaveable(f"its fitted attribute {attribute} is a {type(item).__name__}, which colabkit "
+                             "can't save without pickling") from None
+    state = {"class": _class(value), "attributes": attributes, "random_states": random_states}
+    if isinstance(params.get("random_state"), np.random.RandomState):
+        state["parameter_random_state"] = encoder.encode(params["random_state"].get_state(), f"{name}.random_state")
+    return state
+
+
+def _set_state(random_state: np.random.RandomState, saved) -> None:
+    name, keys, pos, has_gauss, cached = saved
+    random_state.set_state((name, np.asarray(keys), pos, has_gauss, cached))
+
+
+def restore(target, state: dict, name: str) -> Restoration:
+    if not isinstance(target, BaseEstimator):
+        return Restoration(problem=f"it is a fitted {state['class']}, and there is no live {name} to restore it "
+                                   "into; create the estimator first (same class and parameters), then restore")
+    if _class(target) != state["class"]:
+        return Restoration(problem=f"it was a {state['class']}, but {name} is now a {_class(target)}")
+    live_random_state = target.get_params(deep=False).get("random_state")
+    if "parameter_random_state" in state and not isinstance(live_random_state, np.random.RandomState):
+        return Restoration(problem=f"it drew from its own np.random.RandomState, but the live {name} has "
+                                   f"random_state={live_random_state!r}")
+    for attribute, value in state["attributes"].items():
+        setattr(target, attribute, value)
+    for attribute, saved in state["random_states"].items():
+        random_state = np.random.RandomState()
+        _set_state(random_state, saved)
+        setattr(target, attribute, random_state)
+    if "parameter_random_state" in state:
+        _set_state(live_random_state, state["parameter_random_state"])
+    return Restoration()
