@@ -9,7 +9,7 @@ import torch
 
 from colabkit.checkpoint.checkpointer import Checkpointer
 from colabkit.checkpoint.schedule import parse_every
-from colabkit.errors import ColabkitError
+from colabkit.errors import ColabkitError, ColabkitWarning
 
 
 def make(seed=0):
@@ -149,12 +149,12 @@ def test_loop_saves_when_due_and_resumes_after_the_done_iterations(tmp_path, cap
     assert [c.step for c in ck2.store.list()] == [5, 4, 2]
 
 
-def test_a_save_due_while_one_is_writing_waits_with_a_note(tmp_path, capsys):
+def test_a_save_due_while_one_is_writing_is_postponed_with_a_note(tmp_path):
     big = torch.zeros(64 << 20, dtype=torch.uint8)  # 64 MiB: the first write takes a while
     ck = Checkpointer(every="1 steps", to=tmp_path, big=big)
     ck.save(force=True)
-    assert ck.save(force=False) is False
-    assert "not taken yet: the previous one is still being written" in capsys.readouterr().err
+    with pytest.warns(ColabkitWarning, match="postponed: the previous one is still being written"):
+        assert ck._save(force=False) is False
     ck.close()
     assert [c.step for c in ck.store.list()] == [0]
 

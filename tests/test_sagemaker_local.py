@@ -24,7 +24,7 @@ def notebook_trained_three_epochs(store_root):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = Checkpointer(every="1 steps", to=store_root, model=model, optimizer=opt)
+    ck = Checkpointer(every="1 steps", to=store_root, model=model, opt=opt)  # the names the notebook tracks
     for _ in ck.loop(range(3)):
         opt.zero_grad()
         model(torch.ones(2, 4)).sum().backward()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy
 
-from ..errors import ColabkitError, say
+from ..errors import ColabkitError, say, warn
 from ..units import format_bytes, format_duration
 from ..version import VERSION
 from . import adapters, codec, state
@@ -301,7 +301,7 @@ class Checkpointer:
         """Copy the state now and hand it to the writer (%checkpoint now); False if skipped (one
         already in flight, or a rank other than 0)."""
         if self._interrupted is not None:
-            raise ColabkitError("Not saved: " + self._interrupted)
+            raise ColabkitError("Not saved: " + self._interruption())
         saved = self._save(force=force)
         if wait:
             self.wait()
@@ -314,10 +314,13 @@ class Checkpointer:
         self._collect()
         if self.sink.busy:
             if not force:
-                # Still due: the next consistent point after the writer finishes saves. Said once per save in flight.
-                self.say_once(f"busy-{self._saving_step}", f"checkpoint at step {self.step} not taken yet: the "
-                              "previous one is still being written; the next one is taken when it is done (save "
-                              "less often, or to faster storage).")
+                # Still due: the next consistent point after the writer finishes saves (a delay, not a loss:
+                # a warning). One per save in flight.
+                if f"busy-{self._saving_step}" not in self._said:
+                    self._said.add(f"busy-{self._saving_step}")
+                    warn(f"colabkit: checkpoint at step {self.step} postponed: the previous one is still being "
+                         "written; the next consistent point after it is done saves (save less often, or to faster "
+                         "storage).")
                 return False
             self._record(self.sink.wait())
         captured = state.capture(self.tracked(), random, extra if extra is not None else {"source": self._source_saved})
@@ -340,11 +343,18 @@ class Checkpointer:
                 objects[name] = run
         return objects
 
-    def name_of(self, value) -> str | None:
-        """The tracked name bound to `value`, else any notebook variable bound to it."""
+    def tracked_name(self, value) -> str | None:
+        """The tracked name of `value` (or of the framework run that trains it)."""
         for name, tracked in self.tracked().items():
             if tracked is value or (isinstance(tracked, adapters.Run) and tracked.owns(value)):
                 return name
+        return None
+
+    def name_of(self, value) -> str | None:
+        """The tracked name bound to `value`, else any notebook variable bound to it."""
+        name = self.tracked_name(value)
+        if name is not None:
+            return name
         for name, bound in (self.namespace or {}).items():
             if bound is value and not name.startswith("_"):
                 return name
@@ -411,23 +421,29 @@ class Checkpointer:
     def _resume(self, what: str) -> Restored | None:
         """The start of a loop or a framework's run: restore the latest checkpoint, all of it, or stop."""
         if self._interrupted is not None:
-            raise ColabkitError(self._interrupted)
+            raise ColabkitError(self._interruption())
         restored = self.restore()
         if restored is not None and restored.unrestored:
             raise ColabkitError(_not_skipping(restored, what))
         return restored
 
     def _interrupt(self, what: str, going_on: str) -> None:
+        self._interrupted = (what, self.step, going_on)
+
+    def _interruption(self) -> str:
+        """What an interruption left, and the two ways on (said when the loop or run is run again)."""
+        what, step, going_on = self._interrupted
+        self.wait()  # the checkpoint in flight at the interruption counts
         latest = self._latest_id()
         if latest is None:
-            back = ("There is no checkpoint yet, so the exact way is to start over: restart the kernel and run the "
+            back = ("there is no checkpoint yet, so the exact way is to start over: restart the kernel and run the "
                     "notebook again")
         else:
             back = (f"%checkpoint restore goes back to {latest} (exact: the steps since are trained again), then run "
-                    "it again")
-        self._interrupted = (f"{what} was interrupted at step {self.step}, so the live model is part of the way "
-                             f"through it. Running it again can't go on exactly from there. Choose: {back}; or "
-                             f"%checkpoint keep goes on from the live state, {going_on} (not exact).")
+                    "this again")
+        return (f"{what} was interrupted at step {step}, part of the way through, so running it again can't go on "
+                f"exactly from the live state. Choose: {back}; or %checkpoint keep goes on from the live state, "
+                f"{going_on} (not exact).")
 
     def _latest_id(self) -> str | None:
         ids = [c.id for store in self.stores() for c in store.list()]
@@ -457,13 +473,16 @@ class Checkpointer:
     # -- a framework's run -----------------------------------------------------------------
     def resume_run(self, name: str, what: str):
         """Before a framework's run of the object tracked as `name`: restore the latest checkpoint
-        (all of it, or stop) and return what the run resumes from (None: start afresh)."""
+        (all of it, or stop) and return what the run resumes from, and from which checkpoint
+        (None: the run starts afresh)."""
         if self._keep_live:
             self._keep_live = False
             say(f"{what}: going on from the live state, as %checkpoint keep said.")
             return None
         restored = self._resume(what)
-        return restored.resume.get(name) if restored is not None else None
+        if restored is None or name not in restored.resume:
+            return None
+        return restored.resume[name], restored
 
     @contextlib.contextmanager
     def running(self, name: str | None, run, what: str, going_on: str):

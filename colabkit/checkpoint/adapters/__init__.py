@@ -11,7 +11,8 @@ never imports a framework itself. A module defines
     capture(value, encoder, name)   the value's state as JSON, tensors pulled out by the encoder
     restore(target, state, name)    -> Restoration, into the live `target` (None in a fresh kernel)
 
-and, where the framework's training API needs hooking, patch(session) -> undo.
+and, where the framework's training API needs hooking, patch(session, module) -> undo, called once
+the framework's `module` named in PATCHES is imported.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from dataclasses import dataclass, field
 
 KEEP = object()  # Restoration.rebind: nothing to bind by name (restored in place, or not at all)
 
-# adapter module -> the framework modules whose presence makes its values possible
+# adapter module -> the modules that define the values it claims: none of them can exist before
 VALUES = {
-    "hf_trainer": ("transformers",),
-    "lightning_trainer": ("lightning", "pytorch_lightning"),
-    "keras_fit": ("keras",),
+    "hf_trainer": ("transformers.trainer",),
+    "lightning_trainer": ("lightning.pytorch.trainer.trainer", "pytorch_lightning.trainer.trainer"),
+    "keras_fit": ("keras.src.models.model",),
     "jax_trees": ("jax",),
-    "sklearn_estimators": ("sklearn",),
+    "sklearn_estimators": ("sklearn.base",),
 }
 KINDS = {"transformers.Trainer": "hf_trainer", "lightning.Trainer": "lightning_trainer", "keras.Model": "keras_fit",
          "jax": "jax_trees", "sklearn": "sklearn_estimators"}
@@ -136,7 +137,7 @@ def hook(session):
             if module_name in done or module_name not in sys.modules:
                 return
             done.add(module_name)
-        undo.append(_module(PATCHES[module_name]).patch(session))
+        undo.append(_module(PATCHES[module_name]).patch(session, sys.modules[module_name]))
 
     watcher = _AfterImport(PATCHES, apply)
     sys.meta_path.insert(0, watcher)
@@ -153,13 +154,17 @@ def hook(session):
 
 
 def replace_method(owner, name: str, make):
-    """Set owner.name to make(original); the undo puts the original back if ours is still there."""
-    original = owner.__dict__[name]
-    wrapper = make(original)
+    """Set owner.name to make(original) (an inherited one too); the undo puts things back as they
+    were if ours is still there."""
+    own = owner.__dict__.get(name)
+    wrapper = make(getattr(owner, name))
     setattr(owner, name, wrapper)
 
     def undo():
         if owner.__dict__.get(name) is wrapper:
-            setattr(owner, name, original)
+            if own is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
 
     return undo

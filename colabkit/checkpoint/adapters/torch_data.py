@@ -171,7 +171,7 @@ def _replay(loader, replay: Replay, original_iter):
     return iterator
 
 
-def patch(session):
+def patch(session, module):
     """Note every plain DataLoader's epoch start; replay where a resume expects it."""
 
     def make(original):

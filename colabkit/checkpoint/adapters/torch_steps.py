@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 
-def patch(session):
+def patch(session, module):
     handles = [
         register_optimizer_step_pre_hook(lambda optimizer, args, kwargs: session.checkpointer.before_optimizer_step(optimizer)),
         register_optimizer_step_post_hook(lambda optimizer, args, kwargs: session.checkpointer.after_optimizer_step(optimizer)),
