@@ -103,9 +103,13 @@ class _Source:
         """An iterator positioned after `position` items."""
         saved = saved or {}
         if self.stateful:
-            if "state" in saved:
-                self.iterable.load_state_dict(saved["state"])
-            return iter(self.iterable)  # it skips what it yielded before; never skipped twice
+            if "state" not in saved:
+                return iter(self.iterable)
+            self.iterable.load_state_dict(saved["state"])
+            random = RandomStates.capture()  # the checkpoint's: iter() may draw a seed from it
+            iterator = iter(self.iterable)  # it skips what it had yielded: never skipped twice
+            random.restore()
+            return iterator
         if self.loader is not None and saved.get("loader") is not None:
             return self.loader.replay(self.iterable, saved["loader"], position, after=RandomStates.capture())
         iterator = iter(self.iterable)

@@ -13,8 +13,8 @@ Resuming, Keras's backup-and-restore way but exact (its BackupAndRestore restart
 saves no random state, measured): `fit` is wrapped to add the callback, which restores every
 variable when training begins, starts at the saved epoch, draws that epoch's shuffle again from
 the saved random state, lets the batches already trained go by untrained (Keras still slices
-them: cheap for arrays, not free for a PyDataset), and puts the checkpoint's random state back
-before the first batch it trains. On the JAX and TensorFlow backends the variables, epoch and
+them: cheap for arrays, not free for a PyDataset; other callbacks see them pass with empty logs),
+and puts the checkpoint's random state back before the first batch it trains. On the JAX and TensorFlow backends the variables, epoch and
 position are restored, but the shuffle order of a resumed epoch is not replayed, and that is said.
 """
 
