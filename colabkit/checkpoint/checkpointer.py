@@ -268,22 +268,15 @@ class Checkpointer:
         loop, pending = self._loop, self._pending
         if loop.steps_in_iteration == 0 or loop.source.stateful:
             return None
-        named, unnamed = {}, []
-        for loader, position in pending.loaders:
-            name = self.name_of(loader)
-            if name is None:
-                unnamed.append(loader)
-            elif position is not None:
-                named[name] = position
-        if unnamed or not named:
-            why = ("its DataLoader has no name in the notebook that colabkit could find again after a restart "
-                   "(give it one: train_loader = DataLoader(...))" if unnamed else
-                   "colabkit can find an iteration's data again only through a DataLoader the notebook names")
-            self.say_once("inside", f"a checkpoint came due at step {self.step}, in the middle of iteration "
-                                    f"{self.position + 1}; {why}, so it is taken at the end of the iteration instead.")
-            return None
-        return {"source": loop.source.saved(self.position),
-                "inside": {"steps": loop.steps_in_iteration, "random": loop.random, "loaders": named}}
+        named = {self.name_of(loader): position for loader, position in pending.loaders}
+        if named and None not in named and None not in named.values():
+            return {"source": loop.source.saved(self.position),
+                    "inside": {"steps": loop.steps_in_iteration, "random": loop.random, "loaders": named}}
+        self.say_once("inside", f"a checkpoint came due at step {self.step}, in the middle of iteration "
+                                f"{self.position + 1}; colabkit finds an iteration's place in its data again only "
+                                "through a DataLoader the notebook keeps in a variable (train_loader = "
+                                "DataLoader(...)), so it is taken at the end of the iteration instead.")
+        return None
 
     # -- saving ----------------------------------------------------------------------------
     def _collect(self) -> None:

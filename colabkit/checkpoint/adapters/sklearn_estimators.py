@@ -1,13 +1,16 @@
 """scikit-learn estimators trained step by step (`partial_fit`, `warm_start`).
 
 Saved as their fitted attributes (everything `vars()` holds beyond the constructor's parameters:
-arrays as tensors, numbers as JSON) and the position of each `np.random.RandomState` they draw
-from; restored onto the live estimator, which the notebook creates with its parameters before the
-loop. Nothing is pickled: an attribute that is some other object makes the estimator unsaveable,
-and the message names it.
+arrays as tensors, numbers as JSON), the position of each `np.random.RandomState` they draw from,
+and the fitted scikit-learn helpers they hold (a LabelBinarizer, rebuilt from its parameters);
+restored onto the live estimator, which the notebook creates with its parameters before the loop.
+Nothing is pickled: an attribute that is some other object makes the estimator unsaveable, and
+the message names it.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -29,19 +32,24 @@ def _class(value) -> str:
 
 def capture(value, encoder, name: str) -> dict:
     params = value.get_params(deep=False)
-    attributes, random_states = {}, {}
+    attributes, random_states, estimators = {}, {}, {}
     for attribute, item in vars(value).items():
         if attribute in params or attribute in REBUILT:
             continue
         if isinstance(item, np.random.RandomState):
             random_states[attribute] = encoder.encode(item.get_state(), f"{name}.{attribute}")
             continue
+        if isinstance(item, BaseEstimator) and _class(item).startswith("sklearn."):  # a fitted helper (LabelBinarizer)
+            estimators[attribute] = {"parameters": encoder.encode(item.get_params(deep=False), f"{name}.{attribute}"),
+                                     **capture(item, encoder, f"{name}.{attribute}")}
+            continue
         try:
             attributes[attribute] = encoder.encode(item, f"{name}.{attribute}")
         except Unsaveable:
             raise Unsaveable(f"its fitted attribute {attribute} is a {type(item).__name__}, which colabkit "
                              "can't save without pickling") from None
-    state = {"class": _class(value), "attributes": attributes, "random_states": random_states}
+    state = {"class": _class(value), "attributes": attributes, "random_states": random_states,
+             "estimators": estimators}
     if isinstance(params.get("random_state"), np.random.RandomState):
         state["parameter_random_state"] = encoder.encode(params["random_state"].get_state(), f"{name}.random_state")
     return state
@@ -68,6 +76,15 @@ def restore(target, state: dict, name: str) -> Restoration:
         random_state = np.random.RandomState()
         _set_state(random_state, saved)
         setattr(target, attribute, random_state)
+    for attribute, saved in state["estimators"].items():
+        if not saved["class"].startswith("sklearn."):  # scikit-learn's own classes only: no other code runs
+            return Restoration(problem=f"its {attribute} names {saved['class']}, which is not scikit-learn's")
+        module, _, qualname = saved["class"].rpartition(".")
+        helper = getattr(importlib.import_module(module), qualname)(**saved["parameters"])
+        nested = restore(helper, saved, f"{name}.{attribute}")
+        if nested.problem is not None:
+            return nested
+        setattr(target, attribute, helper)
     if "parameter_random_state" in state:
         _set_state(live_random_state, state["parameter_random_state"])
     return Restoration()
