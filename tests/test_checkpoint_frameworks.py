@@ -72,8 +72,7 @@ def trainer_notebook(store, progress, final, slow):
         "                         lr_scheduler_type='linear', warmup_steps=5, save_strategy='no', report_to='none',\n"
         "                         use_cpu=True, disable_tqdm=True, logging_steps=100, seed=0)\n"
         "trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[Progress()])",
-        f"%checkpoint every 5 steps model --to {store}",
-        "trainer.train()",
+        f"%checkpoint every 5 steps model --to {store}\ntrainer.train()",  # the README's one cell
         "torch.save({'model': model.state_dict(), 'optimizer': trainer.optimizer.state_dict(),\n"
         "            'scheduler': trainer.lr_scheduler.state_dict(), 'step': trainer.state.global_step,\n"
         f"            'next': torch.rand(4)}}, {str(final)!r})",
@@ -82,7 +81,7 @@ def trainer_notebook(store, progress, final, slow):
 
 def test_hugging_face_trainer_resumes_mid_epoch_through_its_own_resume(tmp_path):
     want, got, nb, killed, resumed = kill_and_resume(tmp_path, trainer_notebook)
-    assert "colabkit: Trainer.train() resumes from step-10 (global step 10)" in output(nb, 3)
+    assert "colabkit: Trainer.train() resumes from step-10 (global step 10)" in output(nb, 2)
     assert resumed == list(range(11, 21))  # no step trained twice, none left out (was: 34 steps from step 1)
     assert_identical(torch.load(want, weights_only=True), torch.load(got, weights_only=True))
 

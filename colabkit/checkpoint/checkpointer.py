@@ -13,7 +13,7 @@ Consistent points, where every saved object agrees on the step:
   in the middle of a resumable() iteration whose data comes from DataLoaders the notebook names
   (their position is saved, so the resumed iteration skips the batches already trained);
 - a framework's step end inside Trainer.train() / fit() (see adapters/);
-- the end of a cell that was not interrupted.
+- the end of a cell that ran to its end.
 
 A resume restores every tracked object or stops with a paragraph naming the one it couldn't:
 skipping finished iterations without restoring what they trained would train the wrong thing.
@@ -225,9 +225,10 @@ class Checkpointer:
             if self._save(force=self.schedule.forced):
                 self._pending = None
 
-    def at_cell_end(self) -> None:
-        """The end of a cell is consistent, unless the cell interrupted a loop or a run."""
-        if self._interrupted is None:
+    def at_cell_end(self, failed: bool = False) -> None:
+        """The end of a cell is consistent, unless it failed (an interrupt may have come between a
+        step and its scheduler) or left a loop or a run interrupted."""
+        if self._interrupted is None and not failed:
             self.at_consistent_point()
 
     def after_optimizer_step(self, optimizer) -> None:

@@ -1,6 +1,6 @@
 """The notebook's active Checkpointer, and the consistent points it gets from the notebook:
 
-- the end of every cell (IPython's post_run_cell) that was not interrupted,
+- the end of every cell (IPython's post_run_cell) that ran to its end,
 - torch's optimizer steps (adapters/torch_steps), in a long cell and inside resumable() alike,
 - the step ends of a framework's own training loop: Hugging Face `Trainer.train()`, Lightning
   `Trainer.fit()`, Keras `model.fit()` (adapters/), which also resume through the framework's path,
@@ -34,9 +34,9 @@ class CheckpointSession:
         if alert.kind == "session":
             self.checkpointer.request()
 
-    def _at_cell_end(self, *_args) -> None:
+    def _at_cell_end(self, result=None) -> None:
         try:
-            self.checkpointer.at_cell_end()
+            self.checkpointer.at_cell_end(failed=result is not None and not result.success)
         except ColabkitError as exc:  # a hook can't raise into the user's cell cleanly: say it instead
             print(f"colabkit: {exc}", file=sys.stderr, flush=True)
 
