@@ -185,3 +185,24 @@ def test_a_framework_imported_after_checkpoint_in_the_training_cell_is_hooked_an
     hooked, after, loader = done.stdout.strip().splitlines()[-1].split(" | ")
     assert hooked == "patch.<locals>.make.<locals>.train", done.stderr[-2000:]
     assert after == "Trainer.train" and loader == "DataLoader.__iter__"
+
+
+def test_a_dataloaders_own_generator_is_saved_at_an_iteration_end_and_restored(shell, tmp_path):
+    def loader():
+        return torch.utils.data.DataLoader(list(range(16)), batch_size=4, shuffle=True,
+                                           generator=torch.Generator().manual_seed(5))
+
+    reference = loader()
+    want = [[batch.tolist() for batch in reference] for _ in range(3)]
+    make = ("loader = torch.utils.data.DataLoader(list(range(16)), batch_size=4, shuffle=True,\n"
+            "                                     generator=torch.Generator().manual_seed(5))\n"
+            "orders = []")
+    loop = "for epoch in colabkit.resumable(range(EPOCHS)):\n    orders.append([b.tolist() for b in loader])"
+    run(shell, f"import torch, colabkit\nmodel = torch.nn.Linear(1, 1)\n{make}")
+    run(shell, f"%checkpoint every 1 steps model --to {tmp_path}")
+    run(shell, loop.replace("EPOCHS", "1"))  # the runtime dies after epoch 0
+    run(shell, "%checkpoint off")
+    run(shell, make)  # a fresh runtime: the generator seeded again, at epoch 0's state
+    run(shell, f"%checkpoint every 1 steps model --to {tmp_path}")
+    run(shell, loop.replace("EPOCHS", "3"))
+    assert run(shell, "orders")[0].result == want[1:]  # was: epoch 0's order again

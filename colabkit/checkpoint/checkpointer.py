@@ -53,7 +53,6 @@ class Restored:
     pace: float | None = None
     extra: dict = field(default_factory=dict)  # the loop's data position, and where inside an iteration
     resume: dict = field(default_factory=dict)  # name -> what a framework's next run resumes from
-    random: RandomStates | None = None
 
 
 def _describe_write_error(result: dict, root: Path) -> str:
@@ -87,7 +86,7 @@ class _Source:
 
     def __init__(self, iterable):
         self.iterable = iterable
-        self.stateful = state.has_state_dict(iterable) and not isinstance(iterable, (list, dict))
+        self.stateful = state.has_state_dict(iterable)
         torch_data = sys.modules.get("colabkit.checkpoint.adapters.torch_data")
         self.loader = torch_data if torch_data is not None and torch_data.replayable(iterable) else None
 
@@ -128,12 +127,14 @@ class _Loop:
         self.steps_in_iteration = 0
         self.random: RandomStates | None = None  # at the start of the current iteration
         self.serial = 0  # DataLoaders started after this belong to the current iteration
-        self.expected: list[str] = []  # named loaders a mid-iteration resume expects to be iterated
+        self.seeded: dict = {}  # name -> a DataLoader with its own generator= that this loop iterated
 
     def begin(self, random=None, steps: int = 0) -> None:
+        """An iteration starts: note the random states (a save inside it re-runs it from here; only
+        DataLoaders make such a save possible, so only with torch)."""
         self.steps_in_iteration = steps
-        self.random = random or RandomStates.capture()
         torch_data = sys.modules.get("colabkit.checkpoint.adapters.torch_data")
+        self.random = random or (RandomStates.capture() if torch_data is not None else None)
         self.serial = torch_data.serial() if torch_data is not None else 0
 
     def loaders(self) -> list:
@@ -321,7 +322,11 @@ class Checkpointer:
                          "storage).")
                 return False
             self._record(self.sink.wait())
-        captured = state.capture(self.tracked(), random, extra if extra is not None else {"source": self._source_saved})
+        if extra is None:
+            extra = {"source": self._source_saved}
+        if self._loop is not None and self._loop.seeded:
+            extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
+        captured = state.capture(self.tracked(), random, extra)
         self._say_skipped(captured.skipped)
         state.layout(captured.sources)
         payload = codec.encode(captured, self.step, self.position, self.pace, self._meta())
@@ -526,6 +531,7 @@ class Checkpointer:
             if restored is None:
                 self.position = 0
             extra = restored.extra if restored is not None else {}
+            self._restore_generators(extra.get("generators", {}))
             inside = extra.get("inside")
             iterator = source.resume(extra.get("source"), start)
             if inside is not None:
@@ -561,6 +567,7 @@ class Checkpointer:
                 self._check_expected(loop)
                 if not loop.steps_seen:
                     self.step += 1
+                self._note_seeded(loop)
                 if not loop.steps_seen or loop.steps_in_iteration:
                     self._source_saved = source.saved(self.position)
                     self.at_consistent_point()
@@ -572,6 +579,28 @@ class Checkpointer:
             progress.update(self.position, self.pace, self.last, done=True)
         finally:
             self._loop = None
+
+    def _note_seeded(self, loop: _Loop) -> None:
+        """DataLoaders with their own generator= draw each epoch's order from it: saved with the loop."""
+        for loader, _ in loop.loaders():
+            if getattr(loader, "generator", None) is not None:
+                name = self.name_of(loader)
+                if name is not None:
+                    loop.seeded[name] = loader
+                else:
+                    self.say_once("seeded", "a DataLoader with its own generator= has no name in the notebook, so "
+                                            "its generator's state can't be restored after a restart: the shuffle "
+                                            "order of later epochs would differ. Keep it in a variable "
+                                            "(train_loader = DataLoader(..., generator=g)).")
+
+    def _restore_generators(self, saved: dict) -> None:
+        for name, generator_state in saved.items():
+            loader = (self.namespace or {}).get(name, self.objects.get(name))
+            if getattr(loader, "generator", None) is None:
+                raise ColabkitError(f"resumable() did not resume: the checkpoint holds the state of {name}'s own "
+                                    f"generator=, but there is no DataLoader named {name} with a generator here. "
+                                    "Create it as before, then run this again.")
+            loader.generator.set_state(generator_state)
 
     def _expect_inside(self, inside: dict) -> list[str]:
         """A checkpoint from the middle of an iteration: its named DataLoaders skip the batches already
@@ -649,4 +678,4 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
     notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped] + outcome.notes
     notes += [f"{name} was not restored: {why}." for name, why in outcome.unrestored.items()]
     return Restored(checkpoint, outcome.values, notes, outcome.unrestored, loaded.step, loaded.position, loaded.pace,
-                    outcome.extra, outcome.resume, outcome.random)
+                    outcome.extra, outcome.resume)

@@ -32,7 +32,11 @@ def claims(value) -> bool:
         return False
     if _nnx_node(value):
         return True
-    return any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(value))
+    try:
+        leaves = jax.tree_util.tree_leaves(value)
+    except Exception:  # not a tree JAX can walk (a dict with keys it can't sort): not a JAX tree
+        return False
+    return any(isinstance(leaf, jax.Array) for leaf in leaves)
 
 
 def _tree(value):

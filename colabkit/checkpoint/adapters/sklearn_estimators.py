@@ -30,8 +30,18 @@ def _class(value) -> str:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
+def _holds_estimator(value) -> bool:
+    if isinstance(value, BaseEstimator):
+        return True
+    return isinstance(value, (list, tuple)) and any(_holds_estimator(item) for item in value)
+
+
 def capture(value, encoder, name: str) -> dict:
     params = value.get_params(deep=False)
+    for parameter, item in params.items():
+        if _holds_estimator(item):  # a Pipeline's steps: their fitted state is theirs, not the pipeline's
+            raise Unsaveable(f"its parameter {parameter} holds estimators, whose fitted state colabkit would miss: "
+                             "name the fitted estimators themselves in %checkpoint")
     attributes, random_states, estimators = {}, {}, {}
     for attribute, item in vars(value).items():
         if attribute in params or attribute in REBUILT:

@@ -102,13 +102,6 @@ def pending(loader) -> bool:
     return loader in _expected
 
 
-def set_generator(loader, saved: dict) -> None:
-    """Put a loader's own generator where it was at the save (an epoch boundary)."""
-    generator = getattr(loader, "generator", None)
-    if generator is not None and saved.get("generator_now") is not None:
-        generator.set_state(saved["generator_now"])
-
-
 def replay(loader, saved: dict, batches: int, after=None):
     """An iterator over the rest of the epoch `saved` describes: same order, skipped batches unloaded."""
     original = _ORIGINAL[0] if _ORIGINAL else DataLoader.__iter__
