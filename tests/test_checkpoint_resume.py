@@ -4,7 +4,6 @@ interruption offers the choice, and what matters is said where no warning filter
 
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest

@@ -128,11 +128,12 @@ class _Loop:
         self.random: RandomStates | None = None  # at the start of the current iteration
         self.serial = 0  # DataLoaders started after this belong to the current iteration
         self.seeded: dict = {}  # name -> a DataLoader with its own generator= that this loop iterated
+        self.waits = False  # a due save waits for this iteration's end (its data can't be found again)
 
     def begin(self, random=None, steps: int = 0) -> None:
         """An iteration starts: note the random states (a save inside it re-runs it from here; only
         DataLoaders make such a save possible, so only with torch)."""
-        self.steps_in_iteration = steps
+        self.steps_in_iteration, self.waits = steps, False
         torch_data = sys.modules.get("colabkit.checkpoint.adapters.torch_data")
         self.random = random or (RandomStates.capture() if torch_data is not None else None)
         self.serial = torch_data.serial() if torch_data is not None else 0
@@ -197,7 +198,8 @@ class Checkpointer:
         self._source_saved: dict = {}  # the last loop's data position, for saves after it
         self._run = None  # the framework run in progress: torch's step hooks stand down
         self._runs: dict[str, object] = {}  # name -> the last framework run of that object
-        self._interrupted: str | None = None  # why the live state can't be resumed exactly, if it can't
+        self._finished: set[str] = set()  # names whose framework run finished in this session
+        self._interrupted: tuple | None = None  # (what, step, the way on from the live state) after an interruption
         self._keep_live = False
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
         self.writes = writes_here()
@@ -268,12 +270,13 @@ class Checkpointer:
         """A mid-iteration save's position: the iteration's start and each named DataLoader's batches;
         None when the iteration's data position can't be found again after a restart."""
         loop, pending = self._loop, self._pending
-        if loop.steps_in_iteration == 0 or loop.source.stateful:
+        if loop.steps_in_iteration == 0 or loop.source.stateful or loop.waits:
             return None
         named = {self.name_of(loader): position for loader, position in pending.loaders}
         if named and None not in named and None not in named.values():
             return {"source": loop.source.saved(self.position),
                     "inside": {"steps": loop.steps_in_iteration, "random": loop.random, "loaders": named}}
+        loop.waits = True
         self.say_once("inside", f"a checkpoint came due at step {self.step}, in the middle of iteration "
                                 f"{self.position + 1}; colabkit finds an iteration's place in its data again only "
                                 "through a DataLoader the notebook keeps in a variable (train_loader = "
@@ -411,6 +414,7 @@ class Checkpointer:
         self._pending = None
         self._interrupted = None
         self._keep_live = False
+        self._finished.clear()  # the live state is the checkpoint's: the next run resumes from it
         self._source_saved = restored.extra.get("source") or {}
         self.schedule.mark_saved(self.step)
         return restored
@@ -482,6 +486,12 @@ class Checkpointer:
             self._keep_live = False
             say(f"{what}: going on from the live state, as %checkpoint keep said.")
             return None
+        if name in self._finished:  # a new run of what this session trained: the framework's own way
+            self.say_once(f"again-{name}", f"{what} runs again on the live {name}, as it does by default, since its "
+                          f"last run finished in this session. Its steps count again from where {what} starts "
+                          f"them, so its checkpoints would mix with the last run's: give this run a folder of its "
+                          f"own (%checkpoint every ... {name} --to ANOTHER-FOLDER).")
+            return None
         restored = self._resume(what)
         if restored is None or name not in restored.resume:
             return None
@@ -504,6 +514,7 @@ class Checkpointer:
         if name is not None:
             self.at_step(run.step(), final=True)
             self.wait()
+            self._finished.add(name)
 
     def at_step(self, step: int, final: bool = False) -> None:
         """A framework's step end (or its run's end): consistent."""
