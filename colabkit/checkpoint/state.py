@@ -248,18 +248,24 @@ def layout(sources: list[Source]) -> int:
 
 
 def stage(sources: list[Source], buffer) -> None:
-    """Copy every source into `buffer` at its offset: the one stall of the training thread."""
+    """Copy every source into `buffer` at its offset: the one stall of the training thread.
+
+    Bytes are copied by NumPy (one thread), not by torch's copy_ (several): when other work shares
+    the cores, as a data loader does on a 2-core Colab VM, torch's threads wait on each other
+    (measured, 147 MiB on this machine under load: 137-160 ms against 30-33 ms)."""
     torch = _torch()
     for s in sources:
         if s.nbytes == 0:
             continue
-        if is_tensor(s.value):
-            numel = s.value.numel()
-            target = torch.frombuffer(buffer, dtype=s.value.dtype, count=numel, offset=s.begin)
-            target.copy_(s.value.reshape(-1))
-        else:
-            view = np.frombuffer(buffer, dtype=np.uint8, count=s.nbytes, offset=s.begin)
-            np.copyto(view, np.ascontiguousarray(s.value).reshape(-1).view(np.uint8), casting="no")
+        value = s.value
+        if is_tensor(value):
+            if value.device.type != "cpu" or not value.is_contiguous():
+                target = torch.frombuffer(buffer, dtype=value.dtype, count=value.numel(), offset=s.begin)
+                target.copy_(value.reshape(-1))  # from a GPU, or gathered from strides
+                continue
+            value = value.reshape(-1).view(torch.uint8).numpy()
+        view = np.frombuffer(buffer, dtype=np.uint8, count=s.nbytes, offset=s.begin)
+        np.copyto(view, np.ascontiguousarray(value).reshape(-1).view(np.uint8), casting="no")
 
 
 def chunks(sources: list[Source]):
