@@ -205,3 +205,24 @@ def test_a_dataloaders_own_generator_is_saved_at_an_iteration_end_and_restored(s
     run(shell, f"%checkpoint every 1 steps model --to {tmp_path}")
     run(shell, loop.replace("EPOCHS", "3"))
     assert run(shell, "orders")[0].result == want[1:]  # was: epoch 0's order again
+
+
+def test_an_adapter_that_breaks_on_a_new_framework_version_is_named_and_training_goes_on(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import SGDClassifier
+
+    from colabkit.checkpoint.adapters import sklearn_estimators
+
+    def changed(*args):
+        raise AttributeError("'SGDClassifier' object has no attribute 't_'")
+
+    monkeypatch.setattr(sklearn_estimators, "capture", changed)
+    checkpointer = Checkpointer(every="1 steps", to=tmp_path, clf=SGDClassifier(), w=np.zeros(2))
+    assert list(checkpointer.loop(range(2))) == [0, 1]
+    checkpointer.close()
+    said = capsys.readouterr().err
+    assert "not saved: clf (SGDClassifier: colabkit's sklearn adapter failed on this version of it: AttributeError" in said
+    fresh = Checkpointer(every="1 steps", to=tmp_path, clf=SGDClassifier(), w=np.zeros(2))
+    with pytest.raises(ColabkitError, match="clf was not restored, because it could not be saved"):
+        next(iter(fresh.loop(range(3))))
+    fresh.close()

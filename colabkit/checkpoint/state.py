@@ -215,11 +215,15 @@ def capture(objects: dict[str, object], random_states: RandomStates | None = Non
                                  "state": encoder.encode(value.state_dict(), name)}
             else:
                 entries[name] = {"kind": "value", "value": encoder.encode(value, name)}
-        except Unsaveable as exc:
+        except Exception as exc:
             del result.sources[before:]  # what this value added before the part that can't be saved
             if adapter is not None:  # a framework object: pickling it would save what its adapter refused
-                result.skipped[name] = f"{type(value).__name__}: {exc}"
+                why = exc if isinstance(exc, Unsaveable) else (
+                    f"colabkit's {adapter.KIND} adapter failed on this version of it: {type(exc).__name__}: {exc}")
+                result.skipped[name] = f"{type(value).__name__}: {why}"
                 continue
+            if not isinstance(exc, Unsaveable):
+                raise
             try:
                 pickle.dumps(value)
             except Exception as exc:  # generators, open files, sockets, locks, DataLoader iterators
