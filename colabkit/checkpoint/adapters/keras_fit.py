@@ -14,8 +14,9 @@ saves no random state, measured): `fit` is wrapped to add the callback, which re
 variable when training begins, starts at the saved epoch, draws that epoch's shuffle again from
 the saved random state, lets the batches already trained go by untrained (Keras still slices
 them: cheap for arrays, not free for a PyDataset; other callbacks see them pass with empty logs),
-and puts the checkpoint's random state back before the first batch it trains. On the JAX and TensorFlow backends the variables, epoch and
-position are restored, but the shuffle order of a resumed epoch is not replayed, and that is said.
+and puts the checkpoint's random state back before the first batch it trains. On the JAX and TensorFlow backends (not tested here) saves wait
+for the epoch's end, since the skip above relies on the torch backend's train_function, and the
+next epoch's shuffle is not replayed: said once when fit() starts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import inspect
 import keras
 import numpy as np
 
-from ...errors import ColabkitError, say
+from ...errors import ColabkitError
 from ..state import RandomStates
 from . import Restoration, Run, replace_method
 
@@ -144,16 +145,12 @@ class _Checkpoints(keras.callbacks.Callback):
         saved["epoch_random"].restore()  # the same shuffle as the interrupted epoch's
         _assign(self.model.metrics_variables, saved["metrics"], "metrics")  # fit() has just reset them
         self.run.batch, self.run.epoch_random = saved["batch"], saved["epoch_random"]
-        if keras.backend.backend() != "torch":
-            say(f"model.fit() resumed in the middle of epoch {epoch + 1} on the {keras.backend.backend()} backend: "
-                "every variable and the position are restored, but the epoch's shuffle order is not replayed (that "
-                "is exact only on the torch backend).")
 
     def on_train_batch_end(self, batch, logs=None):
         if logs == {}:  # a batch the checkpoint had trained
             return
         self.run.batch = batch + 1
-        if self.run.batch >= self.params["steps"]:
+        if self.run.batch >= self.params["steps"] or keras.backend.backend() != "torch":
             self.epoch_end_save = True  # Keras draws from the random state once more before the epoch ends
             return
         self.checkpointer.at_step(self.run.step())
@@ -188,6 +185,10 @@ def patch(session, module):
                 print(f"colabkit: model.fit() resumes from {restored.checkpoint.id} (epoch {saved['epoch'] + 1}, "
                       f"{saved['batch']} batch(es) into it)" + "".join(f"\n  note: {n}" for n in restored.notes),
                       flush=True)
+            if keras.backend.backend() != "torch":
+                checkpointer.say_once("keras-backend", f"model.fit() on Keras's {keras.backend.backend()} backend: "
+                                      "checkpoints are taken at epoch ends only, and a resumed run's shuffle order "
+                                      "is not replayed (a mid-epoch, exact resume needs the torch backend).")
             run = FitRun(self)
             callbacks = list(bound.arguments.get("callbacks") or [])
             bound.arguments["callbacks"] = callbacks + [_Checkpoints(checkpointer, run, saved, random)]
