@@ -160,8 +160,9 @@ def keras_notebook(store, progress, final, slow):
 def test_keras_fit_saves_during_fit_and_resumes_mid_epoch_exactly(tmp_path):
     want, got, nb, killed, resumed = kill_and_resume(tmp_path, keras_notebook)
     assert "colabkit: model.fit() resumes from step-10 (epoch 2, 2 batch(es) into it)" in output(nb, 3)
-    again = output(nb, 5)  # a later fit() in the same session trains on, as Keras does, and says where it saves
+    again = output(nb, 5)  # a later fit() in the same session trains on, as Keras does, and is not saved
     assert "iterations 32" in again and "model.fit() runs again on the live model, as it does by default" in again
+    assert "nothing of this run is saved there" in again
     # was: nothing saved during fit, and nothing said. The 2 batches step-10 had trained in epoch 2 go by
     # untrained (callbacks see them with empty logs: the optimizer stays at step 10), then steps 11 to 24.
     assert resumed == [10, 10] + list(range(11, 25))

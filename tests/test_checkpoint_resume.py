@@ -226,3 +226,46 @@ def test_an_adapter_that_breaks_on_a_new_framework_version_is_named_and_training
     with pytest.raises(ColabkitError, match="clf was not restored, because it could not be saved"):
         next(iter(fresh.loop(range(3))))
     fresh.close()
+
+
+def test_a_finished_trainer_run_is_not_trained_again_in_a_fresh_session_and_trains_on_in_its_own(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+
+    class Steps(TrainerCallback):
+        def __init__(self):
+            self.count = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.count += 1
+
+    def trainer(model, steps):
+        data = [{"input_ids": torch.randint(0, 50, (8,)), "labels": torch.tensor(i % 2)} for i in range(16)]
+        args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4,
+                                 save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
+        return Trainer(model=model, args=args, train_dataset=data, callbacks=[steps])
+
+    def model():
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                        num_attention_heads=2, intermediate_size=32,
+                                                        max_position_embeddings=16))
+
+    first, steps = model(), Steps()
+    session.activate(Checkpointer(every="2 steps", to=tmp_path / "store", model=first))
+    trainer(first, steps).train()
+    trained = {k: v.clone() for k, v in first.state_dict().items()}
+    again = Steps()
+    trainer(first, again).train()  # the same session: trains on, as the Trainer does, saving none of it
+    said = capsys.readouterr().err
+    assert again.count == 4 and "Trainer.train() runs again on the live model, as it does by default" in said
+    assert "nothing of this run is saved there: give it a folder of its own" in said
+    session.deactivate()
+
+    fresh, steps = model(), Steps()  # a fresh session: the checkpoint covers the whole run
+    session.activate(Checkpointer(every="2 steps", to=tmp_path / "store", model=fresh))
+    output = trainer(fresh, steps).train()
+    session.deactivate()
+    assert steps.count == 0 and output.global_step == 4  # was: one step more (resuming at max_steps trains one)
+    assert "step-4 covers the whole run (4 of 4 steps), so there is nothing left to train" in capsys.readouterr().err
+    assert all(torch.equal(trained[k], v) for k, v in fresh.state_dict().items())

@@ -478,6 +478,23 @@ class Checkpointer:
         return line
 
     # -- a framework's run -----------------------------------------------------------------
+    def run_name(self, what: str, *values) -> str | None:
+        """The tracked name a framework's run saves under (the first of `values` tracked), or None
+        when nothing of it is saved, said: what it trains isn't tracked, or that object's last run
+        finished in this session (a new run counts its steps from 0 again, below the checkpoints
+        of the last one, and the two would mix)."""
+        name = next((n for n in map(self.tracked_name, values) if n is not None), None)
+        if name is None:
+            self.say_once(f"untracked-{what}", f"{what} trains a model that %checkpoint doesn't track, so nothing "
+                                               "of this run is saved: name the model (or the trainer) in %checkpoint.")
+        elif name in self._finished:
+            self.say_once(f"again-{name}", f"{what} runs again on the live {name}, as it does by default, since its "
+                          f"last run finished in this session. Its steps start again from 0, below the checkpoints "
+                          f"of the last run in {self.store.root}, so nothing of this run is saved there: give it a "
+                          f"folder of its own (%checkpoint every ... {name} --to ANOTHER-FOLDER).")
+            return None
+        return name
+
     def resume_run(self, name: str, what: str):
         """Before a framework's run of the object tracked as `name`: restore the latest checkpoint
         (all of it, or stop) and return what the run resumes from, and from which checkpoint
@@ -485,12 +502,6 @@ class Checkpointer:
         if self._keep_live:
             self._keep_live = False
             say(f"{what}: going on from the live state, as %checkpoint keep said.")
-            return None
-        if name in self._finished:  # a new run of what this session trained: the framework's own way
-            self.say_once(f"again-{name}", f"{what} runs again on the live {name}, as it does by default, since its "
-                          f"last run finished in this session. Its steps count again from where {what} starts "
-                          f"them, so its checkpoints would mix with the last run's: give this run a folder of its "
-                          f"own (%checkpoint every ... {name} --to ANOTHER-FOLDER).")
             return None
         restored = self._resume(what)
         if restored is None or name not in restored.resume:

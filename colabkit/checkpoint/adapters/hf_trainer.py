@@ -138,11 +138,8 @@ def patch(session, module):
     def make(original):
         def train(self, resume_from_checkpoint=None, *args, **kwargs):
             checkpointer = session.checkpointer
-            name = checkpointer.tracked_name(self) or checkpointer.tracked_name(self.model)
+            name = checkpointer.run_name("Trainer.train()", self, self.model)
             if name is None:
-                checkpointer.say_once(f"untracked-{id(self)}", "Trainer.train() trains a model that %checkpoint "
-                                      "doesn't track, so nothing of this run is saved: name the model (or the "
-                                      "trainer) in %checkpoint.")
                 with checkpointer.running(None, None, "", ""):
                     return original(self, resume_from_checkpoint, *args, **kwargs)
             folder = None

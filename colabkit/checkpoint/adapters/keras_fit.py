@@ -171,10 +171,8 @@ def patch(session, module):
 
         def fit(self, *args, **kwargs):
             checkpointer = session.checkpointer
-            name = checkpointer.tracked_name(self)
+            name = checkpointer.run_name("model.fit()", self)
             if name is None:
-                checkpointer.say_once(f"untracked-{id(self)}", "model.fit() trains a model that %checkpoint doesn't "
-                                      "track, so nothing of this run is saved: name the model in %checkpoint.")
                 return original(self, *args, **kwargs)
             bound = signature.bind(self, *args, **kwargs)
             saved, random = None, None

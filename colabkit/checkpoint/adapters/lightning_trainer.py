@@ -135,11 +135,8 @@ def patch(session, module):
             checkpointer = session.checkpointer
             bound = signature.bind(self, *args, **kwargs)
             model = bound.arguments.get("model")
-            name = checkpointer.tracked_name(self) or checkpointer.tracked_name(model)
+            name = checkpointer.run_name("Trainer.fit()", self, model)
             if name is None:
-                checkpointer.say_once(f"untracked-{id(self)}", "Trainer.fit() trains a model that %checkpoint "
-                                      "doesn't track, so nothing of this run is saved: name the LightningModule (or "
-                                      "the trainer) in %checkpoint.")
                 with checkpointer.running(None, None, "", ""):
                     return original(*bound.args, **bound.kwargs)
             run, folder, random = FitRun(self, model), None, None
