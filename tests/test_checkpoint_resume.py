@@ -240,8 +240,8 @@ def test_a_finished_trainer_run_is_not_trained_again_in_a_fresh_session_and_trai
             self.count += 1
 
     def trainer(model, steps):
-        data = [{"input_ids": torch.randint(0, 50, (8,)), "labels": torch.tensor(i % 2)} for i in range(16)]
-        args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4,
+        data = [{"input_ids": torch.randint(0, 50, (8,)), "labels": torch.tensor(i % 2)} for i in range(16)]  # 4 steps an epoch
+        args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4,
                                  save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
         return Trainer(model=model, args=args, train_dataset=data, callbacks=[steps])
 
@@ -258,7 +258,7 @@ def test_a_finished_trainer_run_is_not_trained_again_in_a_fresh_session_and_trai
     again = Steps()
     trainer(first, again).train()  # the same session: trains on, as the Trainer does, saving none of it
     said = capsys.readouterr().err
-    assert again.count == 4 and "Trainer.train() runs again on the live model, as it does by default" in said
+    assert again.count == 6 and "Trainer.train() runs again on the live model, as it does by default" in said
     assert "nothing of this run is saved there: give it a folder of its own" in said
     session.deactivate()
 
@@ -266,6 +266,6 @@ def test_a_finished_trainer_run_is_not_trained_again_in_a_fresh_session_and_trai
     session.activate(Checkpointer(every="2 steps", to=tmp_path / "store", model=fresh))
     output = trainer(fresh, steps).train()
     session.deactivate()
-    assert steps.count == 0 and output.global_step == 4  # was: one step more (resuming at max_steps trains one)
-    assert "step-4 covers the whole run (4 of 4 steps), so there is nothing left to train" in capsys.readouterr().err
+    assert steps.count == 0 and output.global_step == 6  # was: one step more (resumed mid-epoch at max_steps)
+    assert "step-6 covers the whole run (6 of 6 steps), so there is nothing left to train" in capsys.readouterr().err
     assert all(torch.equal(trained[k], v) for k, v in fresh.state_dict().items())
