@@ -90,11 +90,12 @@ class ColabkitMagics(Magics):
     @line_magic
     @magic_arguments()
     @argument("words", nargs="*", help="every PERIOD NAME...: what to save and how often (30s, 15m, 1h30m, "
-                                       "or '500 steps'); now: save at once; list; restore [latest|ID]; off.")
+                                       "or '500 optimizer steps'); now: save at once; list; restore [latest|ID]; "
+                                       "keep: go on from the live state after an interrupted run; off.")
     @argument("--keep", type=int, default=3, help="How many checkpoints to keep (default 3).")
     @argument("--to", default=None, help="Checkpoint folder (default: <storage>/checkpoints, see %%mount).")
-    @argument("--trust", action="store_true", help="With restore: also load objects.pkl (pickled values). "
-                                                   "Only for checkpoints you wrote yourself.")
+    @argument("--trust", action="store_true", help="With restore or every: also load objects.pkl (pickled "
+                                                   "values). Only for checkpoints you wrote yourself.")
     @_clear_errors
     def checkpoint(self, line=""):
         """Save training state on a schedule, atomically, and resume it after a restart.
@@ -104,6 +105,7 @@ class ColabkitMagics(Magics):
           %checkpoint every 500 steps model optimizer --keep 5
           for epoch in colabkit.resumable(range(50)): ...
           %checkpoint now      %checkpoint list      %checkpoint restore [latest|step-N]      %checkpoint off
+          %checkpoint keep     (after an interrupted loop or Trainer.train(): go on from the live state)
         """
         from .checkpoint import commands
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from colabkit.checkpoint import durable
+from colabkit.checkpoint import codec, durable
 from colabkit.checkpoint.store import CheckpointDamaged, CheckpointStore
 from colabkit.errors import ColabkitError
 
@@ -38,7 +38,7 @@ def test_commit_list_latest_and_retention(tmp_path):
     latest, skipped = store.latest_valid()
     assert latest.step == 3 and skipped == []
     manifest = json.loads((tmp_path / "step-3" / "manifest.json").read_text())
-    assert manifest["format"] == 1 and manifest["files"]["a.bin"]["size"] == 3
+    assert manifest["format"] == codec.FORMAT_VERSION and manifest["files"]["a.bin"]["size"] == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -34,7 +34,7 @@ def notebook_trained_three_epochs(kernel):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    ck = Checkpointer(every="1 steps", places=kernel.checkpoint_places(), model=model, optimizer=opt)
+    ck = Checkpointer(every="1 steps", places=kernel.checkpoint_places(), model=model, opt=opt)  # the notebook's names
     for _ in ck.loop(range(3)):
         opt.zero_grad()
         model(torch.ones(2, 4)).sum().backward()

@@ -5,35 +5,54 @@ them into the checkpoint's files, the sink writes them (the writer process, or i
 store (with its Drive mirror on Colab) commits and finds them again. At most one save is in
 flight; one that comes due meanwhile waits for the next consistent point, and a writer error is
 raised at the next consistent point, never lost.
+
+Consistent points, where every saved object agrees on the step:
+- the end of a resumable() iteration in which an optimizer stepped (or, in a loop where none
+  does, such as a JAX or NumPy loop, every iteration end: an iteration then counts as a step);
+- the next optimizer step's pre-hook after a step at which a save came due, inside a long cell or
+  in the middle of a resumable() iteration whose data comes from DataLoaders the notebook names
+  (their position is saved, so the resumed iteration skips the batches already trained);
+- a framework's step end inside Trainer.train() / fit() (see adapters/);
+- the end of a cell that ran to its end.
+
+A resume restores every tracked object or stops with a paragraph naming the one it couldn't:
+skipping finished iterations without restoring what they trained would train the wrong thing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy
 
-from ..errors import ColabkitError, warn
+from ..errors import ColabkitError, say, warn
 from ..units import format_bytes, format_duration
 from ..version import VERSION
-from . import codec, state
+from . import adapters, codec, state
 from .schedule import Schedule
 from .sink import Sink, writes_here
+from .state import RandomStates
 from .store import Checkpoint, CheckpointStore
 
 
 @dataclass
 class Restored:
     checkpoint: Checkpoint
-    values: dict  # name -> value to bind (arrays, tensors, plain values, trusted pickled objects)
+    values: dict  # name -> value to bind (arrays, tensors, plain values, JAX trees, trusted pickled objects)
     notes: list[str] = field(default_factory=list)
+    unrestored: dict[str, str] = field(default_factory=dict)  # name -> why it was not restored
     step: int = 0
     position: int = 0  # loop iterations done
     pace: float | None = None
+    extra: dict = field(default_factory=dict)  # the loop's data position, and where inside an iteration
+    resume: dict = field(default_factory=dict)  # name -> what a framework's next run resumes from
 
 
 def _describe_write_error(result: dict, root: Path) -> str:
@@ -45,6 +64,101 @@ def _describe_write_error(result: dict, root: Path) -> str:
             "is intact. Free space or choose another folder with %checkpoint --to PATH, then %checkpoint now.")
 
 
+def _not_skipping(restored: Restored, what: str) -> str:
+    name, why = next(iter(restored.unrestored.items()))
+    others = [n for n in restored.unrestored if n != name]
+    also = f" (nor {', '.join(others)})" if others else ""
+    if "objects.pkl" in why:
+        way = (f"trust this notebook's own pickles (%checkpoint every ... {name} --trust, or trust=True), or leave "
+               f"{name} out of %checkpoint so it keeps the value the notebook gives it")
+    else:
+        way = f"fix that, or leave {name} out of %checkpoint so it keeps the value the notebook gives it"
+    return (f"{what} did not resume from {restored.checkpoint.id}: {name} was not restored{also}, because {why}. "
+            f"Going on would skip the {restored.step} step(s) the checkpoint covers without the state they trained. "
+            f"To resume, {way}; then run this again.")
+
+
+class _Source:
+    """The loop's own iterable, and how to come back to a position in it: a StatefulDataLoader (or
+    any iterable with state_dict/load_state_dict) keeps its own position; a plain DataLoader is
+    replayed from its epoch's random state without loading the skipped batches; anything else is
+    advanced item by item (cheap for a range)."""
+
+    def __init__(self, iterable):
+        self.iterable = iterable
+        self.stateful = state.has_state_dict(iterable)
+        torch_data = sys.modules.get("colabkit.checkpoint.adapters.torch_data")
+        self.loader = torch_data if torch_data is not None and torch_data.replayable(iterable) else None
+
+    def saved(self, position: int) -> dict:
+        """The source's part of a checkpoint taken at an iteration boundary."""
+        if self.stateful:
+            return {"state": self.iterable.state_dict()}
+        if self.loader is not None:
+            return {"loader": self.loader.position(self.iterable, position)}
+        return {}
+
+    def resume(self, saved: dict | None, position: int):
+        """An iterator positioned after `position` items."""
+        saved = saved or {}
+        if self.stateful:
+            if "state" not in saved:
+                return iter(self.iterable)
+            self.iterable.load_state_dict(saved["state"])
+            random = RandomStates.capture()  # the checkpoint's: iter() may draw a seed from it
+            iterator = iter(self.iterable)  # it skips what it had yielded: never skipped twice
+            random.restore()
+            return iterator
+        if self.loader is not None and saved.get("loader") is not None:
+            return self.loader.replay(self.iterable, saved["loader"], position, after=RandomStates.capture())
+        iterator = iter(self.iterable)
+        if position and self.loader is not None:
+            say(f"resuming {position} batches into this DataLoader without its saved position: they are loaded "
+                "again to be skipped, in a new shuffle order (not what the interrupted run trained on).")
+        return itertools.islice(iterator, position, None) if position else iterator
+
+
+class _Loop:
+    """The resumable loop in progress."""
+
+    def __init__(self, source: _Source):
+        self.source = source
+        self.steps_seen = False  # an optimizer stepped in this loop: iterations are not steps
+        self.steps_in_iteration = 0
+        self.random: RandomStates | None = None  # at the start of the current iteration
+        self.serial = 0  # DataLoaders started after this belong to the current iteration
+        self.seeded: dict = {}  # name -> a DataLoader with its own generator= that this loop iterated
+        self.waits = False  # a due save waits for this iteration's end (its data can't be found again)
+
+    def begin(self, random=None, steps: int = 0) -> None:
+        """An iteration starts: note the random states (a save inside it re-runs it from here; only
+        DataLoaders make such a save possible, so only with torch)."""
+        self.steps_in_iteration, self.waits = steps, False
+        torch_data = sys.modules.get("colabkit.checkpoint.adapters.torch_data")
+        self.random = random or (RandomStates.capture() if torch_data is not None else None)
+        self.serial = torch_data.serial() if torch_data is not None else 0
+
+    def loaders(self) -> list:
+        """The plain DataLoaders that started an epoch in this iteration, with their positions."""
+        torch_data = sys.modules.get("colabkit.checkpoint.adapters.torch_data")
+        if torch_data is None:
+            return []
+        return [(loader, torch_data.position(loader)) for loader, _ in torch_data.started_since(self.serial)
+                if loader is not self.source.iterable]
+
+
+_UNTRACKED = object()  # a framework run of nothing tracked: torch's step hooks stand down all the same
+
+
+@dataclass
+class _Pending:
+    """A save that came due at an optimizer step: the random states right after that step, and
+    the loop iteration's DataLoader positions then."""
+
+    random: RandomStates
+    loaders: list
+
+
 class Checkpointer:
     """Saves named training state on a schedule and resumes it after a restart.
 
@@ -53,10 +167,12 @@ class Checkpointer:
     ...     train_one_epoch(model, opt)
     """
 
-    def __init__(self, every=None, to=None, keep: int = 3, namespace: dict | None = None, places=None, **objects):
+    def __init__(self, every=None, to=None, keep: int = 3, namespace: dict | None = None, places=None,
+                 trust: bool = False, **objects):
         """`namespace` (a notebook's variables, given by %checkpoint) receives the values that are
         restored by name; with the Python API they are in `.objects` after a restore. `places`
-        (storage.Places) is where the store lives; by default this notebook's (see storage)."""
+        (storage.Places) is where the store lives; by default this notebook's (see storage).
+        `trust`: a resume also loads objects.pkl (pickled values this notebook saved)."""
         from .. import runtime, storage
 
         self.schedule = Schedule(every)
@@ -66,20 +182,35 @@ class Checkpointer:
         self.store.prepare()
         self.objects: dict[str, object] = dict(objects)
         self.namespace = namespace
-        self.step = 0
+        self.trust = trust
+        self.step = 0  # optimizer steps (a framework's global step inside its run)
         self.position = 0  # iterations of loop() completed
         self.pace: float | None = None  # seconds per loop iteration, kept for cost estimates
         self.total: int | None = None  # the loop's length when known, for the time left
         self.last: dict | None = None  # the last writer result
-        self._in_loop = False
         self._error: str | None = None
-        self._warned_skipped: set[str] = set()
+        self._said: set[str] = set()
         self._saving_step: int | None = None  # the step of the last save handed to the sink
-        self._noted_busy_for: int | None = None
+        self._optimizer_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._counted = 0  # the most steps one optimizer took since the count began (a restore)
+        self._pending: _Pending | None = None
+        self._loop: _Loop | None = None
+        self._source_saved: dict = {}  # the last loop's data position, for saves after it
+        self._run = None  # the framework run in progress: torch's step hooks stand down
+        self._runs: dict[str, object] = {}  # name -> the last framework run of that object
+        self._finished: set[str] = set()  # names whose framework run finished in this session
+        self._interrupted: tuple | None = None  # (what, step, the way on from the live state) after an interruption
+        self._keep_live = False
+        self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
         self.writes = writes_here()
         self.sink = Sink(self.store, self.mirror_store)
         if self.writes and self.schedule.periodic:
             self.sink.start()
+
+    def say_once(self, key: str, message: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            say(message)
 
     # -- consistent points -----------------------------------------------------------------
     def request(self) -> None:
@@ -93,14 +224,64 @@ class Checkpointer:
         """Raise a writer error from the last save, then save if one is due."""
         self._collect()
         self._raise_error()
-        if self.due():
-            self.save(force=self.schedule.forced)
+        if self.due() or self._pending is not None:
+            if self._save(force=self.schedule.forced):
+                self._pending = None
 
-    def after_optimizer_step(self, *_args) -> None:
-        """The global optimizer-step hook: inside a long cell with no loop(), a step is consistent."""
-        if not self._in_loop:
-            self.step += 1
+    def at_cell_end(self, failed: bool = False) -> None:
+        """The end of a cell is consistent, unless it failed (an interrupt may have come between a
+        step and its scheduler) or left a loop or a run interrupted."""
+        if self._interrupted is None and not failed:
             self.at_consistent_point()
+
+    def after_optimizer_step(self, optimizer) -> None:
+        """torch's step post-hook: count the step; if a save is due, note the random states now."""
+        if self._run is not None:
+            return
+        count = self._optimizer_steps.get(optimizer, 0) + 1
+        self._optimizer_steps[optimizer] = count
+        if count > self._counted:  # steps count once however many optimizers take them (a GAN's two)
+            self.step += count - self._counted
+            self._counted = count
+            if self._loop is not None:
+                self._loop.steps_seen = True
+                self._loop.steps_in_iteration += 1
+        if self._pending is not None or self.due():
+            self._pending = _Pending(RandomStates.capture(), self._loop.loaders() if self._loop else [])
+
+    def before_optimizer_step(self, optimizer) -> None:
+        """torch's step pre-hook: the previous step's iteration is complete, so take a due save."""
+        if self._run is not None or self._pending is None:
+            return
+        if self._optimizer_steps.get(optimizer, 0) < self._counted:
+            return  # another optimizer is a step ahead: the iteration is not over
+        extra = None
+        if self._loop is not None:
+            extra = self._inside_iteration()
+            if extra is None:
+                return  # the iteration's end saves
+        self._collect()
+        self._raise_error()
+        pending, self._pending = self._pending, None
+        if not self._save(force=self.schedule.forced, random=pending.random, extra=extra):
+            self._pending = pending
+
+    def _inside_iteration(self) -> dict | None:
+        """A mid-iteration save's position: the iteration's start and each named DataLoader's batches;
+        None when the iteration's data position can't be found again after a restart."""
+        loop, pending = self._loop, self._pending
+        if loop.steps_in_iteration == 0 or loop.source.stateful or loop.waits:
+            return None
+        named = {self.name_of(loader): position for loader, position in pending.loaders}
+        if named and None not in named and None not in named.values():
+            return {"source": loop.source.saved(self.position),
+                    "inside": {"steps": loop.steps_in_iteration, "random": loop.random, "loaders": named}}
+        loop.waits = True
+        self.say_once("inside", f"a checkpoint came due at step {self.step}, in the middle of iteration "
+                                f"{self.position + 1}; colabkit finds an iteration's place in its data again only "
+                                "through a DataLoader the notebook keeps in a variable (train_loader = "
+                                "DataLoader(...)), so it is taken at the end of the iteration instead.")
+        return None
 
     # -- saving ----------------------------------------------------------------------------
     def _collect(self) -> None:
@@ -118,46 +299,85 @@ class Checkpointer:
             error, self._error = self._error, None
             raise ColabkitError(error)
 
+    def settle(self) -> None:
+        """Before the run leaves this notebook (an export): finish the save in flight, and save the
+        live state if no checkpoint holds it yet, unless an interrupted iteration left it half done
+        (then the last whole checkpoint is the run's)."""
+        self.wait()
+        if self._interrupted is None and not self.schedule.saved_at(self.step):
+            self.save(force=True, wait=True)
+
     def save(self, force: bool = True, wait: bool = False) -> bool:
-        """Copy the state now and hand it to the writer; False if skipped (one already in flight, or
-        a rank other than 0)."""
+        """Copy the state now and hand it to the writer (%checkpoint now); False if skipped (one
+        already in flight, or a rank other than 0)."""
+        if self._interrupted is not None:
+            raise ColabkitError("Not saved: " + self._interruption())
+        saved = self._save(force=force)
+        if wait:
+            self.wait()
+        return saved
+
+    def _save(self, force: bool, random: RandomStates | None = None, extra: dict | None = None) -> bool:
         if not self.writes:
             self.schedule.mark_saved(self.step)
             return False
         self._collect()
         if self.sink.busy:
             if not force:
-                # Still due: the next consistent point after the writer finishes saves. One note per save in flight.
-                if self._noted_busy_for != self._saving_step:
-                    self._noted_busy_for = self._saving_step
-                    warn(f"colabkit: checkpoint at step {self.step} skipped: the previous one is still being "
-                         "written; the next one is taken when it is done (save less often, or to faster storage).")
+                # Still due: the next consistent point after the writer finishes saves (a delay, not a loss:
+                # a warning). One per save in flight.
+                if f"busy-{self._saving_step}" not in self._said:
+                    self._said.add(f"busy-{self._saving_step}")
+                    warn(f"colabkit: checkpoint at step {self.step} postponed: the previous one is still being "
+                         "written; the next consistent point after it is done saves (save less often, or to faster "
+                         "storage).")
                 return False
             self._record(self.sink.wait())
-        captured = state.capture(self.tracked())
-        self._warn_skipped(captured.skipped)
+        if extra is None:
+            extra = {"source": self._source_saved}
+        if self._loop is not None and self._loop.seeded:
+            extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
+        captured = state.capture(self.tracked(), random, extra)
+        self._say_skipped(captured.skipped)
         state.layout(captured.sources)
         payload = codec.encode(captured, self.step, self.position, self.pace, self._meta())
         self.sink.save(payload, captured.sources)
         self._saving_step = self.step
         self.schedule.mark_saved(self.step)
-        if wait:
-            self.wait()
         return True
 
     def tracked(self) -> dict[str, object]:
         """The objects to save now. Names are read afresh from the notebook, since a cell may
-        rebind them (ema = ema * 0.9 + ...)."""
-        if self.namespace is None:
-            return self.objects
-        return {name: self.namespace.get(name, value) for name, value in self.objects.items()}
+        rebind them (ema = ema * 0.9 + ...); an object a framework trained is saved with its run
+        (optimizer, scheduler, trainer state), also after the run."""
+        objects = dict(self.objects) if self.namespace is None else {
+            name: self.namespace.get(name, value) for name, value in self.objects.items()}
+        for name, run in self._runs.items():
+            if name in objects and run.owns(objects[name]):
+                objects[name] = run
+        return objects
 
-    def _warn_skipped(self, skipped: dict[str, str]) -> None:
-        new = {k: v for k, v in skipped.items() if k not in self._warned_skipped}
-        if new:
-            self._warned_skipped.update(new)
-            names = "; ".join(f"{k}: {v}" for k, v in new.items())
-            warn(f"colabkit: not saved ({names}). Everything else is saved; recreate these after a restore.")
+    def tracked_name(self, value) -> str | None:
+        """The tracked name of `value` (or of the framework run that trains it)."""
+        for name, tracked in self.tracked().items():
+            if tracked is value or (isinstance(tracked, adapters.Run) and tracked.owns(value)):
+                return name
+        return None
+
+    def name_of(self, value) -> str | None:
+        """The tracked name bound to `value`, else any notebook variable bound to it."""
+        name = self.tracked_name(value)
+        if name is not None:
+            return name
+        for name, bound in (self.namespace or {}).items():
+            if bound is value and not name.startswith("_"):
+                return name
+        return None
+
+    def _say_skipped(self, skipped: dict[str, str]) -> None:
+        for name, why in skipped.items():
+            self.say_once(f"skipped-{name}", f"not saved: {name} ({why}). Everything else is saved; a resume "
+                          f"stops until {name} is left out of %checkpoint.")
 
     def _meta(self) -> dict:
         from .. import platform, runtime
@@ -180,14 +400,16 @@ class Checkpointer:
     def stores(self) -> list[CheckpointStore]:
         return [self.store] + ([self.mirror_store] if self.mirror_store else [])
 
-    def restore(self, checkpoint_id: str = "latest", trust: bool = False, namespace: dict | None = None) -> Restored | None:
+    def restore(self, checkpoint_id: str = "latest", trust: bool | None = None, namespace: dict | None = None) -> Restored | None:
         """Load a checkpoint (the newest that verifies, by default) into the tracked objects.
 
         `namespace` (a notebook's variables) supplies objects to load state dicts into that this
         Checkpointer doesn't track, and receives the values restored by name (default: the
-        namespace given at creation).
+        namespace given at creation). The live state is then the checkpoint's: an interrupted loop
+        or run resumes from it.
         """
         namespace = self.namespace if namespace is None else namespace
+        trust = self.trust if trust is None else trust
         restored = restore(self.stores(), checkpoint_id, trust, {**(namespace or {}), **self.tracked()})
         if restored is None:
             return None
@@ -195,8 +417,53 @@ class Checkpointer:
         if namespace is not None:
             namespace.update(restored.values)
         self.step, self.position, self.pace = restored.step, restored.position, restored.pace
+        self._optimizer_steps = weakref.WeakKeyDictionary()
+        self._counted = 0
+        self._pending = None
+        self._interrupted = None
+        self._keep_live = False
+        self._finished.clear()  # the live state is the checkpoint's: the next run resumes from it
+        self._source_saved = restored.extra.get("source") or {}
         self.schedule.mark_saved(self.step)
         return restored
+
+    def keep_live(self) -> None:
+        """After an interruption: go on from the live state (%checkpoint keep), not from the checkpoint."""
+        if self._interrupted is None:
+            raise ColabkitError("Nothing was interrupted: the live state and the checkpoints agree.")
+        self._interrupted, self._keep_live = None, True
+
+    def _resume(self, what: str) -> Restored | None:
+        """The start of a loop or a framework's run: restore the latest checkpoint, all of it, or stop."""
+        if self._interrupted is not None:
+            raise ColabkitError(self._interruption())
+        restored = self.restore()
+        if restored is not None and restored.unrestored:
+            raise ColabkitError(_not_skipping(restored, what))
+        return restored
+
+    def _interrupt(self, what: str, going_on: str) -> None:
+        self._interrupted = (what, self.step, going_on)
+
+    def _interruption(self) -> str:
+        """What an interruption left, and the two ways on (said when the loop or run is run again)."""
+        what, step, going_on = self._interrupted
+        self.wait()  # the checkpoint in flight at the interruption counts
+        latest = self._latest_id()
+        if latest is None:
+            back = ("there is no checkpoint yet, so the exact way is to start over: restart the kernel and run the "
+                    "notebook again")
+        else:
+            back = (f"%checkpoint restore goes back to {latest} (exact: the steps since are trained again), then run "
+                    "this again")
+        return (f"{what} was interrupted at step {step}, part of the way through, so running it again can't go on "
+                f"exactly from the live state. Choose: {back}; or %checkpoint keep goes on from the live state, "
+                f"{going_on} (not exact).")
+
+    def _latest_id(self) -> str | None:
+        ids = [c.id for store in self.stores() for c in store.list()]
+        steps = [(codec.step_of(i), i) for i in ids]
+        return max(steps)[1] if steps else None
 
     def status(self) -> str | None:
         """One line for the panel: the last checkpoint and, on Drive, how far its copy lags."""
@@ -218,42 +485,185 @@ class Checkpointer:
                 line += f" · Drive copy failed: {mirror['error']}"
         return line
 
+    # -- a framework's run -----------------------------------------------------------------
+    def run_name(self, what: str, *values) -> str | None:
+        """The tracked name a framework's run saves under (the first of `values` tracked), or None
+        when nothing of it is saved, said: what it trains isn't tracked, or that object's last run
+        finished in this session (a new run counts its steps from 0 again, below the checkpoints
+        of the last one, and the two would mix)."""
+        name = next((n for n in map(self.tracked_name, values) if n is not None), None)
+        if name is None:
+            self.say_once(f"untracked-{what}", f"{what} trains a model that %checkpoint doesn't track, so nothing "
+                                               "of this run is saved: name the model (or the trainer) in %checkpoint.")
+        elif name in self._finished:
+            self.say_once(f"again-{name}", f"{what} runs again on the live {name}, as it does by default, since its "
+                          f"last run finished in this session. Its steps start again from 0, below the checkpoints "
+                          f"of the last run in {self.store.root}, so nothing of this run is saved there: give it a "
+                          f"folder of its own (%checkpoint every ... {name} --to ANOTHER-FOLDER).")
+            return None
+        return name
+
+    def resume_run(self, name: str, what: str):
+        """Before a framework's run of the object tracked as `name`: restore the latest checkpoint
+        (all of it, or stop) and return what the run resumes from, and from which checkpoint
+        (None: the run starts afresh)."""
+        if self._keep_live:
+            self._keep_live = False
+            say(f"{what}: going on from the live state, as %checkpoint keep said.")
+            return None
+        restored = self._resume(what)
+        if restored is None or name not in restored.resume:
+            return None
+        return restored.resume[name], restored
+
+    @contextlib.contextmanager
+    def running(self, name: str | None, run, what: str, going_on: str):
+        """While a framework trains: its step ends are the consistent points; once more at its end."""
+        self._run = run if run is not None else _UNTRACKED
+        if name is not None:
+            self._runs[name] = run
+        try:
+            yield
+        except BaseException:
+            if name is not None:
+                self._interrupt(what, going_on)
+            raise
+        finally:
+            self._run = None
+        if name is not None:
+            self.at_step(run.step(), final=True)
+            self.wait()
+            self._finished.add(name)
+
+    def at_step(self, step: int, final: bool = False) -> None:
+        """A framework's step end (or its run's end): consistent."""
+        self.step = step
+        if final and not self.schedule.saved_at(step):
+            self.schedule.request()
+        self.at_consistent_point()
+
     # -- the loop --------------------------------------------------------------------------
     def loop(self, iterable, total: int | None = None):
         """Iterate, restoring the latest checkpoint first and skipping the iterations it covers;
-        save at iteration boundaries when due, and once more at the end."""
+        save at consistent points when due, and once more at the end."""
         from .progress import LoopProgress
 
-        restored = self.restore()
-        start = self.position if restored is not None else 0
-        if restored is None:
-            self.position = 0
+        source = _Source(iterable)
+        inside = None
+        if self._keep_live:
+            self._keep_live, restored, start = False, None, self.position
+            say(f"going on from the live state, as %checkpoint keep said: iteration {start + 1} starts again "
+                "from its beginning with the weights it had when interrupted.")
+            iterator = source.resume({}, start)
+        else:
+            restored = self._resume("resumable()")
+            start = self.position if restored is not None else 0
+            if restored is None:
+                self.position = 0
+            extra = restored.extra if restored is not None else {}
+            self._restore_generators(extra.get("generators", {}))
+            inside = extra.get("inside")
+            iterator = source.resume(extra.get("source"), start)
+            if inside is not None:
+                restored.notes += self._expect_inside(inside)
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.total = total
         progress = LoopProgress(total, start, restored)
-        iterator = iter(iterable)
-        for _ in range(start):  # the iterations the checkpoint already covers
-            next(iterator, None)
-        self._in_loop = True
+        loop = self._loop = _Loop(source)
         try:
             for item in iterator:
+                if inside is not None:
+                    inside.pop("random").restore()
+                    loop.begin(RandomStates.capture(), inside["steps"])
+                    loop.steps_seen = True
+                    inside = None
+                else:
+                    loop.begin()
                 began = time.monotonic()
-                yield item
-                # Back here means the body finished: a consistent point.
+                try:
+                    yield item
+                except GeneratorExit:  # the body raised (an interrupt) or broke out: not a whole iteration
+                    self._pending = None
+                    self._interrupt(f"resumable(), in iteration {self.position + 1}"
+                                    + (f" of {total}" if total else ""),
+                                    f"starting iteration {self.position + 1} again from the live weights")
+                    raise
+                # Back here means the body finished: a consistent point if an optimizer stepped in it
+                # (or none ever did: then an iteration is a step).
                 elapsed = time.monotonic() - began
                 self.pace = elapsed if self.pace is None else 0.8 * self.pace + 0.2 * elapsed
                 self.position += 1
-                self.step = self.position
-                self.at_consistent_point()
+                self._check_expected(loop)
+                if not loop.steps_seen:
+                    self.step += 1
+                self._note_seeded(loop)
+                if not loop.steps_seen or loop.steps_in_iteration:
+                    self._source_saved = source.saved(self.position)
+                    self.at_consistent_point()
                 progress.update(self.position, self.pace, self.last)
-            if not self.schedule.saved_at(self.position) or self.schedule.forced:
-                self.save(force=True)
+            self._source_saved = source.saved(self.position)
+            if not self.schedule.saved_at(self.step) or self.schedule.forced:
+                self._save(force=True)
             self.wait()
             progress.update(self.position, self.pace, self.last, done=True)
         finally:
-            self._in_loop = False
+            self._loop = None
             progress.close(self.position, self.pace, self.last)  # a loop left early says it stopped
+
+    def _note_seeded(self, loop: _Loop) -> None:
+        """DataLoaders with their own generator= draw each epoch's order from it: saved with the loop."""
+        for loader, _ in loop.loaders():
+            if getattr(loader, "generator", None) is not None:
+                name = self.name_of(loader)
+                if name is not None:
+                    loop.seeded[name] = loader
+                else:
+                    self.say_once("seeded", "a DataLoader with its own generator= has no name in the notebook, so "
+                                            "its generator's state can't be restored after a restart: the shuffle "
+                                            "order of later epochs would differ. Keep it in a variable "
+                                            "(train_loader = DataLoader(..., generator=g)).")
+
+    def _restore_generators(self, saved: dict) -> None:
+        for name, generator_state in saved.items():
+            loader = (self.namespace or {}).get(name, self.objects.get(name))
+            if getattr(loader, "generator", None) is None:
+                raise ColabkitError(f"resumable() did not resume: the checkpoint holds the state of {name}'s own "
+                                    f"generator=, but there is no DataLoader named {name} with a generator here. "
+                                    "Create it as before, then run this again.")
+            loader.generator.set_state(generator_state)
+
+    def _expect_inside(self, inside: dict) -> list[str]:
+        """A checkpoint from the middle of an iteration: its named DataLoaders skip the batches already
+        trained when the resumed iteration starts their epoch. Returns notes for the user."""
+        from .adapters import torch_data
+
+        after = RandomStates.capture()  # the checkpoint's random states, put back once the skip is done
+        notes = []
+        for name, saved in inside["loaders"].items():
+            loader = (self.namespace or {}).get(name, self.objects.get(name))
+            if loader is None or not torch_data.replayable(loader):
+                raise ColabkitError(
+                    f"resumable() did not resume: the checkpoint was taken in the middle of iteration "
+                    f"{self.position + 1}, {saved['batches']} batches into {name}'s epoch, but there is no DataLoader "
+                    f"named {name} here. Create it as before (same dataset, batch size and shuffle), then run this "
+                    "again; or %checkpoint restore an earlier checkpoint.")
+            torch_data.expect(loader, saved, saved["batches"], after)
+            notes.append(f"in the middle of iteration {self.position + 1}: {name} skips the {saved['batches']} batches "
+                         "already trained, without loading them")
+        self._expected = list(inside["loaders"])
+        return notes
+
+    def _check_expected(self, loop: _Loop) -> None:
+        names, self._expected = self._expected, []
+        if not names:
+            return
+        from .adapters import torch_data
+
+        missed = [n for n in names if torch_data.pending((self.namespace or {}).get(n, self.objects.get(n)))]
+        if missed:
+            say(f"the resumed iteration did not iterate {', '.join(missed)}, which the checkpoint expected; the "
+                "batches it had trained are not skipped anywhere, so this run is no longer exact.")
 
     def close(self) -> None:
         """Wait for the save in flight, stop the writer, free the staging buffer."""
@@ -287,14 +697,16 @@ def find(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[
 
 
 def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targets: dict) -> Restored | None:
-    """Load a checkpoint from `stores` (the newest that verifies, by default): state dicts into the
-    objects in `targets` (name -> object), in place; the values to bind by name are returned.
-    Reads only: a read-only store restores."""
+    """Load a checkpoint from `stores` (the newest that verifies, by default): state dicts and
+    framework objects into the objects in `targets` (name -> object), in place; the values to bind
+    by name are returned. Reads only: a read-only store restores."""
     found = find(stores, checkpoint_id)
     if found is None:
         return None
     checkpoint, skipped = found
     loaded = codec.read(checkpoint.path, trust)
-    values, notes = state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
-    notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped] + notes
-    return Restored(checkpoint, values, notes, loaded.step, loaded.position, loaded.pace)
+    outcome = state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
+    notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped] + outcome.notes
+    notes += [f"{name} was not restored: {why}." for name, why in outcome.unrestored.items()]
+    return Restored(checkpoint, outcome.values, notes, outcome.unrestored, loaded.step, loaded.position, loaded.pace,
+                    outcome.extra, outcome.resume)

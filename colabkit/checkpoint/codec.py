@@ -6,8 +6,14 @@ A committed checkpoint is a folder `step-<N>` (N in ASCII digits) holding:
                          little-endian header length, a JSON header {key: {dtype, shape,
                          data_offsets}} padded with spaces to 8 bytes, then the data with no holes);
                          loaded through the safetensors library, so nothing in it can run code
-    state.json           {"structure": what state.capture described (objects, random states),
-                          "step", "position" (loop iterations done), "pace" (seconds per iteration)}
+    state.json           {"structure": what state.capture described: "objects" (each tracked name:
+                          its kind, e.g. state_dict, value, jax, sklearn, keras.Model,
+                          transformers.Trainer, lightning.Trainer, and its state with tensors
+                          referenced by key), "skipped" (names that could not be saved, and why),
+                          "rng" (the random states), "extra" (the loop's data position and, for a
+                          save inside an iteration, where in it);
+                          "step" (optimizer steps), "position" (loop iterations done), "pace"
+                          (seconds per iteration)}
     objects.pkl          other picklable values, loaded only when the user trusts the checkpoint
     manifest.json        written last: {"format", "step", "time", the writer's meta (colabkit
                          version, platform, notebook, position, pace, total, libraries), "files":
@@ -29,7 +35,7 @@ from typing import Iterable
 from ..errors import ColabkitError
 from . import durable
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: framework adapters, steps are optimizer steps, data positions
 TENSORS = "tensors.safetensors"
 STATE = "state.json"
 OBJECTS = "objects.pkl"

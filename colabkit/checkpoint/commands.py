@@ -1,4 +1,4 @@
-"""What `%checkpoint ...` does, on a notebook's variables: every, now, list, restore, off."""
+"""What `%checkpoint ...` does, on a notebook's variables: every, now, list, restore, keep, off."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .schedule import parse_every
 from .store import CheckpointStore, stores_at
 
 USAGE = ("Use %checkpoint every 15m model optimizer (what to save, how often), then now, list, "
-         "restore [latest|step-N] or off.")
+         "restore [latest|step-N], keep (after an interrupted run) or off.")
 
 
 def _lookup(names: list[str], namespace: dict) -> dict:
@@ -80,7 +80,8 @@ def run(words: list[str], keep: int, to, trust: bool, namespace: dict):
         period, names = _period_and_names(words[1:])
         parse_every(period)  # a bad period is reported before anything is looked up
         objects = _lookup(names, namespace)
-        checkpointer = session.activate(Checkpointer(every=period, to=to, keep=keep, namespace=namespace, **objects))
+        checkpointer = session.activate(Checkpointer(every=period, to=to, keep=keep, namespace=namespace,
+                                                     trust=trust, **objects))
         print(f"colabkit: saving {', '.join(names)} every {period} to {checkpointer.store.root} "
               f"(keeping {keep}); colabkit.resumable(...) resumes a loop.")
         return None
@@ -113,6 +114,13 @@ def run(words: list[str], keep: int, to, trust: bool, namespace: dict):
             return None
         print(f"colabkit: restored {restored.checkpoint.id} (step {restored.checkpoint.step})"
               + "".join(f"\n  note: {n}" for n in restored.notes))
+        return None
+    if action == "keep":
+        checkpointer = session.active()
+        if checkpointer is None:
+            raise ColabkitError("Nothing to keep: checkpointing is not on. " + USAGE)
+        checkpointer.keep_live()
+        print("colabkit: keeping the live state: the interrupted loop or run goes on from it when you run it again.")
         return None
     if action == "off":
         print("colabkit: checkpointing off." if session.deactivate() else "colabkit: checkpointing was not on.")

@@ -1,11 +1,14 @@
 """The notebook's active Checkpointer, and the consistent points it gets from the notebook:
 
-- the end of every cell (IPython's post_run_cell),
-- every optimizer step while no resumable loop runs (torch's global step post-hook: no change
-  to the user's code),
+- the end of every cell (IPython's post_run_cell) that ran to its end,
+- torch's optimizer steps (adapters/torch_steps), in a long cell and inside resumable() alike,
+- the step ends of a framework's own training loop: Hugging Face `Trainer.train()`, Lightning
+  `Trainer.fit()`, Keras `model.fit()` (adapters/), which also resume through the framework's path,
 - the session-deadline alert of the kernel's watch forces a save at the next of those.
 
-The kernel's Runtime holds the session; `%checkpoint off` and `%unload_ext` close it.
+A framework is hooked when the notebook has imported it, or as it imports it (even in the cell
+that trains); colabkit never imports one itself. The kernel's Runtime holds the session;
+`%checkpoint off` and `%unload_ext` close it and undo every hook.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import ColabkitError
+from . import adapters
 from .checkpointer import Checkpointer
 
 
@@ -20,30 +24,19 @@ class CheckpointSession:
     def __init__(self, checkpointer: Checkpointer, runtime):
         self.checkpointer = checkpointer
         self.shell = runtime.shell
-        self._optimizer_hook = None  # torch's RemovableHandle
         self._undo = [runtime.events.on_alert(self._on_alert), runtime.events.add_status(checkpointer.status)]
         if self.shell is not None:
             self.shell.events.register("post_run_cell", self._at_cell_end)
             self._undo.append(lambda: self.shell.events.unregister("post_run_cell", self._at_cell_end))
-        self._hook_optimizer_steps()
-
-    def _hook_optimizer_steps(self) -> None:
-        """Register torch's global hook once torch is imported (it may be imported after %checkpoint)."""
-        if self._optimizer_hook is not None or "torch" not in sys.modules:
-            return
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        self._optimizer_hook = register_optimizer_step_post_hook(
-            lambda optimizer, args, kwargs: self.checkpointer.after_optimizer_step())
+        self._undo.append(adapters.hook(self))
 
     def _on_alert(self, alert) -> None:
         if alert.kind == "session":
             self.checkpointer.request()
 
-    def _at_cell_end(self, *_args) -> None:
-        self._hook_optimizer_steps()
+    def _at_cell_end(self, result=None) -> None:
         try:
-            self.checkpointer.at_consistent_point()
+            self.checkpointer.at_cell_end(failed=result is not None and not result.success)
         except ColabkitError as exc:  # a hook can't raise into the user's cell cleanly: say it instead
             print(f"colabkit: {exc}", file=sys.stderr, flush=True)
 
@@ -51,9 +44,6 @@ class CheckpointSession:
         """Unhook and close the Checkpointer (waiting for its save in flight)."""
         while self._undo:
             self._undo.pop()()
-        if self._optimizer_hook is not None:
-            self._optimizer_hook.remove()
-            self._optimizer_hook = None
         self.checkpointer.close()
 
 

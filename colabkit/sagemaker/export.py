@@ -90,9 +90,7 @@ def _notebook_store(runtime):
 
     active = session.active(runtime)
     if active is not None:
-        active.wait()  # a save in flight is part of the run
-        if not active.schedule.saved_at(active.step):  # one skipped while the writer was busy: take it now
-            active.save(force=True, wait=True)
+        active.settle()  # the save in flight, or the live state no checkpoint holds yet, is part of the run
         return active.store
     return CheckpointStore(runtime.checkpoint_places().root)  # where the job's checkpoints come back to
 
