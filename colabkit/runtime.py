@@ -28,13 +28,16 @@ class Runtime:
         self.checkpoints = None  # checkpoint.session.CheckpointSession, while %checkpoint is on
         self._notebook = notebook
         self.lock = threading.RLock()  # starting or stopping a watch or checkpoints
-        self.failed_cells: set[int] = set()  # execution counts of cells that raised: an export leaves them out
+        # execution count -> the exception a cell raised: an export leaves those cells out. A cell
+        # stopped by an interrupt is not among them: its training is what the person moves to a job.
+        self.failed_cells: dict[int, str] = {}
         if shell is not None:
             shell.events.register("post_run_cell", self._after_cell)
 
     def _after_cell(self, result) -> None:
-        if not result.success and result.execution_count is not None:
-            self.failed_cells.add(result.execution_count)
+        error = result.error_in_exec or result.error_before_exec
+        if error is not None and not isinstance(error, KeyboardInterrupt) and result.execution_count is not None:
+            self.failed_cells[result.execution_count] = type(error).__name__
 
     @property
     def notebook(self) -> notebooks.Notebook:

@@ -86,7 +86,7 @@ def test_resumable_over_a_dataloader_killed_mid_epoch_loads_only_the_samples_lef
     nb = execute(notebook(**resumed, slow=0.0), tmp_path / "resumed")
     loop = output(nb, 3)
     assert "resumed from step-5: 5 iteration(s) done, continuing at 6 of 12" in loop
-    assert "iteration 12/12" in loop and "· done" in loop
+    assert "✓ done: 12/12" in loop
     # Was: a new shuffle then 5 batches loaded and thrown away (plain); skipped twice, 7 of 12 trained (stateful).
     assert lines(resumed["progress"])[len(killed):] == list(range(6, 13))
     assert lines(resumed["loaded"])[len(loaded_before):] == lines(reference["loaded"])[40:]

@@ -186,6 +186,24 @@ def test_a_framework_imported_after_checkpoint_in_the_training_cell_is_hooked_an
     assert after == "Trainer.train" and loader == "DataLoader.__iter__"
 
 
+def test_torch_imported_after_checkpoint_imports_whole_and_its_dataloader_is_hooked(tmp_path):
+    """A NumPy notebook's %checkpoint, then torch's first import (a job restoring torch's random
+    state does this): torch.utils.data imports its dataloader midway, so a hook that fired on the
+    submodule would import the half-made package (seen: "cannot import name 'DataLoader' from
+    partially initialized module")."""
+    code = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'colabkit')\n"
+        "ip.run_cell('import numpy as np; w = np.zeros(2)')\n"
+        f"ip.run_line_magic('checkpoint', 'every 5 steps w --to {tmp_path}')\n"
+        "result = ip.run_cell('import torch')\n"
+        "print(result.success, '|', torch.utils.data.DataLoader.__iter__.__qualname__)\n"
+    ).replace("torch.utils", "ip.user_ns['torch'].utils")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "True | patch.<locals>.make.<locals>.__iter__", done.stderr[-2000:]
+
+
 def test_a_dataloaders_own_generator_is_saved_at_an_iteration_end_and_restored(shell, tmp_path):
     def loader():
         return torch.utils.data.DataLoader(list(range(16)), batch_size=4, shuffle=True,

@@ -68,6 +68,21 @@ def test_history_leaves_out_the_cells_that_raised(shell, monkeypatch):
         shell.run_cell(source, store_history=True)
     got = capture(runtime.current(), "%to_sagemaker ml.m5.large --dry-run")
     assert [c.source for c in got.cells][-2:] == ["a = 1", "b = a + 1"]
+    count = shell.execution_count - 3  # the cell that raised
+    assert f"In[{count}] (ZeroDivisionError)" in got.left_out
+
+
+def test_history_keeps_a_cell_stopped_by_an_interrupt(shell, monkeypatch):
+    """Training interrupted to move it to a job is what the job must run: left out, the job would
+    do nothing and end green."""
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    from colabkit import runtime
+
+    for source in ("a = 1", "for step in range(10):\n    a += 1\n    if step == 2:\n        raise KeyboardInterrupt"):
+        shell.run_cell(source, store_history=True)
+    got = capture(runtime.current(), None)
+    assert got.cells[-1].source.startswith("for step in range(10)")
+    assert not any("KeyboardInterrupt" in note for note in got.left_out)
 
 
 def test_two_exports_in_the_same_second_get_two_names():

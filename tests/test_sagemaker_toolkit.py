@@ -102,16 +102,21 @@ def test_drive_files_the_cells_read_travel_as_a_channel(fake_colab, aws, toolkit
 DISTRIBUTED = [
     "%load_ext colabkit",
     "import os, torch\n"
-    "from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments\n"
+    "from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments\n"
     "torch.manual_seed(0)\n"
     "config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,\n"
     "                    intermediate_size=32, max_position_embeddings=32, num_labels=2)\n"
     "model = BertForSequenceClassification(config)\n"
     "data = [{'input_ids': torch.randint(0, 64, (12,)), 'labels': torch.tensor(i % 2)} for i in range(64)]",
     "%checkpoint every 2 steps model",
+    # The notebook's runtime dies in step 3 (step-2 is saved); the job goes on from there.
+    "class Dies(TrainerCallback):\n"
+    "    def on_step_end(self, args, state, control, **kwargs):\n"
+    "        if state.global_step == 3 and 'TRAINING_JOB_NAME' not in os.environ:\n"
+    "            raise KeyboardInterrupt\n"
     "args = TrainingArguments(output_dir='out', per_device_train_batch_size=4, max_steps=6, save_strategy='no',\n"
     "                         report_to=[], use_cpu=True, disable_tqdm=True)\n"
-    "trainer = Trainer(model=model, args=args, train_dataset=data)\n"
+    "trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[Dies()])\n"
     "trainer.train()\n"
     "print(f\"rank {os.environ.get('RANK', '0')} of {os.environ.get('WORLD_SIZE', '1')} \"\n"
     "      f\"trained {trainer.state.global_step} steps\")",
@@ -120,8 +125,14 @@ DISTRIBUTED = [
 
 def test_a_trainer_notebook_runs_as_two_hosts_under_the_toolkits_torchrun(shell, aws, toolkit, tmp_path):
     """--instances 2 on this machine: two containers of SageMaker's toolkit, hosts 127.0.0.1 and
-    127.0.0.2, torchrun over gloo. Both ranks train; rank 0 alone writes checkpoints."""
-    job = submit(shell, DISTRIBUTED, "%to_sagemaker ml.m5.xlarge --instances 2")
+    127.0.0.2, torchrun over gloo. Both ranks resume from the notebook's checkpoint and train the
+    steps left; rank 0 alone writes checkpoints."""
+    for source in DISTRIBUTED:
+        shell.run_cell(source, store_history=True)
+    from colabkit.checkpoint import session
+
+    assert [c.id for c in session.active().store.list()] == ["step-2"]  # the training cell failed at step 3
+    job = submit(shell, [], "%to_sagemaker ml.m5.xlarge --instances 2")
     sent = __import__("json").loads((job.folder / "request.json").read_text())
     assert __import__("json").loads(sent["HyperParameters"]["sagemaker_torch_distributed_enabled"]) is True
     described = aws.client("sagemaker").describe_training_job(TrainingJobName=job.name)
@@ -143,7 +154,8 @@ def test_a_trainer_notebook_runs_as_two_hosts_under_the_toolkits_torchrun(shell,
         store = CheckpointStore(tmp_path / "opt-ml" / host / "checkpoints" / "checkpoints")
         return [c.id for c in store.list() if c.manifest["platform"] == "sagemaker-job"]
 
-    assert written_in_job("127.0.0.1") and written_in_job("127.0.0.2") == []
+    assert all("Trainer.train() resumes from step-2" in said[host] for host in hosts)
+    assert sorted(written_in_job("127.0.0.1")) == ["step-4", "step-6"] and written_in_job("127.0.0.2") == []
 
 
 def unpacked(body: bytes) -> bytes:

@@ -466,7 +466,8 @@ def test_resumable_shows_a_bar_then_a_stopped_or_finished_state_in_a_real_kernel
         new_code_cell("%load_ext colabkit"),
         new_code_cell("import colabkit, numpy as np, time\nw = np.zeros(3)\n%checkpoint every 100 steps w"),
         new_code_cell("for i in colabkit.resumable(range(10)):\n    time.sleep(0.05)\n    if i == 2:\n        break"),
-        new_code_cell("for i in colabkit.resumable(range(10)):\n    time.sleep(0.05)"),
+        # A loop left part way is an interruption: going on needs a choice (here: from the live state).
+        new_code_cell("%checkpoint keep\nfor i in colabkit.resumable(range(10)):\n    time.sleep(0.05)"),
     ])
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     stopped, finished = ([o for o in cell.outputs if o["output_type"] == "display_data"] for cell in nb.cells[2:])

@@ -177,8 +177,9 @@ def _load_tensors(path: Path, torch: bool) -> dict:
     if torch:
         try:
             from safetensors.torch import load_file
-        except ImportError:
-            raise ColabkitError("This checkpoint holds PyTorch tensors: install torch to restore it.") from None
+        except ImportError as exc:
+            raise ColabkitError(f"This checkpoint holds PyTorch tensors and torch cannot be imported here ({exc}): "
+                                "install torch to restore it.") from None
     else:
         from safetensors.numpy import load_file
     try:

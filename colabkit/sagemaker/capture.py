@@ -75,6 +75,7 @@ class Captured:
     cells: tuple[Cell, ...]
     origin: str  # "colab", the .ipynb path, or "history"
     name: str  # the notebook's name, as its storage is named (notebook.identify)
+    left_out: tuple[str, ...] = ()  # history only: the cells that raised, as "In[N] (TypeError)"
 
 
 def calling_cell(shell) -> str | None:
@@ -109,14 +110,16 @@ def _upto(cells: list[Cell], calling_source: str | None) -> list[Cell]:
         "saved yet). Save the notebook (Ctrl+S) and run the export again, or use --all.")
 
 
-def _history(shell, calling_source: str | None, failed: set[int]) -> list[Cell]:
+def _history(shell, calling_source: str | None, failed: dict[int, str]) -> tuple[list[Cell], tuple[str, ...]]:
     """What ran in this session, in order: not the cells that raised (the person moved on from
-    them), nor the cell running the export."""
+    them; named in `left_out`), nor the cell running the export. A cell stopped by an interrupt
+    stays: the training it was doing is what the job goes on with."""
     raw = list(getattr(shell.history_manager, "input_hist_raw", []))
     last = len(raw) - 1
     ran = [source for count, source in enumerate(raw) if count and count not in failed and source.strip()
            and not (count == last and calling_source is not None and source == calling_source)]
-    return [Cell(i + 1, source) for i, source in enumerate(ran)]
+    left_out = tuple(f"In[{count}] ({error})" for count, error in sorted(failed.items()) if count < len(raw))
+    return [Cell(i + 1, source) for i, source in enumerate(ran)], left_out
 
 
 def capture(runtime, calling_source: str | None = None, all_cells: bool = False) -> Captured:
@@ -135,7 +138,8 @@ def capture(runtime, calling_source: str | None = None, all_cells: bool = False)
     if runtime.shell is None:
         raise ColabkitError("There is no notebook to export here: run the export from a notebook, or "
                             "give the .ipynb file to `colabkit export NOTEBOOK.ipynb`.")
-    return Captured(tuple(_history(runtime.shell, upto, runtime.failed_cells)), "history", name)
+    cells, left_out = _history(runtime.shell, upto, runtime.failed_cells)
+    return Captured(tuple(cells), "history", name, left_out)
 
 
 def _read_json(path: Path) -> dict:

@@ -130,6 +130,9 @@ def prepare(captured: capture.Captured, options: Options, runtime, echo=print) -
     store = _notebook_store(runtime)
     checkpoint = _own_checkpoint(store, captured.name)
     echo(f"[colabkit] exported {len(captured.cells)} cell(s) from {captured.origin} to {source.path}")
+    if captured.left_out:
+        echo(f"[colabkit] left out the cells that raised: {', '.join(captured.left_out)}. If the job needs one, "
+             "run it again without the error first.")
     echo(f"[colabkit] image: {framework.reason}")
     if source.requirements:
         versions = "this kernel's" if in_kernel else f"Colab's ({packages.COLAB_LIST_DATE})"

@@ -40,7 +40,7 @@ KINDS = {"transformers.Trainer": "hf_trainer", "lightning.Trainer": "lightning_t
 # module whose import makes a patch possible -> the adapter module that patches it
 PATCHES = {
     "torch": "torch_steps",
-    "torch.utils.data.dataloader": "torch_data",
+    "torch.utils.data": "torch_data",  # the package, complete: its __init__ imports dataloader midway
     "transformers.trainer": "hf_trainer",
     "lightning.pytorch.trainer.trainer": "lightning_trainer",
     "pytorch_lightning.trainer.trainer": "lightning_trainer",

@@ -10,7 +10,7 @@ fire inside it with the scheduler not yet stepped.
 
 Resuming: `Trainer.train` is wrapped. With no `resume_from_checkpoint` of the user's and a
 checkpoint of this run, the Trainer's own files are written from it into a temporary folder
-(model.safetensors through `save_model`, optimizer.pt, scheduler.pt, scaler.pt, rng_state.pth,
+(model.safetensors, written by every rank, optimizer.pt, scheduler.pt, scaler.pt, rng_state.pth,
 trainer_state.json) and `train(resume_from_checkpoint=folder)` runs: the Trainer skips the
 batches already trained (as indices, through accelerate) and restores its random states where
 it does, exactly as resuming from its own checkpoint-N folder (measured: bit-identical weights,
@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 
+import safetensors.torch
 import torch
 from transformers import Trainer, TrainerCallback, TrainerState
 from transformers.trainer_callback import ExportableState
@@ -102,8 +103,12 @@ def _covers_the_run(saved: dict) -> bool:
 
 
 def _write_folder(trainer, saved: dict, random: RandomStates, folder: str) -> None:
-    """The Trainer's own checkpoint files, as its resume_from_checkpoint reads them."""
-    trainer.save_model(folder, _internal_call=True)  # the live model, restored already
+    """The Trainer's own checkpoint files, as its resume_from_checkpoint reads them. Every rank
+    writes its own (Trainer.save_model writes on the main process only, and each host has its own
+    disk; save_pretrained too, once torch.distributed is up): the live model's weights, restored
+    already, as the model.safetensors the Trainer loads non-strictly (tied weights written once)."""
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
+    safetensors.torch.save_model(model, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     torch.save(saved["optimizer"], os.path.join(folder, "optimizer.pt"))
     torch.save(saved["scheduler"], os.path.join(folder, "scheduler.pt"))
     if "scaler" in saved:
