@@ -55,6 +55,16 @@ def format_bytes(n: float | None) -> str:
     raise AssertionError("unreachable")
 
 
+def format_rate(pace: float | None) -> str | None:
+    """Seconds per iteration as people read them, as tqdm shows them: "1.14 s/it", "12.5 it/s",
+    "2m 05s/it"; None when unknown."""
+    if pace is None or pace <= 0:
+        return None
+    if pace < 1:
+        return f"{1 / pace:.1f} it/s"
+    return f"{pace:.2f} s/it" if pace < 60 else f"{format_duration(pace)}/it"
+
+
 def parse_percent(text: str | float) -> float:
     """A threshold as a fraction: "90", "90%" and 0.9 all mean 0.9; "1" means 1%, not 100%;
     with a % sign it is always a percentage ("0.5%" is half a percent)."""

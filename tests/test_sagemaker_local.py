@@ -57,6 +57,7 @@ def test_the_job_resumes_from_the_notebooks_checkpoint_and_its_results_come_back
     assert outcome.succeeded and ran.succeeded, log
     assert "the job starts from step-3" in log and "resumed from step-3" in log
     assert [line for line in lines if line.startswith("epoch")] == ["epoch 3", "epoch 4", "epoch 5"]
+    assert f"[colabkit] running cell {len(CELLS)} of {len(CELLS)}, 0:0" in log  # where the run is, and since when
     assert (ran.base / "output" / "success").exists()
     assert ran.final_checkpoint == "step-6" and store.latest_valid()[0].id == "step-6"
     # The request a submit sends is what ran: its hyperparameters, JSON-encoded, and its Environment.

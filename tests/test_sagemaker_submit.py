@@ -233,7 +233,9 @@ def test_the_estimate_uses_the_measured_pace():
     assert estimate.hours == pytest.approx(2.0)
     text = "\n".join(estimate.lines())
     assert "2 x ml.g5.xlarge: $2.82/h on demand" in text
-    assert "2000 of 3000 iterations left at 3.6 s each" in text
+    assert "2000 of 3000 iterations left at 3.60 s/it" in text
+    fast = "\n".join(pricing.estimate("ml.g5.xlarge", 1, False, {"pace": 3.87e-05, "position": 0, "total": 9}).lines())
+    assert "9 of 9 iterations left at 25839.8 it/s" in fast  # was "3.87e-05 s each"
     assert f"${1.408 * (1 - pricing.TYPICAL_SPOT_SAVING) * 2 * 2:.2f} on Spot" in text
     unknown = pricing.estimate("ml.g5.xlarge", 1, spot=False, pace={"pace": 1.0, "position": 3})
     assert unknown.hours is None and "the training loop's time is unknown" in "\n".join(unknown.lines())
@@ -492,13 +494,16 @@ def test_a_large_checkpoint_goes_up_as_a_multipart_upload(shell, aws, monkeypatc
     from colabkit.sagemaker import upload
 
     monkeypatch.setattr(upload, "PART", 5 * 2**20)  # S3's smallest part, so 12 MiB makes three
+    monkeypatch.setattr(upload.Progress, "SAID_FROM", 8 * 2**20)  # said from 64 MiB: 12 MiB stands in
     cells(shell, ["import numpy as np, colabkit\nw = np.ones(3 * 2**20, dtype=np.float32)",
                   "%checkpoint every 1 steps w", "for i in colabkit.resumable(range(1)):\n    w += 1"])
-    result, _ = run(shell, "%to_sagemaker ml.g5.xlarge", store_history=True)
+    result, out = run(shell, "%to_sagemaker ml.g5.xlarge", store_history=True)
     job = result.result
     key = f"colabkit/notebook/{job.name}/checkpoints/checkpoints/step-1/tensors.safetensors"
     head = aws.client("s3").head_object(Bucket=f"sagemaker-{aws.REGION}-{aws.ACCOUNT}", Key=key)
     assert head["ETag"].strip('"').endswith("-3")  # S3's mark of a three-part upload
+    said = [line for line in out.stdout.splitlines() if line.startswith("[colabkit] uploading: ")]
+    assert len(said) >= 2 and re.match(r"\[colabkit\] uploading: 100% of 12\.\d MiB, 0:\d\d$", said[-1])  # as it goes
 
 
 def test_dry_run_advises_an_instance_from_what_gpuwatch_saw(shell, nvml):

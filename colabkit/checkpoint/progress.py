@@ -14,7 +14,7 @@ import html
 import sys
 import time
 
-from ..units import format_bytes, format_clock, format_duration
+from ..units import format_bytes, format_clock, format_rate
 
 LOG_EVERY = 60.0
 UPDATE_EVERY = 0.25
@@ -28,17 +28,6 @@ def text_bar(share: float, width: int = BAR) -> str:
     whole = int(filled)
     part = EIGHTHS[int((filled - whole) * 8)] if whole < width else ""
     return ("█" * whole + part).ljust(width)
-
-
-def rate(pace: float | None) -> str | None:
-    """Seconds per iteration as people read them: "1.14 s/it", "12.5 it/s", "2m 05s/it"."""
-    if pace is None:
-        return None
-    if pace <= 0:
-        return None
-    if pace < 1:
-        return f"{1 / pace:.1f} it/s"
-    return f"{pace:.2f} s/it" if pace < 60 else f"{format_duration(pace)}/it"
 
 
 class LoopProgress:
@@ -63,7 +52,7 @@ class LoopProgress:
     def line(self, position: int, pace: float | None, last: dict | None, done: bool) -> str:
         state = "done" if done else self.state
         elapsed = format_clock(time.monotonic() - self.began)
-        each = rate(pace)
+        each = format_rate(pace)
         if state == "done":
             parts = [f"✓ done: {position}" + (f"/{self.total}" if self.total else "") + f" in {elapsed}"]
         elif state == "stopped":

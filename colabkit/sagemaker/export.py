@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import ColabkitError
-from ..units import parse_duration
+from ..units import format_bytes, parse_duration
 from . import (aws, capture, convert, drive, hardware, images, job_secrets, launch, local, packages, portability,
                pricing, request, results, secrets, summary, upload, validate)
 
@@ -281,17 +281,19 @@ def submit(export: Export, built: request.Plan, body: dict, estimate: pricing.Es
     upload.ensure_bucket(s3, built.bucket, built.region, create_bucket, connection.account)
     with tempfile.TemporaryDirectory() as temp, ThreadPoolExecutor(1) as checker:
         checked = checker.submit(_valid_or_older, export) if export.checkpoint is not None else None
+        archive = upload.source_archive(export.source.path, Path(temp) / "sourcedir.tar.gz")
+        going = [archive, *export.drive_files] + (upload.files_in(export.checkpoint.path) if checked else [])
+        progress = upload.Progress(sum(path.stat().st_size for path in going), echo)
         if checked is not None:  # first: a checkpoint holding a token stops the export before anything goes
-            size = upload.put_checkpoint(s3, export.checkpoint.path, built.checkpoint_uri, export.secrets)
+            size = upload.put_checkpoint(s3, export.checkpoint.path, built.checkpoint_uri, export.secrets, progress)
             message, older = checked.result()
-            echo(f"[colabkit] uploaded {export.checkpoint.id} ({size / 2**20:.1f} MiB); {message}")
+            echo(f"[colabkit] uploaded {export.checkpoint.id} ({format_bytes(size)}); {message}")
             if older is not None:
                 upload.put_checkpoint(s3, older.path, built.checkpoint_uri, export.secrets)
-        upload.put_file(s3, upload.source_archive(export.source.path, Path(temp) / "sourcedir.tar.gz"),
-                        built.source_uri)
+        upload.put_file(s3, archive, built.source_uri, progress)
         for path in export.drive_files:  # straight from Drive, laid out as under its mount point
             upload.put_file(s3, path, f"{built.channels[DRIVE_CHANNEL]}/"
-                                      f"{path.relative_to(storage.DRIVE_MOUNTPOINT).as_posix()}")
+                                      f"{path.relative_to(storage.DRIVE_MOUNTPOINT).as_posix()}", progress)
     with aws.errors(f"creating the training job {built.job_name}"):
         connection.client("sagemaker").create_training_job(**body)
     echo(f"[colabkit] submitted {built.job_name} ({built.instances} x {built.instance_type}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..units import format_bytes, format_duration
+from ..units import format_bytes, format_duration, format_rate
 from . import hardware
 
 PRICES_AS_OF = "2025-06"
@@ -107,7 +107,7 @@ def estimate(instance_type: str, instances: int, spot: bool, pace: dict | None, 
         left = max(0, pace["total"] - pace.get("position", 0))
         if left:
             hours = left * pace["pace"] / 3600
-            basis = (f"{left} of {pace['total']} iterations left at {pace['pace']:.3g} s each, as measured in the "
+            basis = (f"{left} of {pace['total']} iterations left at {format_rate(pace['pace'])}, as measured in the "
                      "notebook; a faster GPU shortens it")
         else:
             basis = f"the latest checkpoint has finished all {pace['total']} iterations of the resumable() loop"

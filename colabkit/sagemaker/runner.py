@@ -27,9 +27,11 @@ import json
 import os
 import re
 import sys
+import time
 import traceback
 from pathlib import Path
 
+from ..units import format_clock
 from . import colab_standin, job_secrets, results
 
 NOTEBOOK_CONTENT = "/content"
@@ -109,10 +111,11 @@ def main(folder: Path) -> int:
     shell = InteractiveShell.instance(colors="nocolor" if _ipython_major() >= 9 else "NoColor")
     shell.enable_gui = lambda gui=None: None  # `%matplotlib inline` asks for a GUI event loop: a job has none
     _fail_on_command_errors(shell)
-    status = 0
+    status, started, last = 0, time.monotonic(), max((cell["number"] for cell in cells), default=0)
     try:
         for cell in cells:
-            print(f"[colabkit] running cell {cell['number']}", flush=True)
+            print(f"[colabkit] running cell {cell['number']} of {last}, "
+                  f"{format_clock(time.monotonic() - started)} so far", flush=True)
             source = to_job_path(cell["source"])
             result = shell.run_cell(source, store_history=True)
             if not result.success:

@@ -9,10 +9,13 @@ last, so a checkpoint cut short on its way up is never taken for a whole one.
 from __future__ import annotations
 
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 from ..checkpoint.codec import MANIFEST
 from ..errors import ColabkitError
+from ..units import format_bytes, format_clock
 from . import aws
 
 PART = 16 * 1024 * 1024  # with 10 threads: measured the fastest of 8, 16 and 64 MiB parts
@@ -91,23 +94,48 @@ def source_archive(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def put_file(s3, path: Path, uri: str) -> None:
+class Progress:
+    """Byte progress over everything one export uploads, said at every tenth: only when there is
+    enough (SAID_FROM) that someone waits for it. s3transfer calls it from its threads."""
+
+    SAID_FROM = 64 * 1024 * 1024
+
+    def __init__(self, total: int, echo=print):
+        self.total, self.echo, self.sent, self.tenths = total, echo, 0, 0
+        self.started, self.lock = time.monotonic(), threading.Lock()
+
+    def __call__(self, sent: int) -> None:
+        with self.lock:
+            self.sent += sent
+            tenths = min(10, self.sent * 10 // max(1, self.total))
+            if self.total < self.SAID_FROM or tenths <= self.tenths:
+                return
+            self.tenths = tenths
+            self.echo(f"[colabkit] uploading: {tenths * 10}% of {format_bytes(self.total)}, "
+                      f"{format_clock(time.monotonic() - self.started)}")
+
+
+def files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def put_file(s3, path: Path, uri: str, progress: Progress | None = None) -> None:
     bucket, key = split_uri(uri)
     with aws.errors(f"uploading {Path(path).name} to {uri}"):
-        s3.upload_file(str(path), bucket, key, Config=transfer_config())
+        s3.upload_file(str(path), bucket, key, Config=transfer_config(), Callback=progress)
 
 
-def put_folder(s3, folder: Path, uri: str, last: str | None = None) -> int:
+def put_folder(s3, folder: Path, uri: str, last: str | None = None, progress: Progress | None = None) -> int:
     """Upload every file under `folder` to the prefix `uri`; the file named `last` goes last."""
-    files = sorted((p for p in Path(folder).rglob("*") if p.is_file()), key=lambda p: (p.name == last, str(p)))
     total = 0
-    for path in files:
-        put_file(s3, path, f"{uri.rstrip('/')}/{path.relative_to(folder).as_posix()}")
+    for path in sorted(files_in(folder), key=lambda p: (p.name == last, str(p))):
+        put_file(s3, path, f"{uri.rstrip('/')}/{path.relative_to(folder).as_posix()}", progress)
         total += path.stat().st_size
     return total
 
 
-def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str, secret_values: dict | None = None) -> int:
+def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str, secret_values: dict | None = None,
+                   progress: Progress | None = None) -> int:
     """The checkpoint folder under <checkpoint prefix>/checkpoints/, where the job's store looks
     (SageMaker syncs the prefix with /opt/ml/checkpoints, the job's storage: see storage.py).
     Refused before any of it goes when its state.json holds a token (secrets.check_state)."""
@@ -116,7 +144,7 @@ def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str, secret_values
 
     check_state(checkpoint_path, secret_values)
     return put_folder(s3, checkpoint_path, f"{checkpoint_uri}/{storage.CHECKPOINTS}/{Path(checkpoint_path).name}",
-                      last=MANIFEST)
+                      last=MANIFEST, progress=progress)
 
 
 def subfolders(s3, uri: str, job: str | None = None) -> list[str]:
