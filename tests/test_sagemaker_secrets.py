@@ -129,6 +129,25 @@ def test_a_checkpoint_holding_a_token_never_goes(tmp_path):
         secrets.check_state(folder, {"RUN_KEY": "plain-words"})
 
 
+def test_in_a_job_a_tracked_variable_holding_a_given_secret_is_not_saved(tmp_path, monkeypatch, capsys):
+    """The job's checkpoints go to S3 as they are written (/opt/ml/checkpoints): a notebook that
+    reads its token into a tracked variable, as a string or inside a pickled object, keeps it out."""
+    import numpy as np
+
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    value = CATEGORIES["hugging-face-token"][0](random.Random(5))  # a look-alike
+    monkeypatch.setenv("COLABKIT_SECRETS", "HF_TOKEN")
+    monkeypatch.setenv("HF_TOKEN", value)
+    checkpointer = Checkpointer(to=tmp_path, w=np.ones(3), token=value, run={"login": {value}, "lr": 0.1})
+    checkpointer.save(wait=True)
+    checkpointer.close()
+    saved = b"".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+    assert value.encode() not in saved and b"tensors" in saved  # w is saved
+    said = capsys.readouterr().err
+    assert "not saved: token (it holds the value of the secret HF_TOKEN" in said and "not saved: run (" in said
+
+
 # -- the two figures (benchmarks/bench_secrets.py prints them for the README) ----------------------
 def caught(planted) -> bool:
     cells = [Cell(i, source) for i, source in enumerate(planted.cells, 1)]

@@ -35,6 +35,7 @@ import numpy
 from ..errors import ColabkitError, say, warn
 from ..units import format_bytes, format_duration
 from ..version import VERSION
+from ..sagemaker import job_secrets
 from . import adapters, codec, state
 from .schedule import Schedule
 from .sink import Sink, writes_here
@@ -337,7 +338,7 @@ class Checkpointer:
             extra = {"source": self._source_saved}
         if self._loop is not None and self._loop.seeded:
             extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
-        captured = state.capture(self.tracked(), random, extra)
+        captured = state.capture(self.tracked(), random, extra, job_secrets.given())
         self._say_skipped(captured.skipped)
         state.layout(captured.sources)
         payload = codec.encode(captured, self.step, self.position, self.pace, self._meta())

@@ -21,6 +21,7 @@ torch is never imported here: a tensor can only exist if the user's code importe
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 import sys
@@ -195,9 +196,11 @@ def has_state_dict(value) -> bool:
     return callable(getattr(value, "state_dict", None)) and callable(getattr(value, "load_state_dict", None))
 
 
-def capture(objects: dict[str, object], random_states: RandomStates | None = None, extra: dict | None = None) -> Capture:
+def capture(objects: dict[str, object], random_states: RandomStates | None = None, extra: dict | None = None,
+            secrets: dict[str, str] | None = None) -> Capture:
     """Describe `objects` (name -> value), the random states (now, or the snapshot given) and
-    `extra` (the loop's position and data), without copying tensor data."""
+    `extra` (the loop's position and data), without copying tensor data. A value holding one of
+    `secrets` (name -> value) is not saved."""
     result = Capture()
     encoder = Encoder(result)
     entries = {}
@@ -231,10 +234,25 @@ def capture(objects: dict[str, object], random_states: RandomStates | None = Non
                 continue
             result.objects[name] = value
             entries[name] = {"kind": "pickled", "type": type(value).__name__}
+        held = _secret_in(entries[name], result.objects.get(name), secrets)
+        if held is not None:
+            del entries[name], result.sources[before:]
+            result.objects.pop(name, None)
+            result.skipped[name] = (f"it holds the value of the secret {held}, and this job's checkpoints go to S3: "
+                                    "read the secret where it is used, into a variable %checkpoint does not track")
     result.structure = {"objects": entries, "skipped": result.skipped,
                         "rng": encoder.encode(random_states or RandomStates.capture(), RNG_KEY),
                         "extra": encoder.encode(extra or {}, EXTRA_KEY)}
     return result
+
+
+def _secret_in(entry: dict, pickled, secrets: dict[str, str] | None) -> str | None:
+    """The name of a secret whose value a plain value's entry (or the object it pickles) holds.
+    Tensors and framework states are not searched: they hold numbers."""
+    if not secrets or entry["kind"] not in ("value", "pickled"):
+        return None
+    text = json.dumps(entry).encode() + (pickle.dumps(pickled) if pickled is not None else b"")
+    return next((name for name, secret in secrets.items() if secret.encode() in text), None)
 
 
 def layout(sources: list[Source]) -> int:

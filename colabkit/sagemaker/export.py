@@ -188,8 +188,6 @@ def usage(runtime) -> pricing.Usage | None:
 
 def plan(export: Export, options: Options, connection=None, echo=print) -> request.Plan:
     """The job as it will be sent; without a connection (--dry-run, no credentials) with placeholders."""
-    from .. import storage
-
     region = options.region or (connection.region if connection else None) or _default_region(options.profile)
     account = connection.account if connection else PLACEHOLDER_ACCOUNT
     if options.image:

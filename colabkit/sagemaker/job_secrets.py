@@ -169,6 +169,12 @@ def load(environ=os.environ) -> list[str]:
     return names
 
 
+def given(environ=os.environ) -> dict[str, str]:
+    """In a job (or a --local run): name -> value of each secret it was given; elsewhere nothing.
+    Its checkpoints go to S3, so the checkpointer leaves out a variable that holds one."""
+    return {name: environ[name] for name in environ.get(NAMES, "").split(",") if name and environ.get(name)}
+
+
 def _read(arn: str, version: str | None) -> dict:
     import boto3
     import botocore.exceptions
