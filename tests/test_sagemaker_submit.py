@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pathlib import Path
 from botocore.stub import Stubber
 from conftest import run
 from IPython.core.error import UsageError
