@@ -108,6 +108,14 @@ def test_what_the_cells_install_stays_in_the_jobs_environment(tmp_path):
     assert outcome.succeeded, "\n".join(lines)
     assert "probe 42" in lines
     assert importlib.util.find_spec("colabkit_probe") is None  # not in this kernel's environment
+    # A second run of the same job reuses its installed requirements.txt (cached by their hash) but
+    # starts from a fresh environment: what the first run's cells installed is gone.
+    lines.clear()
+    cells = (Cell(1, "import importlib.util\nprint('left behind', importlib.util.find_spec('colabkit_probe'))"),)
+    outcome = export.run(export.Options("ml.m5.large", local=True), Captured(cells, "test", "probe"),
+                         kernel_for(tmp_path, "probe"), echo=lines.append)
+    assert outcome.succeeded and "left behind None" in lines, "\n".join(lines)
+    assert any(line.startswith("[colabkit] the job's requirements.txt: installed already") for line in lines)
 
 
 def test_local_gives_the_job_the_same_secrets_the_same_way(tmp_path, monkeypatch):

@@ -265,7 +265,8 @@ def run_local(export: Export, body: dict, echo=print) -> local.LocalRun:
     """The request a submit would send, run on this machine (see local.py)."""
     with tempfile.TemporaryDirectory() as temp:
         channels = {DRIVE_CHANNEL: _stage_drive(export, Path(temp) / DRIVE_CHANNEL)} if export.drive_files else {}
-        return local.run(body, export.source, export.store, export.folder / "local", channels=channels,
+        return local.run(body, export.source, export.store, export.folder / "local",
+                         export.folder.parent / "environments", channels=channels,
                          notebook_folder=export.notebook_folder, secrets=export.secrets, echo=echo)
 
 

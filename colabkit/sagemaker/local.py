@@ -4,9 +4,9 @@ fails in the job, and the other way round.
 No Docker and no AWS: a folder stands in for /opt/ml (the job's colabkit finds it through
 SAGEMAKER_BASE_DIR, as the training toolkit does), laid out from the request: hyperparameters,
 resource config, input channels, and checkpoints/ holding the notebook's latest checkpoint. Like
-the toolkit, it installs the job's requirements.txt into the environment the cells run in: a fresh
-one made for this run on top of this kernel's packages (which stand in for the image's), so
-nothing the cells install stays behind. The cells get only what a job gets: SageMaker's variables
+the toolkit, it installs the job's requirements.txt before any cell (once per content: kept, by
+hash, for later runs) on top of this kernel's packages (which stand in for the image's), and the
+cells run in a fresh environment on top of that, so nothing the cells install stays behind. The cells get only what a job gets: SageMaker's variables
 and the request's Environment (none of this machine's tokens), no standard input, and a folder of
 their own as /content and as their home. The final checkpoint and the files the cells wrote come
 back as from a real job.
@@ -14,6 +14,7 @@ back as from a real job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from . import results
 from .convert import SourceFolder
 
 HOST = "algo-1"
+COMPLETE = "colabkit-complete"  # in a requirements layer once pip succeeded: holds its site folder
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -94,21 +96,47 @@ def _environment(base: Path, env_dir: Path, request: dict) -> dict[str, str]:
     return env
 
 
-def _fresh_environment(env_dir: Path) -> Path:
-    """A new environment for this run, on top of this kernel's packages, with pip in it: what the
-    cells install goes here, not into the kernel."""
+def _fresh_environment(env_dir: Path, below: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """A new environment on top of `below` (site folders) and this kernel's packages, with pip in
+    it: what is installed with it goes here, not into the kernel. Returns its python and site folder."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
     python = env_dir / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    layers = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *sys.path[1:]])
+    layers = dict.fromkeys([*below, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *sys.path[1:]])
     kept = [p for p in layers if p and Path(p).is_dir() and ("site-packages" in p or "dist-packages" in p)]
     (Path(site) / "colabkit-kernel-packages.pth").write_text("\n".join(kept) + "\n")
     for name in ("pip", "pip3"):  # `!pip install` in a cell must install here, as the image's pip would
         shim = env_dir / "bin" / name
         shim.write_text(f'#!/bin/sh\nexec "{python}" -m pip "$@"\n')
         shim.chmod(0o755)
-    return python
+    return python, site
+
+
+def _requirements_layer(code: Path, cache: Path, base: Path, request: dict, echo, tail: list[str]) -> tuple[str, int]:
+    """The job's requirements.txt, installed once per content and reused: an environment on top of
+    this kernel's packages holding what they add (colabkit's wheel, pins the kernel lacks), named by
+    the hash of requirements.txt, the local files it names and this Python. Each run still gets a
+    fresh environment on top of it, so what the cells install never stays. Returns the layer's
+    site folder and pip's exit code."""
+    requirements = (code / "requirements.txt").read_text()
+    key = hashlib.sha256(f"{sys.version}\n{requirements}".encode())
+    for line in requirements.splitlines():
+        named = code / line.split("#")[0].strip()
+        if line.startswith("./") and named.is_file():
+            key.update(named.read_bytes())
+    layer = Path(cache) / key.hexdigest()[:16]
+    if (layer / COMPLETE).exists():
+        echo(f"[colabkit] the job's requirements.txt: installed already, for an earlier run ({layer})")
+        return (layer / COMPLETE).read_text(), 0
+    shutil.rmtree(layer, ignore_errors=True)  # a build cut short
+    python, site = _fresh_environment(layer)
+    echo("[colabkit] installing the job's requirements.txt (kept for later runs with the same requirements)")
+    exit_code = _stream([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
+                         "requirements.txt"], code, _environment(base, layer, request), echo, tail)
+    if exit_code == 0:
+        (layer / COMPLETE).write_text(site)
+    return site, exit_code
 
 
 def _stream(command: list[str], cwd: Path, env: dict[str, str], echo, tail: list[str]) -> int:
@@ -121,11 +149,12 @@ def _stream(command: list[str], cwd: Path, env: dict[str, str], echo, tail: list
     return process.wait()
 
 
-def run(request: dict, source: SourceFolder, checkpoints: CheckpointStore, base: Path,
+def run(request: dict, source: SourceFolder, checkpoints: CheckpointStore, base: Path, environments: Path,
         channels: dict[str, Path] | None = None, notebook_folder: Path | None = None, secrets: dict | None = None,
         echo=print) -> LocalRun:
     """Run the job of `request` with `base` as its /opt/ml; `checkpoints` is the notebook's store (read,
-    then updated) and `notebook_folder` where the files the cells wrote land. `secrets` (--secret's
+    then updated), `environments` where installed requirements are kept for later runs, and
+    `notebook_folder` where the files the cells wrote land. `secrets` (--secret's
     values) reach the cells' process only, where the job's colabkit finds them at its start as a
     submitted job's finds them in Secrets Manager; nothing writes them to disk."""
     base = Path(base)
@@ -140,14 +169,12 @@ def run(request: dict, source: SourceFolder, checkpoints: CheckpointStore, base:
         shutil.copytree(latest.path, job_store.root / latest.id)
         echo(f"[colabkit] the job starts from {latest.id}")
     started = time.monotonic()
-    env_dir = base / "env"
-    python = _fresh_environment(env_dir)
-    env = _environment(base, env_dir, request)
     tail: list[str] = []
-    echo("[colabkit] installing the job's requirements.txt")
-    exit_code = _stream([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
-                         "requirements.txt"], code, env, echo, tail)
+    layer, exit_code = _requirements_layer(code, environments, base, request, echo, tail)
     if exit_code == 0:
+        env_dir = base / "env"
+        python, _ = _fresh_environment(env_dir, below=(layer,))
+        env = _environment(base, env_dir, request)
         exit_code = _stream([str(python), "entry.py"], code, {**env, **(secrets or {})}, echo, tail)
     outcome = base / "output" / ("success" if exit_code == 0 else "failure")
     outcome.write_text("" if exit_code == 0 else "ExecuteUserScriptError:\n" + "\n".join(tail) + "\n")
