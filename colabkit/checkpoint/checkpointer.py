@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy
 
 from ..errors import ColabkitError, say, warn
+from ..sagemaker import job_secrets
 from ..units import format_bytes, format_duration
 from ..version import VERSION
-from ..sagemaker import job_secrets
 from . import adapters, codec, state
 from .schedule import Schedule
 from .sink import Sink, writes_here
