@@ -291,7 +291,11 @@ class Checkpointer:
 
     def _record(self, result: dict) -> None:
         self.last = {**result, "at": time.time()}
-        if not result["ok"]:
+        if result.get("lost"):  # an event, not an error: training goes on, the next save is as scheduled
+            say(f"checkpoint step-{result.get('step')} was lost: the writer process died while writing it "
+                "(killed, perhaps for memory). The checkpoints before it are intact; a new writer takes the "
+                "next save, as scheduled.")
+        elif not result["ok"]:
             self._error = _describe_write_error(result, self.store.root)
 
     def _raise_error(self) -> None:

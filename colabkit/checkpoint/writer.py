@@ -95,6 +95,11 @@ def serve(conn) -> None:
         mirror.drain()
 
 
+def lost(step: int) -> dict:
+    """The result of a save whose writer died before it answered (the OOM killer, a user's kill)."""
+    return {"ok": False, "lost": True, "error": "the writer process died", "step": step}
+
+
 class WriterProcess:
     """The trainer's side: start the process once, send jobs, collect results.
 
@@ -144,7 +149,7 @@ class WriterProcess:
             if self.alive():
                 return None
         self.in_flight, job = None, self.in_flight
-        return result or {"ok": False, "error": "the writer process died", "step": job["payload"].step}
+        return result or lost(job["payload"].step)
 
     def wait(self) -> dict | None:
         while self.in_flight is not None:
