@@ -2,6 +2,8 @@
 store, checkpoints that verify but can't be decoded, odd folder names and links, a read-only store."""
 
 import os
+import subprocess
+import sys
 import signal
 import threading
 import time
@@ -71,3 +73,65 @@ def test_a_writer_killed_mid_save_loses_that_save_only_and_training_goes_on(tmp_
     loaded = codec.read(latest.path, trust=False)
     assert loaded.position == steps
     assert [p.name for p in store.iterdir() if p.name.startswith(".tmp")] == []  # the dead writers' leftovers went
+
+
+HOLDER = """
+import sys, numpy as np
+from pathlib import Path
+from colabkit.checkpoint.checkpointer import Checkpointer
+from colabkit.storage import Places
+ck = Checkpointer(places=Places(Path(sys.argv[1])), w=np.zeros(1 << 20))
+step = 0
+while True:
+    step += 1
+    ck.step = step
+    ck.objects["w"] = ck.objects["w"] + 1
+    try:
+        ck.save(force=True, wait=True)
+        print("saved", step, flush=True)
+    except Exception as exc:
+        print("FAILED", step, exc, flush=True)
+    if step >= 3 and Path(sys.argv[2]).exists():
+        break
+ck.close()
+"""
+
+
+def test_a_second_kernel_on_a_store_gets_a_read_only_view_and_sweeps_nothing_of_the_writers(tmp_path, capsys):
+    from colabkit.checkpoint.checkpointer import Checkpointer
+    from colabkit.errors import ColabkitError
+    from colabkit.storage import Places
+
+    root, stop = tmp_path / "store", tmp_path / "stop"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(root), str(stop)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().startswith("saved 1")
+        in_flight = root / ".tmp-step-99-0123456789ab"  # as the writer's commit in progress looks
+        in_flight.mkdir()
+        for _ in range(10):  # a second kernel starts %checkpoint again and again while the first commits
+            second = Checkpointer(places=Places(root), w=np.ones(4))
+            said = capsys.readouterr().err
+            assert f"in use by another kernel (process {holder.pid})" in said and "--to" in said, said
+            with pytest.raises(ColabkitError, match="read-only.*--to ANOTHER-FOLDER"):
+                second.save()
+            restored = second.restore()  # reading works
+            assert restored is not None and restored.step >= 1
+            second.close()
+            assert in_flight.is_dir()
+        stop.touch()
+        lines = holder.stdout.read().splitlines()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lines and not [line for line in lines if line.startswith("FAILED")], lines
+    last = int(lines[-1].split()[1])
+    assert CheckpointStore(root).latest_valid()[0].step == last  # the writer's reported-OK saves are there
+
+    (root / ".tmp-LATEST-0820a3eb702a").write_text("step-3")  # a leftover file, not a folder
+    third = Checkpointer(places=Places(root), w=np.ones(4))  # the first kernel is gone: this one writes
+    assert "in use" not in capsys.readouterr().err
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".tmp")) == []
+    third.step = last + 1
+    third.save(wait=True)
+    third.close()

@@ -35,7 +35,7 @@ import numpy
 from ..errors import ColabkitError, say, warn
 from ..units import format_bytes, format_duration
 from ..version import VERSION
-from . import adapters, codec, state
+from . import adapters, codec, lock, state
 from .schedule import Schedule
 from .sink import Sink, writes_here
 from .state import RandomStates
@@ -177,9 +177,19 @@ class Checkpointer:
 
         self.schedule = Schedule(every)
         places = places or runtime.current().checkpoint_places(to)
-        self.store = CheckpointStore(storage.ensure_writable(places.root), keep)
-        self.mirror_store = CheckpointStore(storage.ensure_writable(places.mirror), keep) if places.mirror else None
-        self.store.prepare()
+        self.store = CheckpointStore(places.root, keep)
+        self.mirror_store = CheckpointStore(places.mirror, keep) if places.mirror else None
+        self.claim = lock.claim(places.root)
+        if self.claim.writes and self.mirror_store is not None:
+            storage.ensure_writable(places.mirror)
+        if self.claim.unwritable and not any(store.list() for store in self.stores()):
+            raise ColabkitError(self.claim.refused)  # nothing to restore and nothing can be saved
+        if not self.claim.writes:
+            say(self.claim.refusal())
+        elif self.claim.first:  # leftovers of killed writers, here and on Drive: nobody else writes there
+            self.store.prepare()
+            if self.mirror_store is not None:
+                self.mirror_store.prepare()
         self.objects: dict[str, object] = dict(objects)
         self.namespace = namespace
         self.trust = trust
@@ -203,8 +213,8 @@ class Checkpointer:
         self._keep_live = False
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
         self.writes = writes_here()
-        self.sink = Sink(self.store, self.mirror_store)
-        if self.writes and self.schedule.periodic:
+        self.sink = Sink(self.store, self.mirror_store, self.claim.fd)
+        if self.writes and self.claim.writes and self.schedule.periodic:
             self.sink.start()
 
     def say_once(self, key: str, message: str) -> None:
@@ -316,13 +326,17 @@ class Checkpointer:
         already in flight, or a rank other than 0)."""
         if self._interrupted is not None:
             raise ColabkitError("Not saved: " + self._interruption())
+        if not self.claim.writes:
+            raise ColabkitError("Not saved: " + self.claim.refusal())
         saved = self._save(force=force)
         if wait:
             self.wait()
         return saved
 
     def _save(self, force: bool, random: RandomStates | None = None, extra: dict | None = None) -> bool:
-        if not self.writes:
+        if not self.writes or not self.claim.writes:
+            if not self.claim.writes:
+                self.say_once("read-only", f"checkpoint at step {self.step} not saved: " + self.claim.refusal())
             self.schedule.mark_saved(self.step)
             return False
         self._collect()
@@ -671,7 +685,10 @@ class Checkpointer:
 
     def close(self) -> None:
         """Wait for the save in flight, stop the writer, free the staging buffer."""
-        result = self.sink.close()
+        try:
+            result = self.sink.close()
+        finally:
+            self.claim.release()
         if result is not None:
             self._record(result)
         self._raise_error()

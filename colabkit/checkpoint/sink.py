@@ -20,8 +20,9 @@ RAM_HEADROOM = 0.8  # staging may take at most this share of the memory that is 
 
 
 class Sink:
-    def __init__(self, store: CheckpointStore, mirror: CheckpointStore | None = None):
+    def __init__(self, store: CheckpointStore, mirror: CheckpointStore | None = None, lock_fd: int | None = None):
         self.store, self.mirror = store, mirror
+        self.lock_fd = lock_fd  # the store's lock, which the writer holds too (lock.py)
         self._writer = None
         self._buffer = None
         self._inline_result: dict | None = None
@@ -101,7 +102,7 @@ class Sink:
             self._writer = None
             self._sweep()  # what the dead writer was writing, here and on Drive
         if self._writer is None:
-            self._writer = WriterProcess()
+            self._writer = WriterProcess(self.lock_fd)
         return self._writer
 
     def _sweep(self) -> None:

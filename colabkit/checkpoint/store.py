@@ -55,6 +55,14 @@ def load(folder: Path) -> Checkpoint:
     return Checkpoint(folder, manifest["step"], manifest.get("time", 0.0), manifest)
 
 
+def _remove(entry: Path) -> None:
+    """Remove a leftover folder or file (rmtree alone leaves a file, silently)."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+
+
 class CheckpointStore:
     def __init__(self, root: str | os.PathLike, keep: int = 3):
         if keep < 1:
@@ -65,11 +73,12 @@ class CheckpointStore:
 
     # -- writing ---------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the root and clear what an interrupted commit or deletion left behind."""
+        """Create the root and clear what an interrupted commit or deletion left behind (only its
+        writer may: lock.py)."""
         self.root.mkdir(parents=True, exist_ok=True)
         for entry in self.root.iterdir():
             if entry.name.startswith(".tmp-"):
-                shutil.rmtree(entry, ignore_errors=True)
+                _remove(entry)
             elif (match := _REPLACED.fullmatch(entry.name)) is not None:
                 original = self.root / codec.folder_name(int(match.group(1)))
                 if original.exists():

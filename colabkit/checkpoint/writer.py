@@ -108,7 +108,8 @@ class WriterProcess:
     can't afford, and fork would copy a kernel with threads and a CUDA context.
     """
 
-    def __init__(self):
+    def __init__(self, lock_fd: int | None = None):
+        """`lock_fd`: the store's lock (lock.py), held by the writer too until it exits."""
         import colabkit
 
         ours, theirs = socket.socketpair()
@@ -118,7 +119,7 @@ class WriterProcess:
         # still completes.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "colabkit.checkpoint.writer", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            pass_fds=[theirs.fileno()] + ([lock_fd] if lock_fd is not None else []), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._buffer_sent: int | None = None
