@@ -135,3 +135,118 @@ def test_a_second_kernel_on_a_store_gets_a_read_only_view_and_sweeps_nothing_of_
     third.step = last + 1
     third.save(wait=True)
     third.close()
+
+
+def saved_steps(root: Path, steps=(1, 2, 3)):
+    """A store with a checkpoint per step whose array `w` holds the step number."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+    from colabkit.storage import Places
+
+    ck = Checkpointer(places=Places(root), keep=5, w=np.zeros(4))
+    for step in steps:
+        ck.step = step
+        ck.objects["w"] = np.full(4, float(step))
+        ck.save(wait=True)
+    ck.close()
+
+
+def rewrite(folder: Path, name: str, data: bytes) -> None:
+    """Replace a file and record its new hash in the manifest: it verifies, whatever it holds."""
+    import json
+
+    from colabkit.checkpoint import durable
+
+    (folder / name).write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    record = durable.hash_file(folder / name)
+    manifest["files"][name] = {"size": record.size, "sha256": record.sha256}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+CRAFTED_HEADER = b'{"w":{"dtype":"F64","shape":[1099511627776],"data_offsets":[0,32]}}'
+
+
+@pytest.mark.parametrize("fault", ["crafted header", "deep state.json", "missing key"])
+def test_a_checkpoint_that_verifies_but_cant_be_decoded_is_passed_over_and_said_why(tmp_path, fault):
+    from colabkit.checkpoint.checkpointer import restore
+    from colabkit.checkpoint.store import stores_at
+    from colabkit.storage import Places
+
+    root = tmp_path / "store"
+    saved_steps(root)
+    newest = root / "step-3"
+    if fault == "crafted header":
+        header = CRAFTED_HEADER + b" " * (-len(CRAFTED_HEADER) % 8)
+        rewrite(newest, "tensors.safetensors", len(header).to_bytes(8, "little") + header + bytes(32))
+        why = "cannot be read as safetensors"
+    elif fault == "deep state.json":
+        rewrite(newest, "state.json", b"[" * 50_000 + b"]" * 50_000)
+        why = "state.json cannot be decoded (RecursionError"
+    else:
+        text = (newest / "state.json").read_text().replace('"__array__": "w"', '"__array__": "gone"')
+        rewrite(newest, "state.json", text.encode())
+        why = "state.json cannot be decoded (KeyError"
+    assert CheckpointStore(root).latest_valid()[0].step == 3  # its hashes verify
+    namespace = {}
+    restored = restore(stores_at(Places(root)), "latest", False, namespace)
+    assert restored.checkpoint.id == "step-2" and restored.values["w"].tolist() == [2.0] * 4
+    assert any(note.startswith("step-3") and why in note for note in restored.notes), restored.notes
+
+
+def test_odd_names_links_and_a_manifest_of_another_step_are_not_loaded(tmp_path):
+    import json
+    import shutil
+
+    from colabkit.checkpoint.checkpointer import restore
+    from colabkit.checkpoint.store import stores_at
+    from colabkit.storage import Places
+
+    root = tmp_path / "store"
+    saved_steps(root, (1, 2))
+    shutil.copytree(root / "step-2", root / "step-٩٩")  # Arabic-Indic digits: not step 99
+    shutil.copytree(root / "step-2", root / "step-50\n")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(root / "step-2", elsewhere)
+    (root / "step-70").symlink_to(elsewhere, target_is_directory=True)
+    (root / "step-60").mkdir()
+    shutil.copy(root / "step-2" / "state.json", root / "step-60" / "state.json")
+    manifest = json.loads((root / "step-2" / "manifest.json").read_text())
+    (root / "step-60" / "manifest.json").write_text(json.dumps({**manifest, "step": 60}))
+    (root / "step-60" / "tensors.safetensors").symlink_to(root / "step-2" / "tensors.safetensors")
+    shutil.copytree(root / "step-1", root / "step-40")  # a rollback: step-1's manifest under a newer name
+    store = CheckpointStore(root)
+    assert [c.id for c in store.list()] == ["step-60", "step-2", "step-1"]  # a listing reads manifests only
+    namespace = {}
+    restored = restore(stores_at(Places(root)), "latest", False, namespace)
+    assert restored.checkpoint.id == "step-2"
+    notes = " ".join(restored.notes)
+    assert "step-70 is a symbolic link, not followed" in notes
+    assert "step-60: tensors.safetensors is a symbolic link, not followed" in notes
+    assert "step-40: its manifest is of step 1" in notes
+
+
+def test_a_read_only_store_restores_and_lists_and_refuses_saves_clearly(tmp_path):
+    root = tmp_path / "store"
+    saved_steps(root, (1, 2))
+    script = (
+        "import sys, numpy as np\nfrom pathlib import Path\n"
+        "from colabkit.checkpoint.checkpointer import Checkpointer\nfrom colabkit.checkpoint.commands import listing\n"
+        "from colabkit.storage import Places\n"
+        f"ck = Checkpointer(places=Places(Path({str(root)!r})), w=np.zeros(4))\n"
+        "print('restored', ck.restore().checkpoint.id, ck.objects['w'].tolist())\n"
+        "print(listing(ck.stores()))\n"
+        "try:\n    ck.save()\nexcept Exception as exc:\n    print('refused:', exc)\n"
+    )
+    command = [sys.executable, "-c", script]
+    if os.geteuid() == 0:  # root writes through permissions: a read-only bind mount, in a mount namespace of its own
+        command = ["unshare", "-m", "sh", "-c", f'mount --bind -o ro "$0" "$0" && exec "$@"', str(root), *command]
+    else:
+        for folder in (root, *root.iterdir()):
+            folder.chmod(0o555)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert "restored step-2 [2.0, 2.0, 2.0, 2.0]" in done.stdout
+    assert "step-1" in done.stdout.split("restored")[1]  # listed
+    assert "refused: Not saved: colabkit cannot write to" in done.stdout and "read-only" in done.stdout
+    assert "--to ANOTHER-FOLDER" in done.stdout

@@ -36,6 +36,7 @@ from ..errors import ColabkitError, say, warn
 from ..units import format_bytes, format_duration
 from ..version import VERSION
 from . import adapters, codec, lock, state
+from .codec import CheckpointDamaged
 from .schedule import Schedule
 from .sink import Sink, writes_here
 from .state import RandomStates
@@ -694,9 +695,11 @@ class Checkpointer:
         self._raise_error()
 
 
-def find(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[Checkpoint, list[str]] | None:
+def find(stores: list[CheckpointStore], checkpoint_id: str = "latest",
+         passed=frozenset()) -> tuple[Checkpoint, list[str]] | None:
     """The checkpoint to restore, verified, from any of `stores` (a local store and its Drive
-    mirror), and why newer ones were passed over; None when there is none at all."""
+    mirror), and why newer ones were passed over; None when there is none at all. `passed`:
+    folders already found not to decode."""
     if checkpoint_id != "latest":
         for store in stores:
             if (store.root / checkpoint_id).is_dir():
@@ -706,7 +709,7 @@ def find(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[
         stores[0].get(checkpoint_id)  # says clearly that there is no such checkpoint
     found, skipped = [], []
     for store in stores:
-        candidate, passed_over = store.latest_valid()
+        candidate, passed_over = store.latest_valid(passed=passed)
         skipped += passed_over
         if candidate is not None:
             found.append(candidate)
@@ -721,13 +724,37 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
     """Load a checkpoint from `stores` (the newest that verifies, by default): state dicts and
     framework objects into the objects in `targets` (name -> object), in place; the values to bind
     by name are returned. Reads only: a read-only store restores."""
-    found = find(stores, checkpoint_id)
-    if found is None:
-        return None
-    checkpoint, skipped = found
-    loaded = codec.read(checkpoint.path, trust)
-    outcome = state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
-    notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped] + outcome.notes
+    undecodable: dict[Path, str] = {}  # verified, but its files can't be decoded: the one before is tried
+    while True:
+        try:
+            found = find(stores, checkpoint_id, frozenset(undecodable))
+        except ColabkitError as exc:
+            raise ColabkitError(" ".join([str(exc), *undecodable.values()])) from None
+        if found is None:
+            if undecodable:
+                raise ColabkitError(f"No checkpoint in {stores[0].root} can be loaded: " + " ".join(undecodable.values()))
+            return None
+        checkpoint, skipped = found
+        try:
+            loaded, outcome = _decode(checkpoint, trust, targets)
+            break
+        except CheckpointDamaged as exc:
+            if checkpoint_id != "latest":
+                raise
+            undecodable[checkpoint.path] = str(exc)
+    notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped + list(undecodable.values())]
+    notes += outcome.notes
     notes += [f"{name} was not restored: {why}." for name, why in outcome.unrestored.items()]
     return Restored(checkpoint, outcome.values, notes, outcome.unrestored, loaded.step, loaded.position, loaded.pace,
                     outcome.extra, outcome.resume)
+
+
+def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
+    """Read a verified checkpoint into `targets`; CheckpointDamaged when its files verify but don't
+    decode (a crafted header, a structure too deep or missing a key)."""
+    loaded = codec.read(checkpoint.path, trust)
+    try:
+        return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise CheckpointDamaged(f"{checkpoint.id}: {codec.STATE} cannot be decoded ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}).") from None
