@@ -250,3 +250,23 @@ def test_a_read_only_store_restores_and_lists_and_refuses_saves_clearly(tmp_path
     assert "step-1" in done.stdout.split("restored")[1]  # listed
     assert "refused: Not saved: colabkit cannot write to" in done.stdout and "read-only" in done.stdout
     assert "--to ANOTHER-FOLDER" in done.stdout
+
+
+@pytest.mark.parametrize("code, said, todo", [
+    ("ENOSPC", "the disk is full", "Free space"),
+    ("EDQUOT", "the disk quota is used up", "Free space within your quota"),
+    ("EROFS", "the storage folder is on a read-only file system", "Remount it writable"),
+    ("EACCES", "permission to write there was denied", "Give yourself write access"),
+    ("ENOENT", "the storage folder was removed while it was being written", "saves again into a new one"),
+])
+def test_a_writer_error_is_worded_by_what_happened(tmp_path, code, said, todo):
+    import errno
+
+    from colabkit.checkpoint.checkpointer import _describe_write_error
+
+    exc = OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+    result = {"ok": False, "error": f"OSError: {exc}", "errno": exc.errno, "step": 7}  # as the writer reports it
+    message = _describe_write_error(result, tmp_path)
+    assert message.startswith(f"Checkpoint step-7 was not saved: {said}") and todo in message
+    assert ("Free space" in message) == (code in ("ENOSPC", "EDQUOT"))
+    assert ("previous checkpoint is intact" in message) == (code != "ENOENT")

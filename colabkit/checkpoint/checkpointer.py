@@ -56,13 +56,24 @@ class Restored:
     resume: dict = field(default_factory=dict)  # name -> what a framework's next run resumes from
 
 
+_ANOTHER = "choose another folder with %checkpoint --to PATH"
+_WRITE_ERRORS = {  # errno -> what happened, and what to do
+    errno.ENOSPC: ("the disk is full", f"Free space, or {_ANOTHER}"),
+    errno.EDQUOT: ("the disk quota is used up", f"Free space within your quota, or {_ANOTHER}"),
+    errno.EROFS: ("the storage folder is on a read-only file system", f"Remount it writable, or {_ANOTHER}"),
+    errno.EACCES: ("permission to write there was denied", f"Give yourself write access, or {_ANOTHER}"),
+    errno.EPERM: ("permission to write there was denied", f"Give yourself write access, or {_ANOTHER}"),
+    errno.ENOENT: ("the storage folder was removed while it was being written",
+                   "If you removed it, %checkpoint now saves again into a new one; else " + _ANOTHER),
+}
+
+
 def _describe_write_error(result: dict, root: Path) -> str:
     code = result.get("errno")
-    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-              errno.EROFS: "the storage folder is read-only", errno.EACCES: "permission was denied"}.get(code)
-    why = reason or result["error"]
-    return (f"Checkpoint step-{result.get('step')} was not saved: {why} ({root}). The previous checkpoint "
-            "is intact. Free space or choose another folder with %checkpoint --to PATH, then %checkpoint now.")
+    reason, todo = _WRITE_ERRORS.get(code, (result["error"], f"Fix that, or {_ANOTHER}"))
+    before = ("The checkpoints that were in it went with it" if code == errno.ENOENT
+              else "The previous checkpoint is intact")
+    return f"Checkpoint step-{result.get('step')} was not saved: {reason} ({root}). {before}. {todo}, then %checkpoint now."
 
 
 def _not_skipping(restored: Restored, what: str) -> str:
