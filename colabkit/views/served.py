@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 import secrets
 import socket
@@ -27,6 +28,8 @@ from urllib.parse import parse_qs, urlparse
 from ..watcher import Watcher
 from . import notify, render
 
+
+log = logging.getLogger(__name__)
 
 CONNECTION_TIMEOUT = 10.0  # seconds a connection may sit idle or dribble a request in
 
@@ -64,6 +67,11 @@ class _Server(ThreadingHTTPServer):
         with self._open_guard:
             self._open.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        """A client that went away mid-answer (or was cut off by the stop) is no news: socketserver
+        would print its traceback on the kernel's stderr, which is the user's cell output."""
+        log.debug("panel request from %s failed", client_address, exc_info=True)
 
     def close_connections(self) -> None:
         with self._open_guard:
