@@ -7,6 +7,7 @@ initialised once, on the first reading; without a GPU or a driver every sample s
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Callable
 import psutil
 
 NO_GPU = "no NVIDIA GPU"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -145,16 +148,30 @@ class Nvml:
         self._nvml = None
         self._tried = False
         self._process_names: dict[int, str | None] = {}
+        self._logged: set[tuple] = set()
+
+    def _problem(self, kind: tuple, message: str) -> None:
+        """Log an NVML problem once per kind (debug): "no GPU" and "NVML broken" read differently."""
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.debug("NVML: %s", message, exc_info=True)
 
     def _init(self):
         self._tried = True
         try:
             import pynvml
-
+        except ImportError:
+            self._problem(("import",), "nvidia-ml-py is not installed: no GPU readings")
+            return
+        try:
             pynvml.nvmlInit()
             self._nvml = pynvml
-        except Exception:  # LibraryNotFound, DriverNotLoaded, no package: all mean "no GPU here"
-            self._nvml = None
+        except pynvml.NVMLError as exc:  # LibraryNotFound, DriverNotLoaded: "no GPU here"; others: broken
+            absent = exc.value in (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+            self._problem(("init", exc.value), f"{'no NVIDIA driver here' if absent else 'NVML is broken'}: "
+                                               f"nvmlInit failed ({exc})")
+        except Exception as exc:  # the binding itself does not work
+            self._problem(("init", type(exc).__name__), f"NVML is broken: nvmlInit raised {type(exc).__name__}: {exc}")
 
     def read(self) -> tuple[tuple[GpuReading, ...], str]:
         if not self._tried:
@@ -174,9 +191,22 @@ class Nvml:
         """One NVML field: its value, or None for any NVML error (NotSupported, GpuIsLost, ...)."""
         try:
             return fn(*args)
-        except self._nvml.NVMLError:
+        except self._nvml.NVMLError as exc:
+            self._problem((fn.__name__, exc.value), f"{fn.__name__} failed ({exc})")
             return None
-        except Exception:  # a binding that doesn't match the driver: still only this field is lost
+        except Exception as exc:  # a binding that doesn't match the driver: still only this field is lost
+            self._problem((fn.__name__, type(exc).__name__), f"{fn.__name__} raised {type(exc).__name__}: {exc} "
+                                                             "(nvidia-ml-py does not match the driver?)")
+            return None
+
+    def _field(self, struct, name: str, kind):
+        """A field of an NVML struct; None (logged once) when this binding's struct lacks it."""
+        if struct is None:
+            return None
+        try:
+            return kind(getattr(struct, name))
+        except (AttributeError, TypeError, ValueError) as exc:
+            self._problem((type(struct).__name__, name), f"{type(struct).__name__} has no usable .{name} ({exc})")
             return None
 
     def _read_device(self, index: str, handle, with_mig: bool = True) -> GpuReading:
@@ -191,9 +221,9 @@ class Nvml:
             index=index,
             name=_text(self._call(nv.nvmlDeviceGetName, handle)),
             uuid=_text(self._call(nv.nvmlDeviceGetUUID, handle)),
-            utilization=float(utilization.gpu) if utilization is not None else None,
-            memory_used=int(memory.used) if memory is not None else None,
-            memory_total=int(memory.total) if memory is not None else None,
+            utilization=self._field(utilization, "gpu", float),
+            memory_used=self._field(memory, "used", int),
+            memory_total=self._field(memory, "total", int),
             temperature=_number(self._call(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU)),
             power_draw=power / 1000 if power is not None else None,  # NVML reports milliwatts
             power_limit=power_limit / 1000 if power_limit is not None else None,

@@ -38,8 +38,12 @@ def test_checkpoints_commit_locally_and_reach_drive_and_a_new_vm_resumes_from_dr
     shutil.rmtree(ck.store.root.parent)
     (drive_folder / "checkpoints" / "step-9").mkdir()
     (drive_folder / "checkpoints" / "step-9" / "tensors.safetensors").write_bytes(b"partial")
+    leftover = drive_folder / "checkpoints" / ".tmp-step-8-0123456789ab"  # a copy cut short by a killed writer
+    leftover.mkdir()
+    (leftover / "tensors.safetensors").write_bytes(b"partial")
     fresh = torch.nn.Linear(32, 8)
     ck2 = Checkpointer(every="1 steps", model=fresh)
+    assert not leftover.exists()  # Drive is swept too
     restored = ck2.restore()
     assert restored.checkpoint.path == drive_copy and ck2.step == 3
     assert any("step-9 has no manifest.json" in note for note in restored.notes)

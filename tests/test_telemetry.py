@@ -130,3 +130,33 @@ def test_no_exception_of_any_kind_reaches_the_sample(nvml):
     pynvml.nvmlDeviceGetMemoryInfo = broken
     sample = Sampler().read()
     assert sample.gpus[0].memory_used is None and sample.gpus[0].utilization == 37
+
+
+def test_a_binding_struct_without_gpu_is_na_and_nvml_problems_are_logged_once_per_kind(nvml, caplog, monkeypatch):
+    import logging
+    from types import SimpleNamespace
+
+    fake = nvml.install([FakeGpu()])
+    # An older or mismatched binding: the utilization struct has no .gpu
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetUtilizationRates", lambda handle: SimpleNamespace(memory=5))
+    caplog.set_level(logging.DEBUG, logger="colabkit.telemetry")
+    reader = Nvml()
+    for _ in range(3):
+        (gpu,), status = reader.read()
+        assert status == "ok" and gpu.utilization is None and gpu.memory_total == 15 * GiB
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == ["NVML: SimpleNamespace has no usable .gpu ('types.SimpleNamespace' object has no attribute 'gpu')"]
+    assert fake.calls["nvmlInit"] == 1
+
+
+@pytest.mark.parametrize("code, said", [(pynvml.NVML_ERROR_DRIVER_NOT_LOADED, "no NVIDIA driver here"),
+                                        (pynvml.NVML_ERROR_UNKNOWN, "NVML is broken")])
+def test_no_gpu_and_a_broken_nvml_are_told_apart_in_the_debug_log(nvml, caplog, code, said):
+    import logging
+
+    nvml.install([FakeGpu()], init_error=code)
+    caplog.set_level(logging.DEBUG, logger="colabkit.telemetry")
+    reader = Nvml()
+    assert reader.read() == ((), NO_GPU) and reader.read() == ((), NO_GPU)
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 1 and logged[0].startswith(f"NVML: {said}: nvmlInit failed"), logged

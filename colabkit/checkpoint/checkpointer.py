@@ -36,7 +36,8 @@ from ..errors import ColabkitError, say, warn
 from ..sagemaker import job_secrets
 from ..units import format_bytes, format_duration
 from ..version import VERSION
-from . import adapters, codec, state
+from . import adapters, codec, lock, state
+from .codec import CheckpointDamaged
 from .schedule import Schedule
 from .sink import Sink, writes_here
 from .state import RandomStates
@@ -56,13 +57,24 @@ class Restored:
     resume: dict = field(default_factory=dict)  # name -> what a framework's next run resumes from
 
 
+_ANOTHER = "choose another folder with %checkpoint --to PATH"
+_WRITE_ERRORS = {  # errno -> what happened, and what to do
+    errno.ENOSPC: ("the disk is full", f"Free space, or {_ANOTHER}"),
+    errno.EDQUOT: ("the disk quota is used up", f"Free space within your quota, or {_ANOTHER}"),
+    errno.EROFS: ("the storage folder is on a read-only file system", f"Remount it writable, or {_ANOTHER}"),
+    errno.EACCES: ("permission to write there was denied", f"Give yourself write access, or {_ANOTHER}"),
+    errno.EPERM: ("permission to write there was denied", f"Give yourself write access, or {_ANOTHER}"),
+    errno.ENOENT: ("the storage folder was removed while it was being written",
+                   "If you removed it, %checkpoint now saves again into a new one; else " + _ANOTHER),
+}
+
+
 def _describe_write_error(result: dict, root: Path) -> str:
     code = result.get("errno")
-    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-              errno.EROFS: "the storage folder is read-only", errno.EACCES: "permission was denied"}.get(code)
-    why = reason or result["error"]
-    return (f"Checkpoint step-{result.get('step')} was not saved: {why} ({root}). The previous checkpoint "
-            "is intact. Free space or choose another folder with %checkpoint --to PATH, then %checkpoint now.")
+    reason, todo = _WRITE_ERRORS.get(code, (result["error"], f"Fix that, or {_ANOTHER}"))
+    before = ("The checkpoints that were in it went with it" if code == errno.ENOENT
+              else "The previous checkpoint is intact")
+    return f"Checkpoint step-{result.get('step')} was not saved: {reason} ({root}). {before}. {todo}, then %checkpoint now."
 
 
 def _not_skipping(restored: Restored, what: str) -> str:
@@ -178,9 +190,19 @@ class Checkpointer:
 
         self.schedule = Schedule(every)
         places = places or runtime.current().checkpoint_places(to)
-        self.store = CheckpointStore(storage.ensure_writable(places.root), keep)
-        self.mirror_store = CheckpointStore(storage.ensure_writable(places.mirror), keep) if places.mirror else None
-        self.store.prepare()
+        self.store = CheckpointStore(places.root, keep)
+        self.mirror_store = CheckpointStore(places.mirror, keep) if places.mirror else None
+        self.claim = lock.claim(places.root)
+        if self.claim.writes and self.mirror_store is not None:
+            storage.ensure_writable(places.mirror)
+        if self.claim.unwritable and not any(store.list() for store in self.stores()):
+            raise ColabkitError(self.claim.refused)  # nothing to restore and nothing can be saved
+        if not self.claim.writes:
+            say(self.claim.refusal())
+        elif self.claim.first:  # leftovers of killed writers, here and on Drive: nobody else writes there
+            self.store.prepare()
+            if self.mirror_store is not None:
+                self.mirror_store.prepare()
         self.objects: dict[str, object] = dict(objects)
         self.namespace = namespace
         self.trust = trust
@@ -204,8 +226,8 @@ class Checkpointer:
         self._keep_live = False
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
         self.writes = writes_here()
-        self.sink = Sink(self.store, self.mirror_store)
-        if self.writes and self.schedule.periodic:
+        self.sink = Sink(self.store, self.mirror_store, self.claim.fd)
+        if self.writes and self.claim.writes and self.schedule.periodic:
             self.sink.start()
 
     def say_once(self, key: str, message: str) -> None:
@@ -292,7 +314,11 @@ class Checkpointer:
 
     def _record(self, result: dict) -> None:
         self.last = {**result, "at": time.time()}
-        if not result["ok"]:
+        if result.get("lost"):  # an event, not an error: training goes on, the next save is as scheduled
+            say(f"checkpoint step-{result.get('step')} was lost: the writer process died while writing it "
+                "(killed, perhaps for memory). The checkpoints before it are intact; a new writer takes the "
+                "next save, as scheduled.")
+        elif not result["ok"]:
             self._error = _describe_write_error(result, self.store.root)
 
     def _raise_error(self) -> None:
@@ -313,13 +339,17 @@ class Checkpointer:
         already in flight, or a rank other than 0)."""
         if self._interrupted is not None:
             raise ColabkitError("Not saved: " + self._interruption())
+        if not self.claim.writes:
+            raise ColabkitError("Not saved: " + self.claim.refusal())
         saved = self._save(force=force)
         if wait:
             self.wait()
         return saved
 
     def _save(self, force: bool, random: RandomStates | None = None, extra: dict | None = None) -> bool:
-        if not self.writes:
+        if not self.writes or not self.claim.writes:
+            if not self.claim.writes:
+                self.say_once("read-only", f"checkpoint at step {self.step} not saved: " + self.claim.refusal())
             self.schedule.mark_saved(self.step)
             return False
         self._collect()
@@ -668,15 +698,20 @@ class Checkpointer:
 
     def close(self) -> None:
         """Wait for the save in flight, stop the writer, free the staging buffer."""
-        result = self.sink.close()
+        try:
+            result = self.sink.close()
+        finally:
+            self.claim.release()
         if result is not None:
             self._record(result)
         self._raise_error()
 
 
-def find(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[Checkpoint, list[str]] | None:
+def find(stores: list[CheckpointStore], checkpoint_id: str = "latest",
+         passed=frozenset()) -> tuple[Checkpoint, list[str]] | None:
     """The checkpoint to restore, verified, from any of `stores` (a local store and its Drive
-    mirror), and why newer ones were passed over; None when there is none at all."""
+    mirror), and why newer ones were passed over; None when there is none at all. `passed`:
+    folders already found not to decode."""
     if checkpoint_id != "latest":
         for store in stores:
             if (store.root / checkpoint_id).is_dir():
@@ -686,7 +721,7 @@ def find(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[
         stores[0].get(checkpoint_id)  # says clearly that there is no such checkpoint
     found, skipped = [], []
     for store in stores:
-        candidate, passed_over = store.latest_valid()
+        candidate, passed_over = store.latest_valid(passed=passed)
         skipped += passed_over
         if candidate is not None:
             found.append(candidate)
@@ -701,13 +736,37 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
     """Load a checkpoint from `stores` (the newest that verifies, by default): state dicts and
     framework objects into the objects in `targets` (name -> object), in place; the values to bind
     by name are returned. Reads only: a read-only store restores."""
-    found = find(stores, checkpoint_id)
-    if found is None:
-        return None
-    checkpoint, skipped = found
-    loaded = codec.read(checkpoint.path, trust)
-    outcome = state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
-    notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped] + outcome.notes
+    undecodable: dict[Path, str] = {}  # verified, but its files can't be decoded: the one before is tried
+    while True:
+        try:
+            found = find(stores, checkpoint_id, frozenset(undecodable))
+        except ColabkitError as exc:
+            raise ColabkitError(" ".join([str(exc), *undecodable.values()])) from None
+        if found is None:
+            if undecodable:
+                raise ColabkitError(f"No checkpoint in {stores[0].root} can be loaded: " + " ".join(undecodable.values()))
+            return None
+        checkpoint, skipped = found
+        try:
+            loaded, outcome = _decode(checkpoint, trust, targets)
+            break
+        except CheckpointDamaged as exc:
+            if checkpoint_id != "latest":
+                raise
+            undecodable[checkpoint.path] = str(exc)
+    notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped + list(undecodable.values())]
+    notes += outcome.notes
     notes += [f"{name} was not restored: {why}." for name, why in outcome.unrestored.items()]
     return Restored(checkpoint, outcome.values, notes, outcome.unrestored, loaded.step, loaded.position, loaded.pace,
                     outcome.extra, outcome.resume)
+
+
+def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
+    """Read a verified checkpoint into `targets`; CheckpointDamaged when its files verify but don't
+    decode (a crafted header, a structure too deep or missing a key)."""
+    loaded = codec.read(checkpoint.path, trust)
+    try:
+        return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise CheckpointDamaged(f"{checkpoint.id}: {codec.STATE} cannot be decoded ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}).") from None

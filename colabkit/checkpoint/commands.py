@@ -82,8 +82,9 @@ def run(words: list[str], keep: int, to, trust: bool, namespace: dict):
         objects = _lookup(names, namespace)
         checkpointer = session.activate(Checkpointer(every=period, to=to, keep=keep, namespace=namespace,
                                                      trust=trust, **objects))
-        print(f"colabkit: saving {', '.join(names)} every {period} to {checkpointer.store.root} "
-              f"(keeping {keep}); colabkit.resumable(...) resumes a loop.")
+        if checkpointer.claim.writes:
+            print(f"colabkit: saving {', '.join(names)} every {period} to {checkpointer.store.root} "
+                  f"(keeping {keep}); colabkit.resumable(...) resumes a loop.")
         return None
     if action == "now":
         checkpointer = session.active()

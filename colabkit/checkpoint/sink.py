@@ -20,8 +20,9 @@ RAM_HEADROOM = 0.8  # staging may take at most this share of the memory that is 
 
 
 class Sink:
-    def __init__(self, store: CheckpointStore, mirror: CheckpointStore | None = None):
+    def __init__(self, store: CheckpointStore, mirror: CheckpointStore | None = None, lock_fd: int | None = None):
         self.store, self.mirror = store, mirror
+        self.lock_fd = lock_fd  # the store's lock, which the writer holds too (lock.py)
         self._writer = None
         self._buffer = None
         self._inline_result: dict | None = None
@@ -42,8 +43,14 @@ class Sink:
             self._inline_result = self._write_inline(payload, sources)
             return
         state.stage(sources, buffer.buf)
-        self._writer_process().submit({"root": str(self.store.root), "keep": self.store.keep, "payload": payload,
-                                       "mirror": str(self.mirror.root) if self.mirror else None}, buffer)
+        job = {"root": str(self.store.root), "keep": self.store.keep, "payload": payload,
+               "mirror": str(self.mirror.root) if self.mirror else None}
+        try:
+            self._writer_process().submit(job, buffer)
+        except OSError:  # the writer died since the last save (killed): a new one takes this save
+            self._writer.process.kill()
+            self._writer.process.wait()
+            self._writer_process().submit(job, buffer)
 
     def poll(self) -> dict | None:
         """The result of the last save once it is done, once; None while writing or when nothing is new."""
@@ -90,9 +97,20 @@ class Sink:
     def _writer_process(self):
         from .writer import WriterProcess
 
-        if self._writer is None or not self._writer.alive():
-            self._writer = WriterProcess()
+        if self._writer is not None and not self._writer.alive():
+            self._writer.close()
+            self._writer = None
+            self._sweep()  # what the dead writer was writing, here and on Drive
+        if self._writer is None:
+            self._writer = WriterProcess(self.lock_fd)
         return self._writer
+
+    def _sweep(self) -> None:
+        for store in filter(None, (self.store, self.mirror)):
+            try:
+                store.prepare()
+            except OSError:  # the store itself is gone: the next save says so
+                pass
 
     def close(self) -> dict | None:
         """Finish the save in flight (its result is returned), stop the writer, free the staging buffer."""

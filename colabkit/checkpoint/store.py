@@ -51,8 +51,23 @@ class Checkpoint:
 
 def load(folder: Path) -> Checkpoint:
     """The checkpoint in `folder` as its manifest describes it (files not yet verified)."""
+    if folder.is_symlink():
+        raise CheckpointDamaged(f"{folder.name} is a symbolic link, not followed: checkpoints are read only from "
+                                "folders in the store itself.")
     manifest = codec.read_manifest(folder)
+    named = codec.step_of(folder.name)
+    if named is not None and manifest["step"] != named:
+        raise CheckpointDamaged(f"{folder.name}: its manifest is of step {manifest['step']} (a folder renamed, or "
+                                "copied over another), so which step it holds is unknown.")
     return Checkpoint(folder, manifest["step"], manifest.get("time", 0.0), manifest)
+
+
+def _remove(entry: Path) -> None:
+    """Remove a leftover folder or file (rmtree alone leaves a file, silently)."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
 
 
 class CheckpointStore:
@@ -65,11 +80,12 @@ class CheckpointStore:
 
     # -- writing ---------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the root and clear what an interrupted commit or deletion left behind."""
+        """Create the root and clear what an interrupted commit or deletion left behind (only its
+        writer may: lock.py)."""
         self.root.mkdir(parents=True, exist_ok=True)
         for entry in self.root.iterdir():
             if entry.name.startswith(".tmp-"):
-                shutil.rmtree(entry, ignore_errors=True)
+                _remove(entry)
             elif (match := _REPLACED.fullmatch(entry.name)) is not None:
                 original = self.root / codec.folder_name(int(match.group(1)))
                 if original.exists():
@@ -151,6 +167,8 @@ class CheckpointStore:
         """Raise CheckpointDamaged unless every file matches the manifest's size and sha256."""
         for name, expected in checkpoint.manifest["files"].items():
             path = checkpoint.path / name
+            if path.is_symlink():
+                raise CheckpointDamaged(f"{checkpoint.id}: {name} is a symbolic link, not followed.")
             if not path.is_file():
                 raise CheckpointDamaged(f"{checkpoint.id}: {name} is missing.")
             if path.stat().st_size != expected["size"]:
@@ -167,10 +185,13 @@ class CheckpointStore:
             raise ColabkitError(f"There is no checkpoint {checkpoint_id!r} in {self.root} (there are: {have}).")
         return load(folder)
 
-    def latest_valid(self, verify: bool = True) -> tuple[Checkpoint | None, list[str]]:
-        """The newest checkpoint that verifies, and why each newer one was passed over."""
+    def latest_valid(self, verify: bool = True, passed=frozenset()) -> tuple[Checkpoint | None, list[str]]:
+        """The newest checkpoint that verifies, and why each newer one was passed over (but those
+        in `passed`: folders already found not to decode)."""
         skipped = []
         for folder in self._committed_folders():
+            if folder in passed:
+                continue
             try:
                 checkpoint = load(folder)
                 if verify:

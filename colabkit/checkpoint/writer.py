@@ -95,6 +95,11 @@ def serve(conn) -> None:
         mirror.drain()
 
 
+def lost(step: int) -> dict:
+    """The result of a save whose writer died before it answered (the OOM killer, a user's kill)."""
+    return {"ok": False, "lost": True, "error": "the writer process died", "step": step}
+
+
 class WriterProcess:
     """The trainer's side: start the process once, send jobs, collect results.
 
@@ -103,7 +108,8 @@ class WriterProcess:
     can't afford, and fork would copy a kernel with threads and a CUDA context.
     """
 
-    def __init__(self):
+    def __init__(self, lock_fd: int | None = None):
+        """`lock_fd`: the store's lock (lock.py), held by the writer too until it exits."""
         import colabkit
 
         ours, theirs = socket.socketpair()
@@ -113,7 +119,7 @@ class WriterProcess:
         # still completes.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "colabkit.checkpoint.writer", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            pass_fds=[theirs.fileno()] + ([lock_fd] if lock_fd is not None else []), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._buffer_sent: int | None = None
@@ -144,7 +150,7 @@ class WriterProcess:
             if self.alive():
                 return None
         self.in_flight, job = None, self.in_flight
-        return result or {"ok": False, "error": "the writer process died", "step": job["payload"].step}
+        return result or lost(job["payload"].step)
 
     def wait(self) -> dict | None:
         while self.in_flight is not None:

@@ -16,14 +16,71 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import re
 import secrets
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlparse
 
 from ..watcher import Watcher
 from . import notify, render
+
+
+log = logging.getLogger(__name__)
+
+CONNECTION_TIMEOUT = 10.0  # seconds a connection may sit idle or dribble a request in
+
+# Host headers answered. The browser reaches this server only through Colab's kernel proxy
+# (google.colab.kernel.proxyPort / output.serve_kernel_port_as_iframe), whose pages are served from
+# https://<id>-<port>-colab.googleusercontent.com (older) or https://<port>-<id>.<region>.prod.colab.dev
+# (newer) and forwarded to 127.0.0.1:<port> inside the VM. Whether the proxy passes that public
+# Host on or writes its own could not be observed outside Colab, so both are allowed: loopback names
+# (with or without the port) and Colab's two proxy domains. Anything else (a page of another site
+# whose name an attacker made resolve to 127.0.0.1, DNS rebinding) is refused before the token is
+# even looked at.
+_HOSTS = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?"
+                    r"|[a-z0-9.-]+\.(googleusercontent\.com|colab\.dev)(:[0-9]{1,5})?", re.ASCII | re.IGNORECASE)
+
+
+class _Server(ThreadingHTTPServer):
+    """Each connection in a daemon thread, with a deep listen backlog; `close_connections` ends the
+    open ones at once, so stopping never waits on a client (an idle keep-alive, a slow header)."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, *args):
+        self._open: set[socket.socket] = set()
+        self._open_guard = threading.Lock()
+        super().__init__(*args)
+
+    def process_request(self, request, client_address):
+        with self._open_guard:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._open_guard:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        """A client that went away mid-answer (or was cut off by the stop) is no news: socketserver
+        would print its traceback on the kernel's stderr, which is the user's cell output."""
+        log.debug("panel request from %s failed", client_address, exc_info=True)
+
+    def close_connections(self) -> None:
+        with self._open_guard:
+            open_now = list(self._open)
+        for connection in open_now:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once
+            except OSError:
+                pass
 
 
 class PanelServer:
@@ -35,7 +92,7 @@ class PanelServer:
         self.token = secrets.token_urlsafe(24)
         page = resources.files(__package__).joinpath("served_panel.html").read_text()
         self._page = page.replace("<!--STYLE-->", render.style(served=True)).encode()
-        self._server = HTTPServer((host, 0), self._handler_class())
+        self._server = _Server((host, 0), self._handler_class())
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="colabkit-panel-server", daemon=True)
@@ -45,10 +102,15 @@ class PanelServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT
+
             def do_GET(self):  # noqa: N802 (http.server's name)
+                if not _HOSTS.fullmatch(self.headers.get("Host", "")):
+                    return self._send(403, "text/plain", b"colabkit: this server answers only through Colab's proxy")
                 url = urlparse(self.path)
                 token = parse_qs(url.query).get("token", [""])[0]
-                if not hmac.compare_digest(token, server.token):
+                # As bytes: compare_digest refuses a str with characters beyond ASCII.
+                if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), server.token.encode()):
                     return self._send(403, "text/plain", b"colabkit: wrong or missing token")
                 if url.path == "/":
                     return self._send(200, "text/html; charset=utf-8", server._page)
@@ -85,8 +147,10 @@ class PanelServer:
                                  self.watcher.latest_seq)
 
     def close(self) -> None:
+        """Stop at once, whatever clients are doing."""
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
         self._thread.join(5)
 
 
