@@ -119,7 +119,8 @@ class WriterProcess:
         # still completes.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "colabkit.checkpoint.writer", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()] + ([lock_fd] if lock_fd is not None else []), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            pass_fds=[theirs.fileno()] + ([lock_fd] if lock_fd is not None else []), stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._buffer_sent: int | None = None
