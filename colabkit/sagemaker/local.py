@@ -8,8 +8,8 @@ the toolkit, it installs the job's requirements.txt before any cell (once per co
 hash, for later runs) on top of this kernel's packages (which stand in for the image's), and the
 cells run in a fresh environment on top of that, so nothing the cells install stays behind. The
 cells get only what a job gets: SageMaker's variables and the request's Environment (none of this
-machine's tokens), no standard input, and a folder of their own as /content and as their home. The final checkpoint and the files the cells wrote come
-back as from a real job.
+machine's tokens), no standard input, and a folder of their own as /content and as their home.
+The final checkpoint and the files the cells wrote come back as from a real job.
 """
 
 from __future__ import annotations
