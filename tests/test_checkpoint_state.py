@@ -188,3 +188,18 @@ def test_colliding_dotted_keys_keep_both_tensors(tmp_path):
     Checkpointer(to=tmp_path).restore(namespace=namespace)
     assert torch.equal(namespace["stats"]["a.b"], torch.ones(2))
     assert torch.equal(namespace["stats"]["a"]["b"], torch.zeros(3))
+
+
+def test_saves_below_the_kept_steps_never_point_at_a_checkpoint_retention_took(tmp_path):
+    """A save at a step below the kept ones is deleted by retention at once; the next save must not
+    point at its tensors (the writer would have no bytes for them)."""
+    model = torch.nn.Linear(8, 8)
+    ck = Checkpointer(every="1 steps", to=tmp_path, keep=1, model=model)
+    for step in (10, 1, 2, 3):
+        ck.step = step
+        ck.save(wait=True)
+        assert ck.last["ok"], ck.last
+        if step == 10:
+            with torch.no_grad():
+                model.weight.add_(1)  # from now on unlike anything a kept checkpoint holds
+    ck.close()

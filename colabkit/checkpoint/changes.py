@@ -27,6 +27,12 @@ def _token(value):
     return value.data_ptr(), value._version, value.dtype, tuple(value.shape)
 
 
+def kept_hashes(checkpoint, written) -> list | None:
+    """What a save's result tells the trainer: the hashes of what it staged, or None when retention
+    deleted the checkpoint at once (a step below the kept ones): nothing may then point at it."""
+    return written.staged_hashes if checkpoint.path.is_dir() else None
+
+
 class Changes:
     """The trainer's memory of its last committed save: key -> (token, hash)."""
 
@@ -59,7 +65,7 @@ class Changes:
         pending, self._pending = self._pending, None
         if result is None or pending is None:
             return
-        if not result.get("ok") or "hashes" not in result:
+        if not result.get("ok") or result.get("hashes") is None:
             self._saved = {}
             return
         keys, tokens, places = pending

@@ -15,6 +15,7 @@ from ..errors import warn
 from ..units import format_bytes
 from . import codec, state
 from .changes import Changes
+from .changes import kept_hashes as _kept
 from .store import CheckpointStore
 
 RAM_HEADROOM = 0.8  # staging may take at most this share of the memory that is free
@@ -103,7 +104,7 @@ class Sink:
         try:
             checkpoint = self.store.commit(payload.step, write, payload.meta)
             return {"ok": True, "id": checkpoint.id, "step": checkpoint.step, "bytes": checkpoint.size,
-                    "hashes": written[0].staged_hashes}
+                    "hashes": _kept(checkpoint, written[0])}
         except OSError as exc:
             return {"ok": False, "error": str(exc), "errno": exc.errno, "step": payload.step}
 

@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from . import codec
+from .changes import kept_hashes as _kept
 from .mirror import Mirror
 from .pool import Pool
 from .store import CheckpointStore
@@ -90,7 +91,7 @@ def serve(conn) -> None:
                 data.release()
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
                       "seconds": time.perf_counter() - started, "bytes": checkpoint.size,
-                      "hashes": written[0].staged_hashes}
+                      "hashes": _kept(checkpoint, written[0])}
             if job.get("mirror"):
                 key = (job["root"], job["mirror"])
                 if key not in mirrors:
