@@ -29,23 +29,36 @@ def test_checkpoints_commit_locally_and_reach_drive_and_a_new_vm_resumes_from_dr
     ck.save(wait=True)
     drive_copy = drive_folder / "checkpoints" / "step-3"
     until(lambda: (read_status(ck.store.root) or {}).get("mirrored") == "step-3")
-    assert sorted(f.name for f in drive_copy.iterdir()) == ["manifest.json", "state.json", "tensors.safetensors"]
-    assert (drive_copy / "tensors.safetensors").read_bytes() == (ck.store.root / "step-3" / "tensors.safetensors").read_bytes()
+    assert sorted(f.name for f in drive_copy.iterdir()) == ["manifest.json", "state.json", "tensors.json"]
+    packs = ck.store.get("step-3").manifest["packs"]
+    for name in packs:
+        assert (drive_folder / "checkpoints" / "pool" / name).read_bytes() == (ck.store.root / "pool" / name).read_bytes()
     assert "Drive copy: step-3" in ck.status()
+    # Only what changed travels: the bias alone changes, so one small pack goes to Drive.
+    sent = {name: (drive_folder / "checkpoints" / "pool" / name).stat().st_mtime_ns for name in packs}
+    with torch.no_grad():
+        model.bias.add_(1)
+    ck.step = 4
+    ck.save(wait=True)
+    until(lambda: (read_status(ck.store.root) or {}).get("mirrored") == "step-4")
+    new = set(ck.store.get("step-4").manifest["packs"]) - set(packs)
+    assert len(new) == 1 and (drive_folder / "checkpoints" / "pool" / new.pop()).stat().st_size == model.bias.nbytes
+    assert set(packs) <= set(ck.mirror_store.get("step-4").manifest["packs"])
+    assert sent == {name: (drive_folder / "checkpoints" / "pool" / name).stat().st_mtime_ns for name in packs}
     ck.close()
 
     # A new VM: the local disk is gone, Drive is still there; a half-copied newer folder is ignored.
     shutil.rmtree(ck.store.root.parent)
     (drive_folder / "checkpoints" / "step-9").mkdir()
-    (drive_folder / "checkpoints" / "step-9" / "tensors.safetensors").write_bytes(b"partial")
+    (drive_folder / "checkpoints" / "step-9" / "tensors.json").write_bytes(b"partial")
     leftover = drive_folder / "checkpoints" / ".tmp-step-8-0123456789ab"  # a copy cut short by a killed writer
     leftover.mkdir()
-    (leftover / "tensors.safetensors").write_bytes(b"partial")
+    (leftover / "tensors.json").write_bytes(b"partial")
     fresh = torch.nn.Linear(32, 8)
     ck2 = Checkpointer(every="1 steps", model=fresh)
     assert not leftover.exists()  # Drive is swept too
     restored = ck2.restore()
-    assert restored.checkpoint.path == drive_copy and ck2.step == 3
+    assert restored.checkpoint.path == drive_folder / "checkpoints" / "step-4" and ck2.step == 4
     assert any("step-9 has no manifest.json" in note for note in restored.notes)
     assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)
     ck2.close()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 from colabkit.checkpoint import codec, durable
 from colabkit.checkpoint.store import CheckpointDamaged, CheckpointStore
@@ -19,7 +18,7 @@ from colabkit.errors import ColabkitError
 
 HELPER = Path(__file__).parent / "helpers" / "commit_loop.py"
 sys.path.insert(0, str(HELPER.parent))
-from commit_loop import payload  # noqa: E402
+from commit_loop import frozen, payload  # noqa: E402
 
 PHASES = ["payload", "manifest", "synced", "renamed", "retained"]
 
@@ -48,7 +47,7 @@ def test_an_edited_or_cut_checkpoint_is_refused_and_the_one_before_is_used(tmp_p
     small_commit(store, 2)
     (tmp_path / "step-2" / "a.bin").write_bytes(b"yy")  # same size, other bytes
     latest, skipped = store.latest_valid()
-    assert latest.step == 1 and "step-2: a.bin does not match its sha256" in skipped[0]
+    assert latest.step == 1 and "step-2: a.bin does not match its xxh3_128" in skipped[0]
     with pytest.raises(CheckpointDamaged, match="does not match"):
         store.verify(store.get("step-2"))
     (tmp_path / "step-1" / "a.bin").write_bytes(b"")
@@ -73,15 +72,21 @@ def test_saving_the_same_step_again_replaces_it_and_recovers_a_crash_between_ren
 
 
 def check_store(root: Path, megabytes: int):
-    """After a kill: the newest valid checkpoint is exactly some step's payload; nothing else is read."""
+    """After a kill: every committed checkpoint is whole and exactly its step's payload, the frozen
+    tensor they share included (retention never took a pack a kept one needs); nothing else is read."""
     store = CheckpointStore(root, keep=2)
     store.prepare()
     latest, skipped = store.latest_valid()
     assert skipped == [], skipped  # a torn checkpoint must never be visible as committed
     if latest is None:
         return None
-    data = load_file(str(latest.path / "tensors.safetensors"))["x"]
-    assert np.array_equal(data, payload(latest.step, megabytes)), f"{latest.id} is not step {latest.step}'s state"
+    for checkpoint in store.list():
+        tensors = codec.read(checkpoint.path, trust=False).tensors
+        assert np.array_equal(tensors["x"], payload(checkpoint.step, megabytes)), f"{checkpoint.id} is not its step's"
+        assert np.array_equal(tensors["base"], frozen(megabytes)), f"{checkpoint.id} lost its shared tensor"
+    packs = {p.name for p in (root / codec.POOL).iterdir() if p.name.endswith(codec.PACK_SUFFIX)}
+    needed = {name for c in store.list() for name in c.manifest["packs"]}
+    assert needed <= packs
     return latest.step
 
 

@@ -266,7 +266,9 @@ def test_submit_uploads_the_source_and_checkpoint_and_creates_the_job(shell, aws
     prefix = f"colabkit/notebook/{job.name}"
     assert f"{prefix}/source/sourcedir.tar.gz" in stored
     step = f"{prefix}/checkpoints/checkpoints/step-4"
-    assert {f"{step}/manifest.json", f"{step}/tensors.safetensors", f"{step}/state.json"} <= set(stored)
+    assert {f"{step}/manifest.json", f"{step}/tensors.json", f"{step}/state.json"} <= set(stored)
+    packs = job.store.get("step-4").manifest["packs"] if job.store else None
+    assert packs and {f"{prefix}/checkpoints/checkpoints/pool/{name}" for name in packs} <= set(stored)
     described = aws.client("sagemaker").describe_training_job(TrainingJobName=job.name)
     assert described["EnableManagedSpotTraining"] is True
     assert described["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
@@ -365,12 +367,13 @@ def test_wait_streams_the_logs_and_fetch_brings_the_results_back(shell, aws, tmp
     import shutil
 
     shutil.copytree(final, job_side)
+    shutil.copytree(job.store.root / "pool", job_side.parent / "pool")
     manifest = json.loads((job_side / "manifest.json").read_text())
     manifest["step"] = 9
     (job_side / "manifest.json").write_text(json.dumps(manifest))
     torn = tmp_path / "job-checkpoints" / "checkpoints" / "step-12"  # a newer one the job left damaged
     shutil.copytree(job_side, torn)
-    (torn / "tensors.safetensors").write_bytes(b"cut short")
+    (torn / "tensors.json").write_bytes(b"cut short")
     aws.upload_folder(tmp_path / "job-checkpoints", described["CheckpointConfig"]["S3Uri"])
     from colabkit.sagemaker.export import follow
 
@@ -498,7 +501,8 @@ def test_a_large_checkpoint_goes_up_as_a_multipart_upload(shell, aws, monkeypatc
                   "%checkpoint every 1 steps w", "for i in colabkit.resumable(range(1)):\n    w += 1"])
     result, out = run(shell, "%to_sagemaker ml.g5.xlarge", store_history=True)
     job = result.result
-    key = f"colabkit/notebook/{job.name}/checkpoints/checkpoints/step-1/tensors.safetensors"
+    (pack,) = [name for name, record in job.store.get("step-1").manifest["packs"].items() if record["size"] >= 12 << 20]
+    key = f"colabkit/notebook/{job.name}/checkpoints/checkpoints/pool/{pack}"
     head = aws.client("s3").head_object(Bucket=f"sagemaker-{aws.REGION}-{aws.ACCOUNT}", Key=key)
     assert head["ETag"].strip('"').endswith("-3")  # S3's mark of a three-part upload
     said = [line for line in out.stdout.splitlines() if line.startswith("[colabkit] uploading: ")]
@@ -523,12 +527,13 @@ def test_a_damaged_latest_checkpoint_is_said_and_the_one_before_goes_too(shell, 
     cells(shell, TRAIN)
     store = shell.user_ns["colabkit"].checkpoint.session.active().store
     newest = store.latest_valid()[0]
-    with open(newest.path / "tensors.safetensors", "r+b") as f:
+    (own,) = set(newest.manifest["packs"]) - {p for c in store.list()[1:] for p in c.manifest["packs"]}
+    with open(store.root / "pool" / own, "r+b") as f:
         f.seek(-1, 2)
-        f.write(b"\xff")  # one flipped byte: its sha256 no longer matches the manifest
+        f.write(b"\xff")  # one flipped byte: its hash no longer matches the manifest
     result, out = run(shell, "%to_sagemaker ml.g5.xlarge", store_history=True)
     assert result.success, result.error_in_exec
-    assert f"{newest.id}: tensors.safetensors does not match its sha256" in out.stdout
+    assert f"{newest.id}: pool/{own} does not match its xxh3_128" in out.stdout
     older = store.latest_valid()[0].id
     assert f"The job resumes from {older} instead." in out.stdout
     stored = objects(f"sagemaker-{aws.REGION}-{aws.ACCOUNT}")

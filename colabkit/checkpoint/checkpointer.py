@@ -42,6 +42,7 @@ from .schedule import Schedule
 from .sink import Sink, writes_here
 from .state import RandomStates
 from .store import Checkpoint, CheckpointStore
+from .store import load as load_checkpoint
 
 
 @dataclass
@@ -370,9 +371,7 @@ class Checkpointer:
             extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
         captured = state.capture(self.tracked(), random, extra, job_secrets.given())
         self._say_skipped(captured.skipped)
-        state.layout(captured.sources)
-        payload = codec.encode(captured, self.step, self.position, self.pace, self._meta())
-        self.sink.save(payload, captured.sources)
+        self.sink.save(captured, self.step, self.position, self.pace, self._meta())
         self._saving_step = self.step
         self.schedule.mark_saved(self.step)
         return True
@@ -707,54 +706,51 @@ class Checkpointer:
         self._raise_error()
 
 
-def find(stores: list[CheckpointStore], checkpoint_id: str = "latest",
-         passed=frozenset()) -> tuple[Checkpoint, list[str]] | None:
-    """The checkpoint to restore, verified, from any of `stores` (a local store and its Drive
-    mirror), and why newer ones were passed over; None when there is none at all. `passed`:
-    folders already found not to decode."""
+def candidates(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[list[Checkpoint], list[tuple]]:
+    """The checkpoints to try, best first, from any of `stores` (a local store and its Drive
+    mirror): `checkpoint_id`, or every committed one, newest step first (local first on a tie);
+    and why the ones whose manifest or sizes are wrong were passed over ((step, why)). No tensor
+    byte is read: the load verifies as it reads."""
     if checkpoint_id != "latest":
         for store in stores:
             if (store.root / checkpoint_id).is_dir():
                 checkpoint = store.get(checkpoint_id)
-                store.verify(checkpoint)
-                return checkpoint, []
+                codec.check_sizes(checkpoint.path, checkpoint.manifest)
+                return [checkpoint], []
         stores[0].get(checkpoint_id)  # says clearly that there is no such checkpoint
     found, skipped = [], []
-    for store in stores:
-        candidate, passed_over = store.latest_valid(passed=passed)
-        skipped += passed_over
-        if candidate is not None:
-            found.append(candidate)
-    if not found:
-        if skipped:
-            raise ColabkitError(f"No checkpoint in {stores[0].root} can be loaded: " + " ".join(skipped))
-        return None
-    return max(found, key=lambda c: c.step), skipped  # local first on a tie: max keeps the first
+    for rank, store in enumerate(stores):
+        for folder in store.committed_folders():
+            try:
+                checkpoint = load_checkpoint(folder)
+                codec.check_sizes(folder, checkpoint.manifest)
+                found.append((-checkpoint.step, rank, checkpoint))
+            except codec.CheckpointDamaged as exc:
+                skipped.append((codec.step_of(folder.name), str(exc)))
+    return [c for _, _, c in sorted(found, key=lambda f: f[:2])], skipped
 
 
 def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targets: dict) -> Restored | None:
     """Load a checkpoint from `stores` (the newest that verifies, by default): state dicts and
     framework objects into the objects in `targets` (name -> object), in place; the values to bind
-    by name are returned. Reads only: a read-only store restores."""
-    undecodable: dict[Path, str] = {}  # verified, but its files can't be decoded: the one before is tried
-    while True:
-        try:
-            found = find(stores, checkpoint_id, frozenset(undecodable))
-        except ColabkitError as exc:
-            raise ColabkitError(" ".join([str(exc), *undecodable.values()])) from None
-        if found is None:
-            if undecodable:
-                raise ColabkitError(f"No checkpoint in {stores[0].root} can be loaded: " + " ".join(undecodable.values()))
-            return None
-        checkpoint, skipped = found
+    by name are returned. Each byte is read once and verified as it is read; a checkpoint that is
+    damaged, or verifies but doesn't decode, is passed over for the one before. Reads only: a
+    read-only store restores."""
+    tried, skipped = candidates(stores, checkpoint_id)
+    for checkpoint in tried:
         try:
             loaded, outcome = _decode(checkpoint, trust, targets)
             break
         except CheckpointDamaged as exc:
             if checkpoint_id != "latest":
                 raise
-            undecodable[checkpoint.path] = str(exc)
-    notes = [f"{note} (passed over: newer checkpoint damaged)" for note in skipped + list(undecodable.values())]
+            skipped.append((checkpoint.step, str(exc)))
+    else:
+        if skipped:
+            raise ColabkitError(f"No checkpoint in {stores[0].root} can be loaded: "
+                                + " ".join(why for _, why in skipped))
+        return None
+    notes = [f"{why} (passed over: newer checkpoint damaged)" for step, why in skipped if step > checkpoint.step]
     notes += outcome.notes
     notes += [f"{name} was not restored: {why}." for name, why in outcome.unrestored.items()]
     return Restored(checkpoint, outcome.values, notes, outcome.unrestored, loaded.step, loaded.position, loaded.pace,
@@ -762,9 +758,9 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
 
 
 def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
-    """Read a verified checkpoint into `targets`; CheckpointDamaged when its files verify but don't
-    decode (a crafted header, a structure too deep or missing a key)."""
-    loaded = codec.read(checkpoint.path, trust)
+    """Read a checkpoint into `targets`, verifying it as it is read; CheckpointDamaged when it is
+    damaged, or verifies but doesn't decode (a crafted header, a structure too deep or missing a key)."""
+    loaded = codec.read(checkpoint.path, trust, checkpoint.manifest)
     try:
         return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:

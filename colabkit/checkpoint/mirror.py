@@ -3,7 +3,8 @@
 Drive writes land in a local cache and upload later (colabtools#2607: 30 min for 3 GB; #2869:
 the last checkpoint lost at session end), and a commit there is slow. So on Colab checkpoints
 are committed to local disk, and this mirror, a thread of the writer process, copies each new one
-to Drive through the same atomic commit (payload, then manifest, then rename). Only the newest
+to Drive through the same atomic commit (the packs Drive's pool lacks, the payload, then the
+manifest, then the rename): only the tensors that changed travel. Only the newest
 waiting checkpoint is copied: a mirror that falls behind skips to the latest. Its progress is in
 MIRROR.json beside the local store, for the panel.
 """
@@ -16,29 +17,38 @@ import threading
 import time
 from pathlib import Path
 
-from . import codec, durable
+from . import codec, durable, pool
 from .store import CheckpointStore
 
 STATUS = "MIRROR.json"
 
 
 def copy_checkpoint(source: Path, store: CheckpointStore) -> bool:
-    """Copy a committed checkpoint folder into `store` through its atomic commit; False if it is there."""
+    """Copy a committed checkpoint (its folder, and the packs `store`'s pool lacks) into `store`
+    through its atomic commit; False if it is there."""
     manifest = codec.read_manifest(source)
+    if manifest["format"] < 3:
+        raise codec.CheckpointDamaged(
+            f"{source.name} was written by an older colabkit (checkpoint format {manifest['format']}): it restores "
+            "here, but is not copied. Restore it and save once (%checkpoint now) to write it in this format.")
     existing = store.root / source.name
     try:
-        if codec.read_manifest(existing)["files"] == manifest["files"]:
+        found = codec.read_manifest(existing)
+        if (found["files"], found.get("packs")) == (manifest["files"], manifest["packs"]):
             return False
     except codec.CheckpointDamaged:  # not there, or not whole: copy it
         pass
-    meta = {k: v for k, v in manifest.items() if k not in ("format", "step", "files")}  # keeps its time
+    meta = {k: v for k, v in manifest.items() if k not in ("format", "step", "files", "packs", "hash")}  # keeps its time
 
-    def write_payload(folder: Path) -> dict[str, durable.FileRecord]:
+    def write_payload(folder: Path) -> codec.Written:
+        for name, record in manifest["packs"].items():
+            pool.copy_pack(codec.pack_path(source.parent, name), store.root, name, record)
         records = {name: durable.copy(source / name, folder / name) for name in manifest["files"]}
         for name, record in records.items():
-            if record.sha256 != manifest["files"][name]["sha256"]:
+            if record.hash != manifest["files"][name]["hash"]:
                 raise OSError(f"{name} changed while it was being copied")
-        return records
+        packs = {name: durable.FileRecord(r["size"], r["hash"]) for name, r in manifest["packs"].items()}
+        return codec.Written(records, packs)
 
     store.commit(manifest["step"], write_payload, meta)
     return True

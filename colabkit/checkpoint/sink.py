@@ -1,7 +1,7 @@
 """Where a captured checkpoint goes: staged and committed by the writer process, or written inline.
 
-Copying the state into a reused staging buffer is the only stall of the training thread; the
-writer process serialises, hashes, fsyncs and commits. When the state doesn't fit in the free
+Copying the tensors that changed (changes.py) into a reused staging buffer is the only stall of
+the training thread; the writer process hashes, writes what the pool lacks, fsyncs and commits. When the state doesn't fit in the free
 memory the staging would need, it is written straight from the live state on this thread
 instead, which pauses training until it is on disk (said when it happens).
 """
@@ -14,6 +14,8 @@ import os
 from ..errors import warn
 from ..units import format_bytes
 from . import codec, state
+from .changes import Changes
+from .changes import kept_hashes as _kept
 from .store import CheckpointStore
 
 RAM_HEADROOM = 0.8  # staging may take at most this share of the memory that is free
@@ -26,6 +28,7 @@ class Sink:
         self._writer = None
         self._buffer = None
         self._inline_result: dict | None = None
+        self.changes = Changes()
 
     def start(self) -> None:
         """Start the writer process now, so the first scheduled save doesn't wait for it."""
@@ -36,13 +39,15 @@ class Sink:
         """A save is still being written."""
         return self._writer is not None and self._writer.in_flight is not None
 
-    def save(self, payload: codec.Payload, sources: list[state.Source]) -> None:
-        """Hand over a checkpoint whose sources are laid out already (state.layout)."""
-        buffer = self._staging(payload.data_size)
+    def save(self, captured: state.Capture, step: int, position: int, pace: float | None, meta: dict) -> None:
+        """Stage what changed and hand the checkpoint over (nothing may be in flight)."""
+        places, staged, size = self.changes.place(captured.sources)
+        payload = codec.encode(captured, places, size, step, position, pace, meta)
+        buffer = self._staging(size)
         if buffer is None:
-            self._inline_result = self._write_inline(payload, sources)
+            self._inline_result = self._write_inline(payload, captured.sources)
             return
-        state.stage(sources, buffer.buf)
+        state.stage(staged, buffer.buf)
         job = {"root": str(self.store.root), "keep": self.store.keep, "payload": payload,
                "mirror": str(self.mirror.root) if self.mirror else None}
         try:
@@ -56,14 +61,21 @@ class Sink:
         """The result of the last save once it is done, once; None while writing or when nothing is new."""
         if self._inline_result is not None:
             result, self._inline_result = self._inline_result, None
-            return result
-        return self._writer.poll() if self._writer is not None else None
+        else:
+            result = self._writer.poll() if self._writer is not None else None
+        return self._settled(result)
 
     def wait(self) -> dict | None:
         """Block until the save in flight is done; its result (None when nothing was in flight)."""
         if self._inline_result is not None:
             return self.poll()
-        return self._writer.wait() if self._writer is not None else None
+        return self._settled(self._writer.wait() if self._writer is not None else None)
+
+    def _settled(self, result: dict | None) -> dict | None:
+        if result is not None:
+            self.changes.settle(result)
+            result = {k: v for k, v in result.items() if k != "hashes"}
+        return result
 
     def _staging(self, size: int):
         """The staging buffer, reused across saves; None if a new one wouldn't fit in free RAM."""
@@ -87,10 +99,19 @@ class Sink:
         return self._buffer
 
     def _write_inline(self, payload: codec.Payload, sources) -> dict:
+        from .pool import Pool
+
+        written = []
+
+        def write(folder):
+            written.append(codec.write_payload(folder, Pool(self.store.root), payload,
+                                               lambda i: memoryview(state.host_bytes(sources[i].value))))
+            return written[0]
+
         try:
-            checkpoint = self.store.commit(
-                payload.step, lambda folder: codec.write_payload(folder, payload, state.chunks(sources)), payload.meta)
-            return {"ok": True, "id": checkpoint.id, "step": checkpoint.step, "bytes": checkpoint.size}
+            checkpoint = self.store.commit(payload.step, write, payload.meta)
+            return {"ok": True, "id": checkpoint.id, "step": checkpoint.step, "bytes": checkpoint.size,
+                    "hashes": _kept(checkpoint, written[0])}
         except OSError as exc:
             return {"ok": False, "error": str(exc), "errno": exc.errno, "step": payload.step}
 

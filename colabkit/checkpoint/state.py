@@ -6,8 +6,8 @@
 - Objects with state_dict()/load_state_dict() (modules, optimizers, schedulers, GradScaler) are
   saved as their state dict, never pickled (a class defined in a notebook can't be unpickled in a
   fresh kernel), and restored in place; a torch.Generator as its state, restored in place.
-- Every tensor and NumPy array (bfloat16 and float8 too) goes to the safetensors file under a
-  dotted key ("model.fc.weight", "optimizer.state.0.exp_avg").
+- Every tensor and NumPy array (bfloat16 and float8 too) goes to the pool under a dotted key
+  ("model.fc.weight", "optimizer.state.0.exp_avg"); see codec.
 - Everything else that is plain data (numbers, strings, lists, dicts) goes to state.json, which
   also holds the structure of each state dict, each tensor's device, and the random states.
 - Other picklable values go to objects.pkl, loaded only when the user says they trust it.
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ColabkitError
 from . import adapters
 
 # safetensors dtype codes.
@@ -98,11 +99,6 @@ class Source:
     dtype: str  # safetensors code
     shape: tuple[int, ...]
     nbytes: int
-    begin: int = 0  # offset in the data section, set by layout()
-
-    @property
-    def itemsize(self) -> int:
-        return self.nbytes // max(1, int(np.prod(self.shape, dtype=np.int64)))
 
 
 @dataclass
@@ -255,50 +251,70 @@ def _secret_in(entry: dict, pickled, secrets: dict[str, str] | None) -> str | No
     return next((name for name, secret in secrets.items() if secret.encode() in text), None)
 
 
-def layout(sources: list[Source]) -> int:
-    """Give each source its offset in the data section; returns the section's size.
-
-    Wider elements first, so every tensor starts aligned to its element size without padding
-    (safetensors allows no holes between tensors).
-    """
-    offset = 0
-    for source in sorted(sources, key=lambda s: (-s.itemsize, s.key)):
-        source.begin = offset
-        offset += source.nbytes
-    sources.sort(key=lambda s: s.begin)
-    return offset
-
-
-def stage(sources: list[Source], buffer) -> None:
-    """Copy every source into `buffer` at its offset: the one stall of the training thread.
+def stage(placed: list[tuple[Source, int]], buffer) -> None:
+    """Copy each source into `buffer` at its offset: the one stall of the training thread.
 
     Bytes are copied by NumPy (one thread), not by torch's copy_ (several): when other work shares
     the cores, as a data loader does on a 2-core Colab VM, torch's threads wait on each other
     (measured, 147 MiB on this machine under load: 137-160 ms against 30-33 ms)."""
     torch = _torch()
-    for s in sources:
+    for s, begin in placed:
         if s.nbytes == 0:
             continue
         value = s.value
         if is_tensor(value):
             if value.device.type != "cpu" or not value.is_contiguous():
-                target = torch.frombuffer(buffer, dtype=value.dtype, count=value.numel(), offset=s.begin)
+                target = torch.frombuffer(buffer, dtype=value.dtype, count=value.numel(), offset=begin)
                 target.copy_(value.reshape(-1))  # from a GPU, or gathered from strides
                 continue
-            value = value.reshape(-1).view(torch.uint8).numpy()
-        view = np.frombuffer(buffer, dtype=np.uint8, count=s.nbytes, offset=s.begin)
-        np.copyto(view, np.ascontiguousarray(value).reshape(-1).view(np.uint8), casting="no")
+        view = np.frombuffer(buffer, dtype=np.uint8, count=s.nbytes, offset=begin)
+        np.copyto(view, host_bytes(value), casting="no")
 
 
-def chunks(sources: list[Source]):
-    """The data section's bytes straight from the live tensors and arrays, one source at a time
-    (the inline path, when there is no memory to stage a copy): a GPU tensor is copied to the
-    host one at a time."""
-    for source in sources:
-        value = source.value
-        if is_tensor(value):
-            value = value.detach().cpu().contiguous().reshape(-1).view(_torch().uint8).numpy()
-        yield memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+def host_bytes(value) -> np.ndarray:
+    """A tensor's or array's bytes as a flat uint8 array (a view when it is a contiguous CPU one;
+    a GPU tensor is copied to the host)."""
+    if is_tensor(value):
+        value = value.detach()
+        if value.device.type != "cpu" or not value.is_contiguous():
+            value = value.cpu().contiguous()
+        return value.reshape(-1).view(_torch().uint8).numpy()
+    return np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+
+
+def empty(code: str, shape, nbytes: int, torch: bool):
+    """A new tensor (or array) of safetensors dtype `code` and `shape`, and its bytes as a
+    writable uint8 view for the loader to read into."""
+    shape = tuple(int(n) for n in shape)
+    if torch:
+        torch_module = _torch()
+        if torch_module is None:
+            try:
+                import torch as torch_module
+            except ImportError as exc:
+                raise ColabkitError(f"This checkpoint holds PyTorch tensors and torch cannot be imported here ({exc}): "
+                                  "install torch to restore it.") from None
+        dtype = getattr(torch_module, _TORCH_NAMES[code])
+        value = torch_module.empty(shape, dtype=dtype)
+        view = value.reshape(-1).view(torch_module.uint8).numpy()
+    else:
+        value = np.empty(shape, dtype=numpy_dtype(code))
+        view = value.reshape(-1).view(np.uint8)
+    if view.nbytes != nbytes:
+        raise ValueError(f"{code} of shape {list(shape)} is {view.nbytes} bytes, not {nbytes}")
+    return value, memoryview(view).cast("B")
+
+
+_TORCH_NAMES = {code: name.removeprefix("torch.") for name, code in TORCH_CODES.items()}
+
+
+def numpy_dtype(code: str) -> np.dtype:
+    name = {c: n for n, c in NUMPY_CODES.items()}[code]
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name)
 
 
 def needs_torch(structure: dict) -> bool:

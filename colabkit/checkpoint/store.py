@@ -3,12 +3,14 @@
 Layout under the store's root (`<storage>/checkpoints`; what is inside a folder is `codec`'s):
 
     step-<N>/                 a committed checkpoint: payload files, and the manifest written last
+    pool/                     the tensor bytes step folders point into (see pool)
     .tmp-step-<N>-<id>/       a commit in progress; never read, removed on the next start
 
 A commit writes every file into a temporary folder in the same directory (never the system temp
 dir: a rename across file systems is a copy), fsyncs each file and the manifest, fsyncs the folder,
 renames it to `step-<N>` (the commit point) and fsyncs the parent. A crash at any moment leaves
-either the old set of checkpoints or the new one. Retention runs only after the commit.
+either the old set of checkpoints or the new one. Retention runs only after the commit, and
+deletes the packs no kept checkpoint points into only after the folders that pointed into them.
 
 The store knows nothing of tensors, IPython or processes: `commit()` takes a function that writes
 the payload files and returns their records.
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ColabkitError
-from . import codec, durable
+from . import codec, durable, pool
 from .codec import CheckpointDamaged
 
 _REPLACED = re.compile(r"\.replaced-step-([0-9]+)-[0-9a-f]+")
@@ -46,7 +48,8 @@ class Checkpoint:
 
     @property
     def size(self) -> int:
-        return sum(f["size"] for f in self.manifest["files"].values())
+        """Everything it is made of, the packs it shares with other checkpoints included."""
+        return sum(record["size"] for _, _, record in codec.parts(self.path, self.manifest))
 
 
 def load(folder: Path) -> Checkpoint:
@@ -92,17 +95,18 @@ class CheckpointStore:
                     shutil.rmtree(entry, ignore_errors=True)
                 else:  # the crash came between the two renames of a replacement: undo the first
                     os.rename(entry, original)
+        pool.sweep(self.root)
 
     def commit(
         self,
         step: int,
-        write_payload: Callable[[Path], dict[str, durable.FileRecord]],
+        write_payload: Callable[[Path], codec.Written | dict[str, durable.FileRecord]],
         meta: dict,
         phase: Callable[[str], None] | None = None,
     ) -> Checkpoint:
         """Write a checkpoint for `step` and make it visible atomically.
 
-        `write_payload(folder)` writes the payload files (fsync'd) and returns their records.
+        `write_payload(folder)` writes the payload files and packs (fsync'd) and returns their records.
         `phase(name)` is called after each phase: "payload", "manifest", "synced", "renamed",
         "retained" (tests kill the writer there).
         """
@@ -138,16 +142,17 @@ class CheckpointStore:
     def apply_retention(self) -> list[Path]:
         """Delete all but the newest `keep` committed checkpoints; returns what was deleted."""
         deleted = []
-        for old in self._committed_folders()[self.keep:]:
+        for old in self.committed_folders()[self.keep:]:
             # Renamed out of the committed namespace first, so a half-deleted folder is never read.
             doomed = self.root / f".tmp-delete-{old.name}-{uuid.uuid4().hex[:12]}"
             os.rename(old, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
             deleted.append(old)
+        pool.collect(self.root)
         return deleted
 
     # -- reading ---------------------------------------------------------------------------
-    def _committed_folders(self) -> list[Path]:
+    def committed_folders(self) -> list[Path]:
         """Committed folders, newest step first."""
         if not self.root.is_dir():
             return []
@@ -156,7 +161,7 @@ class CheckpointStore:
     def list(self) -> list[Checkpoint]:
         """Committed checkpoints with a readable manifest, newest first (files not yet verified)."""
         found = []
-        for folder in self._committed_folders():
+        for folder in self.committed_folders():
             try:
                 found.append(load(folder))
             except CheckpointDamaged:
@@ -164,19 +169,13 @@ class CheckpointStore:
         return found
 
     def verify(self, checkpoint: Checkpoint) -> None:
-        """Raise CheckpointDamaged unless every file matches the manifest's size and sha256."""
-        for name, expected in checkpoint.manifest["files"].items():
-            path = checkpoint.path / name
-            if path.is_symlink():
-                raise CheckpointDamaged(f"{checkpoint.id}: {name} is a symbolic link, not followed.")
-            if not path.is_file():
-                raise CheckpointDamaged(f"{checkpoint.id}: {name} is missing.")
-            if path.stat().st_size != expected["size"]:
-                raise CheckpointDamaged(
-                    f"{checkpoint.id}: {name} is {path.stat().st_size} bytes, the manifest says "
-                    f"{expected['size']} (cut short or edited).")
-            if durable.hash_file(path).sha256 != expected["sha256"]:
-                raise CheckpointDamaged(f"{checkpoint.id}: {name} does not match its sha256 (damaged or edited).")
+        """Raise CheckpointDamaged unless every file and pack matches the manifest's size and hash
+        (a whole read; a restore verifies as it loads instead, see codec.read)."""
+        codec.check_sizes(checkpoint.path, checkpoint.manifest)
+        algorithm = codec.algorithm(checkpoint.manifest)
+        for name, path, expected in codec.parts(checkpoint.path, checkpoint.manifest):
+            if durable.hash_file(path, algorithm).hash != codec.expected_hash(checkpoint.manifest, expected):
+                raise CheckpointDamaged(f"{checkpoint.id}: {name} does not match its {algorithm} (damaged or edited).")
 
     def get(self, checkpoint_id: str) -> Checkpoint:
         folder = self.root / checkpoint_id
@@ -185,13 +184,10 @@ class CheckpointStore:
             raise ColabkitError(f"There is no checkpoint {checkpoint_id!r} in {self.root} (there are: {have}).")
         return load(folder)
 
-    def latest_valid(self, verify: bool = True, passed=frozenset()) -> tuple[Checkpoint | None, list[str]]:
-        """The newest checkpoint that verifies, and why each newer one was passed over (but those
-        in `passed`: folders already found not to decode)."""
+    def latest_valid(self, verify: bool = True) -> tuple[Checkpoint | None, list[str]]:
+        """The newest checkpoint that verifies, and why each newer one was passed over."""
         skipped = []
-        for folder in self._committed_folders():
-            if folder in passed:
-                continue
+        for folder in self.committed_folders():
             try:
                 checkpoint = load(folder)
                 if verify:

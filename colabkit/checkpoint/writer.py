@@ -2,8 +2,9 @@
 
 A writer thread would hold the GIL for much of each save and slow a GIL-bound training loop by
 30-45% while it writes; a separate process that reads the staged bytes from shared memory costs
-the loop a few percent. The training process copies its state into the buffer (the only stall)
-and sends a small job; the process serialises, hashes, fsyncs and commits through the store.
+the loop a few percent. The training process copies the tensors that changed into the buffer (the
+only stall) and sends a small job; the process hashes them, writes those the store's pool lacks,
+fsyncs and commits through the store.
 If the kernel is killed mid-save, the writer still finishes the commit, then exits.
 """
 
@@ -22,7 +23,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from . import codec
+from .changes import kept_hashes as _kept
 from .mirror import Mirror
+from .pool import Pool
 from .store import CheckpointStore
 
 
@@ -57,6 +60,7 @@ def serve(conn) -> None:
     os.nice(10)  # background work: on a 2-core Colab VM the training loop comes first
     buffer_id, mapped = None, None
     mirrors: dict[tuple[str, str], Mirror] = {}
+    pools: dict[str, Pool] = {}  # a store's pool index, kept between saves
     while True:
         try:
             job = conn.recv()
@@ -71,14 +75,23 @@ def serve(conn) -> None:
         payload: codec.Payload = job["payload"]
         try:
             data = memoryview(mapped)[: payload.data_size]
+            written = []
+            pool = pools.setdefault(job["root"], Pool(job["root"]))
+
+            def write(folder):
+                written.append(codec.write_payload(
+                    folder, pool, payload,
+                    lambda i: data[payload.places[i]:payload.places[i] + payload.sizes[i]]))
+                return written[0]
+
             try:
                 store = CheckpointStore(job["root"], job["keep"])
-                checkpoint = store.commit(payload.step, lambda folder: codec.write_payload(folder, payload, [data]),
-                                          payload.meta)
+                checkpoint = store.commit(payload.step, write, payload.meta)
             finally:
                 data.release()
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
-                      "seconds": time.perf_counter() - started, "bytes": checkpoint.size}
+                      "seconds": time.perf_counter() - started, "bytes": checkpoint.size,
+                      "hashes": _kept(checkpoint, written[0])}
             if job.get("mirror"):
                 key = (job["root"], job["mirror"])
                 if key not in mirrors:

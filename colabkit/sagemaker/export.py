@@ -282,7 +282,8 @@ def submit(export: Export, built: request.Plan, body: dict, estimate: pricing.Es
         checked = checker.submit(_valid_or_older, export) if export.checkpoint is not None else None
         archive = upload.source_archive(export.source.path, Path(temp) / "sourcedir.tar.gz")
         going = [archive, *export.drive_files] + (upload.files_in(export.checkpoint.path) if checked else [])
-        progress = upload.Progress(sum(path.stat().st_size for path in going), echo)
+        packs = upload.packs_of(export.checkpoint.path).values() if checked else ()
+        progress = upload.Progress(sum(path.stat().st_size for path in going) + sum(p["size"] for p in packs), echo)
         if checked is not None:  # first: a checkpoint holding a token stops the export before anything goes
             size = upload.put_checkpoint(s3, export.checkpoint.path, built.checkpoint_uri, export.secrets, progress)
             message, older = checked.result()

@@ -184,6 +184,7 @@ class TrainingJob:
         for name in newest_first(upload.subfolders(self.s3, stored, self.exists)):
             upload.inside(job_store.root, name, f"{stored}/{name}", self.exists)
             upload.get_prefix(self.s3, f"{stored}/{name}", job_store.root / name, self.exists)
+            upload.get_packs(self.s3, stored, job_store.root, job_store.root / name, self.exists)
             final, _ = job_store.latest_valid()  # the damaged ones downloaded before are skipped
             if final is not None:
                 for file in codec.read_manifest(final.path)["files"]:  # the names the copy writes

@@ -166,7 +166,7 @@ def run(request: dict, source: SourceFolder, checkpoints: CheckpointStore, base:
     job_store = CheckpointStore(storage.checkpoint_places(base / "checkpoints").root)
     latest, _ = checkpoints.latest_valid()
     if latest is not None:
-        shutil.copytree(latest.path, job_store.root / latest.id)
+        copy_checkpoint(latest.path, job_store)
         echo(f"[colabkit] the job starts from {latest.id}")
     started = time.monotonic()
     tail: list[str] = []

@@ -2,8 +2,9 @@
 under the job's checkpoint prefix (SageMaker copies it to /opt/ml/checkpoints before the job
 starts), and the Drive files the cells read, as an input channel.
 
-Large files go up as concurrent multipart uploads (s3transfer); a checkpoint's manifest goes
-last, so a checkpoint cut short on its way up is never taken for a whole one.
+Large files go up as concurrent multipart uploads (s3transfer); a checkpoint's packs (the tensor
+bytes in its store's pool, checkpoint/codec.py) go first, only those not under the prefix already,
+and its manifest last, so a checkpoint cut short on its way up is never taken for a whole one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..checkpoint import codec
 from ..checkpoint.codec import MANIFEST
 from ..errors import ColabkitError
 from ..units import format_bytes, format_clock
@@ -143,8 +145,60 @@ def put_checkpoint(s3, checkpoint_path: Path, checkpoint_uri: str, secret_values
     from .secrets import check_state
 
     check_state(checkpoint_path, secret_values)
-    return put_folder(s3, checkpoint_path, f"{checkpoint_uri}/{storage.CHECKPOINTS}/{Path(checkpoint_path).name}",
-                      last=MANIFEST, progress=progress)
+    stored = f"{checkpoint_uri}/{storage.CHECKPOINTS}"
+    sent = 0
+    for name, record in packs_of(checkpoint_path).items():
+        uri = f"{stored}/{codec.POOL}/{name}"
+        if _size(s3, uri) != record["size"]:  # a pack's name is its content's hash: one there already is this one
+            put_file(s3, codec.pack_path(Path(checkpoint_path).parent, name), uri, progress)
+            sent += record["size"]
+        elif progress is not None:
+            progress(record["size"])  # there already: counted as gone
+    return sent + put_folder(s3, checkpoint_path, f"{stored}/{Path(checkpoint_path).name}", last=MANIFEST,
+                             progress=progress)
+
+
+def packs_of(checkpoint_path: Path) -> dict[str, dict]:
+    """The packs a checkpoint points into: name -> its manifest record (size, hash)."""
+    return codec.read_manifest(Path(checkpoint_path)).get("packs", {})
+
+
+def _size(s3, uri: str) -> int | None:
+    """The size of the object at `uri`, or None when there is none."""
+    import botocore.exceptions
+
+    bucket, key = split_uri(uri)
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        with aws.errors(f"checking {uri}"):
+            raise
+
+
+def get_packs(s3, stored: str, store_root: Path, folder: Path, job: str | None = None) -> None:
+    """Download the packs the checkpoint in `folder` points at (from `stored`/pool, into the pool
+    of `store_root`) that are not there yet; a name that is not a pack's is refused before any."""
+    import botocore.exceptions
+
+    try:
+        packs = codec.read_manifest(folder).get("packs", {})
+    except codec.CheckpointDamaged:
+        return  # not whole: the store passes it over
+    bucket, prefix = split_uri(f"{stored.rstrip('/')}/{codec.POOL}/")
+    for name, record in packs.items():
+        target = codec.pack_path(store_root, name)
+        if target.is_file() and target.stat().st_size == record.get("size"):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with aws.errors(f"downloading s3://{bucket}/{prefix}{name}", job):
+            try:
+                s3.download_file(bucket, prefix + name, str(target), Config=transfer_config())
+            except botocore.exceptions.ClientError as exc:  # not synced (yet): passed over as incomplete
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    continue
+                raise
 
 
 def subfolders(s3, uri: str, job: str | None = None) -> list[str]:

@@ -6,7 +6,8 @@ usage: commit_loop.py ROOT MEGABYTES, then lines on stdin:
                         SIGKILLs itself right after that phase of its first commit.
   "reap PID"            wait for that child; the answer is the signal that ended it.
 The payload of step N is bytes derived from N alone, so a reader can tell old from new, bit for
-bit. Forking from one parent that has imported everything already makes a trial cost
+bit, beside a frozen tensor every step shares through the pool (so kills also land while
+retention deletes the packs only older steps used, and never the shared one). Forking from one parent that has imported everything already makes a trial cost
 milliseconds instead of a Python start.
 """
 
@@ -17,11 +18,16 @@ import sys
 import numpy as np
 
 from colabkit.checkpoint import codec
+from colabkit.checkpoint.pool import Pool
 from colabkit.checkpoint.store import CheckpointStore
 
 
 def payload(step: int, megabytes: int) -> np.ndarray:
     return np.random.default_rng(step).integers(0, 2**31, size=megabytes * (1 << 18), dtype=np.int32)
+
+
+def frozen(megabytes: int) -> np.ndarray:
+    return np.random.default_rng(10**9).integers(0, 2**31, size=megabytes * (1 << 18), dtype=np.int32)
 
 
 def commit_forever(root: str, step: int, megabytes: int, kill_after: str | None) -> None:
@@ -30,11 +36,15 @@ def commit_forever(root: str, step: int, megabytes: int, kill_after: str | None)
             os.kill(os.getpid(), signal.SIGKILL)
 
     store = CheckpointStore(root, keep=2)
+    pool = Pool(root)
+    base = frozen(megabytes)
     while True:
-        data = payload(step, megabytes)
-        header = codec.header_bytes([("x", "I32", data.shape, 0, data.nbytes)])
-        encoded = codec.Payload(step, header, data.nbytes, f'{{"step": {step}}}'.encode(), None, {"platform": "test"})
-        store.commit(step, lambda folder: codec.write_payload(folder, encoded, [data]), encoded.meta, phase=phase)
+        arrays = [payload(step, megabytes), base]
+        state = f'{{"structure": {{}}, "step": {step}, "position": 0}}'.encode()
+        encoded = codec.Payload(step, ["x", "base"], ["I32", "I32"], [a.shape for a in arrays],
+                                [a.nbytes for a in arrays], [0, 0], 0, state, None, {"platform": "test"})
+        store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
+                     encoded.meta, phase=phase)
         step += 1
 
 
