@@ -166,7 +166,8 @@ class History:
 
 
 def folder() -> Path:
-    return Path(tempfile.gettempdir()) / "colabkit"
+    """Not /tmp/colabkit: a kernel started in /tmp would take that folder for the package."""
+    return Path(tempfile.gettempdir()) / "colabkit-watch-history"
 
 
 def default_path(notebook: str, machine_start: float) -> Path:

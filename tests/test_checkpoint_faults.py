@@ -159,14 +159,22 @@ def rewrite(folder: Path, name: str, data: bytes) -> None:
     (folder / name).write_bytes(data)
     manifest = json.loads((folder / "manifest.json").read_text())
     record = durable.hash_file(folder / name)
-    manifest["files"][name] = {"size": record.size, "sha256": record.sha256}
+    manifest["files"][name] = {"size": record.size, "hash": record.hash}
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-CRAFTED_HEADER = b'{"w":{"dtype":"F64","shape":[1099511627776],"data_offsets":[0,32]}}'
+def crafted_index(folder: Path, shape: list[int], size: int) -> bytes:
+    """tensors.json with `w` given another shape and byte size, in the pack it was in."""
+    import json
+
+    index = json.loads((folder / "tensors.json").read_text())
+    for row in index["tensors"]:
+        if row[0] == "w":
+            row[2], row[5] = shape, size
+    return json.dumps(index).encode()
 
 
-@pytest.mark.parametrize("fault", ["crafted header", "deep state.json", "missing key"])
+@pytest.mark.parametrize("fault", ["8 TiB in the index", "a shape of other bytes", "deep state.json", "missing key"])
 def test_a_checkpoint_that_verifies_but_cant_be_decoded_is_passed_over_and_said_why(tmp_path, fault):
     from colabkit.checkpoint.checkpointer import restore
     from colabkit.checkpoint.store import stores_at
@@ -175,10 +183,12 @@ def test_a_checkpoint_that_verifies_but_cant_be_decoded_is_passed_over_and_said_
     root = tmp_path / "store"
     saved_steps(root)
     newest = root / "step-3"
-    if fault == "crafted header":
-        header = CRAFTED_HEADER + b" " * (-len(CRAFTED_HEADER) % 8)
-        rewrite(newest, "tensors.safetensors", len(header).to_bytes(8, "little") + header + bytes(32))
-        why = "cannot be read as safetensors"
+    if fault == "8 TiB in the index":  # shape and size agree: only the pack's size can refuse it
+        rewrite(newest, "tensors.json", crafted_index(newest, [2**40], 2**43))
+        why = "tensors.json places w outside the packs its manifest.json lists"
+    elif fault == "a shape of other bytes":  # refused before anything is allocated
+        rewrite(newest, "tensors.json", crafted_index(newest, [2**40], 32))
+        why = "tensors.json describes a tensor that can't be (F64 of shape [1099511627776] is not 32 bytes)"
     elif fault == "deep state.json":
         rewrite(newest, "state.json", b"[" * 50_000 + b"]" * 50_000)
         why = "state.json cannot be decoded (RecursionError"
@@ -212,7 +222,7 @@ def test_odd_names_links_and_a_manifest_of_another_step_are_not_loaded(tmp_path)
     shutil.copy(root / "step-2" / "state.json", root / "step-60" / "state.json")
     manifest = json.loads((root / "step-2" / "manifest.json").read_text())
     (root / "step-60" / "manifest.json").write_text(json.dumps({**manifest, "step": 60}))
-    (root / "step-60" / "tensors.safetensors").symlink_to(root / "step-2" / "tensors.safetensors")
+    (root / "step-60" / "tensors.json").symlink_to(root / "step-2" / "tensors.json")
     shutil.copytree(root / "step-1", root / "step-40")  # a rollback: step-1's manifest under a newer name
     store = CheckpointStore(root)
     assert [c.id for c in store.list()] == ["step-60", "step-2", "step-1"]  # a listing reads manifests only
@@ -221,7 +231,7 @@ def test_odd_names_links_and_a_manifest_of_another_step_are_not_loaded(tmp_path)
     assert restored.checkpoint.id == "step-2"
     notes = " ".join(restored.notes)
     assert "step-70 is a symbolic link, not followed" in notes
-    assert "step-60: tensors.safetensors is a symbolic link, not followed" in notes
+    assert "step-60: tensors.json is a symbolic link, not followed" in notes
     assert "step-40: its manifest is of step 1" in notes
 
 

@@ -281,12 +281,19 @@ def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
     try:
         index = json.loads(_verified(folder, document, TENSORS))
         packs = [pack_path(folder.parent, name) for name in index["packs"]]
+        # Each pack's size as the manifest records it (and check_sizes found it): no tensor may
+        # reach outside its pack, so an edited index can't make the loader allocate more than is there.
+        pack_sizes = [document.get("packs", {}).get(name, {}).get("size", -1) for name in index["packs"]]
         rows = sorted(index["tensors"], key=lambda row: (row[3], row[4]))  # pack by pack, in file order
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
     tensors, open_pack, handle = {}, None, None
     try:
         for key, dtype, shape, pack, offset, size, expected in rows:
+            if not all(isinstance(n, int) for n in (pack, offset, size)) or not 0 <= pack < len(packs) \
+                    or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
+                raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {key} outside the packs its "
+                                        f"{MANIFEST} lists (edited).")
             if pack != open_pack:
                 if handle is not None:
                     os.close(handle)
@@ -301,7 +308,7 @@ def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
             tensors[key] = value
     except FileNotFoundError as exc:
         raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
-    except (ValueError, TypeError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
+    except (ValueError, TypeError, KeyError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} describes a tensor that can't be ({exc}).") from None
     finally:
         if handle is not None:

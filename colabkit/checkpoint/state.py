@@ -22,8 +22,10 @@ torch is never imported here: a tensor can only exist if the user's code importe
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import random
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -286,6 +288,8 @@ def empty(code: str, shape, nbytes: int, torch: bool):
     """A new tensor (or array) of safetensors dtype `code` and `shape`, and its bytes as a
     writable uint8 view for the loader to read into."""
     shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape) or math.prod(shape) * itemsize(code) != nbytes:  # before any allocation
+        raise ValueError(f"{code} of shape {list(shape)} is not {nbytes} bytes")
     if torch:
         torch_module = _torch()
         if torch_module is None:
@@ -300,9 +304,14 @@ def empty(code: str, shape, nbytes: int, torch: bool):
     else:
         value = np.empty(shape, dtype=numpy_dtype(code))
         view = value.reshape(-1).view(np.uint8)
-    if view.nbytes != nbytes:
-        raise ValueError(f"{code} of shape {list(shape)} is {view.nbytes} bytes, not {nbytes}")
     return value, memoryview(view).cast("B")
+
+
+def itemsize(code: str) -> int:
+    """The bytes of one element of safetensors dtype `code` ("BF16": 2, "F8_E4M3": 1, "BOOL": 1)."""
+    if code not in NUMPY_CODES.values():
+        raise ValueError(f"{code!r} is not a dtype colabkit writes")
+    return 1 if code == "BOOL" else int(re.search(r"\d+", code).group()) // 8
 
 
 _TORCH_NAMES = {code: name.removeprefix("torch.") for name, code in TORCH_CODES.items()}
