@@ -167,7 +167,12 @@ class Nvml:
             log.debug("NVML: %s", message, exc_info=True)
 
     def _init(self):
-        self._tried = True
+        try:
+            self._start()
+        finally:
+            self._tried = True  # only now: while nvmlInit hangs, NVML is not known to be absent
+
+    def _start(self):
         try:
             import pynvml
         except ImportError:

@@ -186,6 +186,8 @@ def test_a_hung_nvml_call_never_holds_up_a_sample_and_is_said(nvml, fn):
     # The rest of the machine is read; the GPU part says the driver is not answering, and in what.
     assert sample.ram_total and sample.disks and sample.gpus == ()
     assert sample.gpu_status.startswith("waiting on the NVIDIA driver: no GPU reading yet") and fn in sample.gpu_status
+    again = sampler.read()  # still waiting on the same call, never taken for "no GPU"
+    assert again.gpu_status.startswith("waiting on the NVIDIA driver: no GPU reading yet") and fn in again.gpu_status
     started = time.monotonic()
     said = sampler.close()
     assert time.monotonic() - started < LIMIT
