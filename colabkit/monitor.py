@@ -141,19 +141,27 @@ def active() -> Monitor | None:
     return runtimes.current().watch
 
 
+ONCE_GPU_WAIT = 3.0  # seconds `%gpuwatch --once` waits for the GPU (nvmlInit alone can take a second or two)
+
+
 def reading(tier: str | None = None) -> str:
-    """One text reading of the machine now (`%gpuwatch --once`)."""
+    """One text reading of the machine now (`%gpuwatch --once`). The GPU part waits at most
+    ONCE_GPU_WAIT seconds; past that the rest is printed, and the missing GPU reading said."""
     from .telemetry import Sampler
     from .views.render import text_line
 
     runtime = runtimes.current()
     if runtime.watch is not None and runtime.watch.watcher.latest is not None:
-        sample = runtime.watch.watcher.latest
-    else:
-        sampler = Sampler(disk_paths=runtime.disk_paths)
-        time.sleep(0.2)  # CPU % is measured between two calls: give it something to measure
-        sample = sampler.read()
-    return text_line(sample, current_platform(tier))
+        return text_line(runtime.watch.watcher.latest, current_platform(tier))
+    sampler = Sampler(disk_paths=runtime.disk_paths)
+    time.sleep(0.2)  # CPU % is measured between two calls: give it something to measure
+    sample = sampler.read(gpu_wait=ONCE_GPU_WAIT)
+    line = text_line(sample, current_platform(tier))
+    stuck = sampler.close()
+    if stuck:
+        line += (f"\ncolabkit: the GPU reading did not come in time (waited {ONCE_GPU_WAIT:.0f} s); the rest is "
+                 f"above. {stuck[0].upper()}{stuck[1:]}")
+    return line
 
 
 def info(tier: str | None = None, idle: str | float | None = None) -> str:

@@ -3,12 +3,15 @@
 A reading that can't be had is None ("n/a" on screen), never an exception: the sampler runs in a
 background thread beside the user's training and must not break it. NVML (nvidia-ml-py) is
 initialised once, on the first reading; without a GPU or a driver every sample says "no NVIDIA GPU".
+NVML calls run on a thread of their own (GpuReader): a driver that hangs costs a sample at most
+GPU_WAIT seconds, and the sample says the driver is not answering.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Callable
 import psutil
 
 NO_GPU = "no NVIDIA GPU"
+GPU_WAIT = 0.5  # seconds a sample waits for NVML; past that it goes on without GPU rows, saying why
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +153,12 @@ class Nvml:
         self._tried = False
         self._process_names: dict[int, str | None] = {}
         self._logged: set[tuple] = set()
+        self.calling: str | None = None  # the NVML function being called now: what a hang is named by
+
+    @property
+    def absent(self) -> bool:
+        """NVML was tried and is not there: no call can reach a driver, so none can hang."""
+        return self._tried and self._nvml is None
 
     def _problem(self, kind: tuple, message: str) -> None:
         """Log an NVML problem once per kind (debug): "no GPU" and "NVML broken" read differently."""
@@ -157,13 +167,19 @@ class Nvml:
             log.debug("NVML: %s", message, exc_info=True)
 
     def _init(self):
-        self._tried = True
+        try:
+            self._start()
+        finally:
+            self._tried = True  # only now: while nvmlInit hangs, NVML is not known to be absent
+
+    def _start(self):
         try:
             import pynvml
         except ImportError:
             self._problem(("import",), "nvidia-ml-py is not installed: no GPU readings")
             return
         try:
+            self.calling = "nvmlInit"
             pynvml.nvmlInit()
             self._nvml = pynvml
         except pynvml.NVMLError as exc:  # LibraryNotFound, DriverNotLoaded: "no GPU here"; others: broken
@@ -189,6 +205,7 @@ class Nvml:
 
     def _call(self, fn, *args):
         """One NVML field: its value, or None for any NVML error (NotSupported, GpuIsLost, ...)."""
+        self.calling = fn.__name__
         try:
             return fn(*args)
         except self._nvml.NVMLError as exc:
@@ -261,6 +278,78 @@ class Nvml:
         return tuple(instances)
 
 
+class GpuReader:
+    """Nvml.read() on a daemon thread of its own, so a driver that hangs (in nvmlInit or any query)
+    never holds up a sample, a cell or a stop: Python can't interrupt a thread inside a C call, so
+    nothing else may wait on one for long. One read is in flight at a time; a sample waits for it at
+    most `wait` seconds and otherwise goes on without GPU rows, its gpu_status saying for how long
+    the driver has not answered and in which call."""
+
+    def __init__(self, nvml: Nvml):
+        self.nvml = nvml
+        self._flight: _Flight | None = None  # the read not yet taken
+        self._last: threading.Thread | None = None  # the latest read's thread, for close()
+        self._answered_at: float | None = None  # time.time() of the last reading that came in
+
+    def read(self, wait: float) -> tuple[tuple[GpuReading, ...], str]:
+        if self.nvml.absent:
+            return (), NO_GPU
+        if self._flight is None:
+            self._flight = _Flight(self.nvml)
+            self._last = self._flight.thread
+        flight = self._flight
+        if not flight.done.wait(wait):
+            return (), self._not_answering(flight)
+        self._flight = None
+        self._answered_at = time.time()
+        return flight.result
+
+    def _not_answering(self, flight: "_Flight") -> str:
+        call = self.nvml.calling or "NVML"
+        if self._answered_at is None:
+            return (f"waiting on the NVIDIA driver: no GPU reading yet ({call} has not returned after "
+                    f"{_seconds(time.time() - flight.started)})")
+        return (f"GPU readings stopped {_seconds(time.time() - self._answered_at)} ago: the NVIDIA driver is not "
+                f"answering ({call} has not returned)")
+
+    def close(self, timeout: float = 0.2) -> str | None:
+        """Give the last read `timeout` seconds to end. One still inside the driver is left to its
+        daemon thread, which ends when the driver answers (or with the kernel): returns a sentence
+        that says so, for the person, else None."""
+        thread = self._last
+        if thread is None:
+            return None
+        thread.join(timeout)
+        if not thread.is_alive():
+            return None
+        return (f"a GPU reading is still waiting inside the NVIDIA driver ({self.nvml.calling or 'NVML'} has not "
+                "returned): the driver is not answering. Its thread (colabkit-nvml, a daemon) is left to end "
+                "when the driver answers, or with the kernel; nothing else waits on it.")
+
+
+class _Flight:
+    """One Nvml.read() on its own daemon thread; `done` is set when it has a result."""
+
+    def __init__(self, nvml: Nvml):
+        self.started = time.time()
+        self.done = threading.Event()
+        self.result: tuple[tuple[GpuReading, ...], str] = ((), NO_GPU)
+        self.thread = threading.Thread(target=self._run, args=(nvml,), name="colabkit-nvml", daemon=True)
+        self.thread.start()
+
+    def _run(self, nvml: Nvml) -> None:
+        try:
+            self.result = nvml.read()
+        except Exception:  # Nvml.read catches NVML's errors; anything else is a bug, not a reason to hang
+            log.exception("colabkit: the GPU reading failed")
+        finally:
+            self.done.set()
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
 def _text(value) -> str | None:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
@@ -281,19 +370,21 @@ class Sampler:
     nvml: Nvml = field(default_factory=Nvml)
 
     def __post_init__(self):
+        self._gpus = GpuReader(self.nvml)
         psutil.cpu_percent(None)  # the first call only sets the baseline for the next
         self._kernel = psutil.Process()
         self._kernel.cpu_percent(None)
         self._cores = psutil.cpu_count() or 1
 
-    def read(self) -> Sample:
+    def read(self, gpu_wait: float = GPU_WAIT) -> Sample:
+        """A reading now; the GPU part waits at most `gpu_wait` seconds for the driver."""
         ram_used, ram_total, limited_by = _ram(self.cgroup)
         try:
             swap = psutil.swap_memory()
             swap_used, swap_total = swap.used, swap.total
         except (OSError, RuntimeError):
             swap_used = swap_total = None
-        gpus, gpu_status = self.nvml.read()
+        gpus, gpu_status = self._gpus.read(gpu_wait)
         return Sample(
             time=time.time(),
             cpu_percent=psutil.cpu_percent(None),
@@ -307,6 +398,10 @@ class Sampler:
             gpu_status=gpu_status,
             **self._kernel_share(),
         )
+
+    def close(self) -> str | None:
+        """End the sampler's GPU reading thread; a sentence for the person when one is stuck in the driver."""
+        return self._gpus.close()
 
     def _kernel_share(self) -> dict:
         try:

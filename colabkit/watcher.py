@@ -2,6 +2,8 @@
 
 Views subscribe to samples and alerts (the kernel's Events pass alerts on to everyone else); the
 watcher knows none of them. Subscribers run on the watcher's thread and must return quickly.
+Every reading, the first included, is taken on that thread: a cell waits for the first at most
+FIRST_READING_WAIT seconds, and a stop at most STOP_WAIT, whatever a driver or a disk does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from .errors import say
 from .history import History
 from .platform import Platform
 from .telemetry import Sample, Sampler
@@ -78,6 +81,8 @@ class Condition:
 
 
 CLEARED_SHOWN = 300.0  # seconds a cleared alert stays (dimmed) in the banner
+FIRST_READING_WAIT = 1.0  # seconds start() waits for the first reading, so a view has one to show
+STOP_WAIT = 1.0  # seconds stop() waits for the watcher's thread to end its tick
 
 
 def gpu_key(index: str) -> str:
@@ -407,6 +412,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._first_reading = threading.Event()  # set once the first tick has ended, well or not
         self._sample_subscribers: list = []
         self._alert_subscribers: list = []
         self._status = status or (lambda: [])  # the lines others add to the panel (the checkpoint's)
@@ -421,16 +427,29 @@ class Watcher:
     def start(self) -> "Watcher":
         if self._thread is not None:
             return self
-        self.tick()  # a first reading at once, so a view has something to show
         self._thread = threading.Thread(target=self._run, name="colabkit-watcher", daemon=True)
         self._thread.start()
+        # The first reading is the thread's: a view has it to show when it comes in time, and says
+        # it is waiting when it does not (a hung driver, a hung disk).
+        self._first_reading.wait(FIRST_READING_WAIT)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Stop sampling; returns within `timeout` (and the sampler's short wait). A thread stuck
+        in a reading is left as a daemon, and said."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        self._thread = None
+        thread, self._thread = self._thread, None
+        stuck = []
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                stuck.append("its thread (colabkit-watcher, a daemon) is still inside a reading and is left to "
+                             "end on its own")
+        gpu = self.sampler.close()  # its GPU reading thread
+        if gpu:
+            stuck.append(gpu)
+        if stuck:
+            say("the watch stopped, but " + "; ".join(stuck))
         if self.stopped_at is None:
             self.stopped_at = time.time()
             self.history.save()
@@ -444,16 +463,17 @@ class Watcher:
         # while, and waiting a full interval after each one would drift far from the interval.
         next_at = time.monotonic()
         while True:
+            try:
+                self.tick()
+            except Exception:  # never let a bad reading end the watching
+                log.exception("colabkit watcher: a sample failed")
+            self._first_reading.set()
             next_at += self.interval
             delay = next_at - time.monotonic()
             if delay < 0:  # fell behind: take the next reading now, without a burst to catch up
                 next_at, delay = time.monotonic(), 0
             if self._stop.wait(delay):
                 return
-            try:
-                self.tick()
-            except Exception:  # never let a bad reading end the watching
-                log.exception("colabkit watcher: a sample failed")
 
     # -- sampling --------------------------------------------------------------------------
     def tick(self) -> Sample:

@@ -1,6 +1,7 @@
 """The magics in a real IPython shell, as a user types them."""
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -155,6 +156,77 @@ def test_terminal_ipython_gets_plain_text(tmp_path):
     assert len(lines) >= 3, out.stdout + out.stderr
     assert all("CPU" in line and "RAM" in line for line in lines)
     assert "colabkit: watch stopped." in out.stdout
+
+
+HANG = 30.0  # seconds a hung NVML call sleeps: far beyond every limit below
+LIMIT = 2.0  # a generous limit for a cell that must not wait on the driver (it waits 0.5 s at most)
+
+
+def timed(shell, line):
+    started = time.monotonic()
+    result, out = run(shell, line)
+    return time.monotonic() - started, result, out
+
+
+def served_parts(watch) -> dict:
+    """The panel's parts as the Colab page polls them, over HTTP."""
+    import http.client
+    import json
+
+    server = watch.view.server
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        connection.request("GET", f"/parts?token={server.token}")
+        return dict(json.loads(connection.getresponse().read())["parts"])
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("fn", ["nvmlInit", "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo"])
+def test_a_hung_nvml_call_never_blocks_a_cell(shell, nvml, fn):
+    from fake_nvml import FakeGpu
+
+    nvml.install([FakeGpu()], hangs={fn: HANG})
+    took, result, _ = timed(shell, "%gpuwatch --view colab --interval 0.2")
+    assert result.success and took < LIMIT
+    gpu = served_parts(monitor.active())["gpu-none"]  # the panel has the rest, and says what it waits on
+    assert "waiting on the NVIDIA driver: no GPU reading yet" in gpu and fn in gpu
+    took, result, _ = timed(shell, "%gpuwatch --view colab --interval 0.2")  # a re-run replaces the watch
+    assert result.success and took < LIMIT
+    took, result, out = timed(shell, "%gpuwatch stop")
+    assert result.success and took < LIMIT
+    assert "colabkit: watch stopped." in out.stdout
+    assert f"the watch stopped, but a GPU reading is still waiting inside the NVIDIA driver ({fn}" in out.stderr
+    took, result, out = timed(shell, "%gpuwatch --once")
+    assert result.success and took < monitor.ONCE_GPU_WAIT + LIMIT
+    assert "RAM" in out.stdout and "CPU" in out.stdout  # what is known, and that the GPU's reading did not come
+    assert "GPU: waiting on the NVIDIA driver" in out.stdout and "the GPU reading did not come in time" in out.stdout
+    run(shell, "%gpuwatch --view colab --interval 0.2")
+    started = time.monotonic()
+    shell.run_line_magic("unload_ext", "colabkit")
+    assert time.monotonic() - started < LIMIT
+    stuck = [t for t in threading.enumerate() if t.name.startswith("colabkit")]
+    assert stuck and all(t.name == "colabkit-nvml" and t.daemon for t in stuck)  # only the driver's, said above
+    shell.run_line_magic("load_ext", "colabkit")
+
+
+def test_readings_stuck_in_the_driver_are_reported_in_the_panel(shell, nvml):
+    from fake_nvml import FakeGpu
+
+    fake = nvml.install([FakeGpu()])
+    run(shell, "%gpuwatch --view colab --interval 0.2")
+    watch = monitor.active()
+    assert "gpu0-mem" in served_parts(watch)
+    fake.hangs["nvmlDeviceGetMemoryInfo"] = HANG  # the driver stops answering mid-session
+    deadline = time.monotonic() + 5
+    while "gpu-none" not in (parts := served_parts(watch)):
+        assert time.monotonic() < deadline, "the panel never said the GPU readings stopped"
+        time.sleep(0.1)
+    assert re.search(r"GPU readings stopped [0-9.]+ s ago: the NVIDIA driver is not answering "
+                     r"\(nvmlDeviceGetMemoryInfo has not returned\)", parts["gpu-none"]), parts["gpu-none"]
+    assert "GPU driver not answering" in parts["compact"]  # the pinned one-line reading says it too
+    took, result, _ = timed(shell, "%gpuwatch stop")
+    assert result.success and took < LIMIT
 
 
 @pytest.mark.parametrize("line,says", [

@@ -1,3 +1,5 @@
+import re
+
 import pynvml
 import pytest
 
@@ -160,3 +162,54 @@ def test_no_gpu_and_a_broken_nvml_are_told_apart_in_the_debug_log(nvml, caplog, 
     assert reader.read() == ((), NO_GPU) and reader.read() == ((), NO_GPU)
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == 1 and logged[0].startswith(f"NVML: {said}: nvmlInit failed"), logged
+
+
+HANG = 30.0  # seconds a hung NVML call sleeps: far beyond every limit the tests allow
+LIMIT = 2.0  # a generous limit for what must not wait on the driver (it takes GPU_WAIT, 0.5 s)
+
+
+def _nvml_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "colabkit-nvml"]
+
+
+@pytest.mark.parametrize("fn", ["nvmlInit", "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo"])
+def test_a_hung_nvml_call_never_holds_up_a_sample_and_is_said(nvml, fn):
+    import time
+
+    nvml.install([FakeGpu()], hangs={fn: HANG})
+    sampler = Sampler()
+    started = time.monotonic()
+    sample = sampler.read()
+    assert time.monotonic() - started < LIMIT
+    # The rest of the machine is read; the GPU part says the driver is not answering, and in what.
+    assert sample.ram_total and sample.disks and sample.gpus == ()
+    assert sample.gpu_status.startswith("waiting on the NVIDIA driver: no GPU reading yet") and fn in sample.gpu_status
+    again = sampler.read()  # still waiting on the same call, never taken for "no GPU"
+    assert again.gpu_status.startswith("waiting on the NVIDIA driver: no GPU reading yet") and fn in again.gpu_status
+    started = time.monotonic()
+    said = sampler.close()
+    assert time.monotonic() - started < LIMIT
+    assert f"still waiting inside the NVIDIA driver ({fn} has not returned)" in said and "daemon" in said
+    (stuck,) = _nvml_threads()  # left inside the driver, and a daemon: it can't keep the kernel from exiting
+    assert stuck.daemon
+
+
+def test_readings_that_stop_say_since_when_and_come_back_when_the_driver_answers(nvml):
+    import time
+
+    fake = nvml.install([FakeGpu()])
+    sampler = Sampler()
+    assert sampler.read().gpu_status == "ok"
+    fake.hangs["nvmlDeviceGetUtilizationRates"] = 1.5  # a driver that answers again after 1.5 s
+    first, second = sampler.read(), sampler.read()  # one read in flight: the second waits on the same one
+    assert first.gpus == second.gpus == ()
+    assert re.fullmatch(r"GPU readings stopped 1\.\d s ago: the NVIDIA driver is not answering "
+                        r"\(nvmlDeviceGetUtilizationRates has not returned\)", second.gpu_status), second.gpu_status
+    assert fake.calls["nvmlDeviceGetUtilizationRates"] == 2  # the first, and the one still in the driver
+    deadline = time.monotonic() + LIMIT
+    while (sample := sampler.read()).gpu_status != "ok":
+        assert time.monotonic() < deadline, sample.gpu_status
+    assert sample.gpus[0].utilization == 37
+    assert sampler.close() is None and not _nvml_threads()

@@ -25,6 +25,9 @@ class Script:
     def read(self):
         return self.samples.pop(0) if len(self.samples) > 1 else self.samples[0]
 
+    def close(self):
+        return None
+
 
 def colab(start):
     return p.Platform(p.COLAB, p.COLAB_FREE_CAP, "Colab FAQ", None, start, tier="free")
@@ -99,6 +102,43 @@ def test_thread_samples_at_its_interval_and_stops():
     n = len(count)
     time.sleep(0.2)
     assert len(count) == n
+
+
+class Hung(Script):
+    """A sampler whose reading does not return until released (a disk on a hung mount, a driver)."""
+
+    def __init__(self):
+        super().__init__([sample()])
+        self.released = threading.Event()
+
+    def read(self):
+        self.released.wait(30)
+        return super().read()
+
+
+def test_a_reading_that_hangs_holds_up_neither_start_nor_stop_and_the_stop_says_so(capsys):
+    from colabkit.views import render
+    from colabkit.watcher import FIRST_READING_WAIT, STOP_WAIT
+
+    hung = Hung()
+    w = Watcher(interval=0.1, sampler=hung)
+    try:
+        started = time.monotonic()
+        w.start()  # the first reading is the watcher thread's, not the cell's
+        assert time.monotonic() - started < FIRST_READING_WAIT + 1
+        assert w.latest is None and "waiting for the first reading" in render.parts(w)[0][1]
+        started = time.monotonic()
+        w.stop()
+        assert time.monotonic() - started < STOP_WAIT + 1
+        assert ("the watch stopped, but its thread (colabkit-watcher, a daemon) is still inside a reading"
+                in capsys.readouterr().err)
+        hung.released.set()  # the reading comes at last: the thread ends, with no tick after the stop
+        stuck = [t for t in threading.enumerate() if t.name == "colabkit-watcher"]
+        for thread in stuck:
+            thread.join(5)
+            assert not thread.is_alive()
+    finally:
+        hung.released.set()
 
 
 def test_a_failing_subscriber_does_not_stop_the_others(caplog):

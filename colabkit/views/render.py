@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict
 
 from ..platform import Platform
-from ..telemetry import GpuReading, Sample, fraction
+from ..telemetry import NO_GPU, GpuReading, Sample, fraction
 from ..units import format_bytes, format_duration
 from ..watcher import Alert, CellUsage, Condition, Now, Peaks, Thresholds, Watcher, gpu_key
 from . import chart
@@ -326,6 +326,8 @@ def compact_line(sample: Sample, platform: Platform | None = None, conditions: l
                                              f"{_pct(gpu.memory_fraction)}"))
         if gpu.utilization is not None:
             fields.append((5, f"util {gpu.utilization:.0f}%"))
+    if not sample.gpus and sample.gpu_status != NO_GPU:  # a GPU whose driver is not answering
+        fields.append((1, "GPU driver not answering"))
     fields.append((1, f"RAM {_short(sample.ram_used, sample.ram_total)} {_pct(sample.ram_fraction)}"))
     cpu = "n/a" if sample.cpu_percent is None else f"{sample.cpu_percent:.0f}%"
     fields.append((3, f"CPU {cpu}"))

@@ -4,10 +4,15 @@
 Errors are the real pynvml exception classes, raised the way the real binding raises them
 (`pynvml.NVMLError(code)` builds the matching subclass), per function and per device, so
 NotSupported, GpuIsLost, FunctionNotFound and the rest reach colabkit exactly as on a real driver.
+`hangs` makes a call sleep first, as a driver that stops answering does (a GPU falling off the
+bus, a wedged kernel module): the call blocks in the caller's thread, then answers. `uninstall()`
+ends every sleep and waits for the sleepers to finish their reading against this fake, so a hung
+call never outlives its test nor reaches the next test's fake.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -36,14 +41,20 @@ class FakeGpu:
 class FakeNvml:
     """The state behind the patched functions; `calls` counts each function's calls."""
 
-    def __init__(self, gpus: list[FakeGpu], init_error: int | None = None):
+    def __init__(self, gpus: list[FakeGpu], init_error: int | None = None, hangs: dict[str, float] | None = None):
         self.gpus = gpus
         self.init_error = init_error
+        self.hangs = dict(hangs or {})  # pynvml function name -> seconds it sleeps before answering
+        self.released = threading.Event()  # set by uninstall(): every sleep ends
+        self.sleepers: list[threading.Thread] = []
         self.calls: dict[str, int] = {}
         self.initialized = False
 
     def _check(self, fn: str, gpu: FakeGpu | None = None):
         self.calls[fn] = self.calls.get(fn, 0) + 1
+        if fn in self.hangs:
+            self.sleepers.append(threading.current_thread())
+            self.released.wait(self.hangs[fn])
         if fn != "nvmlInit" and not self.initialized:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
         if gpu is not None:
@@ -140,11 +151,13 @@ class FakeNvml:
 
 PATCHED = [name for name in vars(FakeNvml) if name.startswith("nvml")]
 _originals: dict[str, object] = {}
+_installed: list[FakeNvml] = []
 
 
-def install(gpus: list[FakeGpu], init_error: int | None = None) -> FakeNvml:
+def install(gpus: list[FakeGpu], init_error: int | None = None, hangs: dict[str, float] | None = None) -> FakeNvml:
     """Point pynvml's functions at a fake with these GPUs; `uninstall()` puts the real ones back."""
-    fake = FakeNvml(gpus, init_error)
+    fake = FakeNvml(gpus, init_error, hangs)
+    _installed.append(fake)
     for name in PATCHED:
         _originals.setdefault(name, getattr(pynvml, name))
         setattr(pynvml, name, getattr(fake, name))
@@ -152,6 +165,13 @@ def install(gpus: list[FakeGpu], init_error: int | None = None) -> FakeNvml:
 
 
 def uninstall() -> None:
+    for fake in _installed:
+        fake.released.set()
+    for fake in _installed:
+        for thread in fake.sleepers:
+            if thread is not threading.current_thread():
+                thread.join(5)
+    _installed.clear()
     for name, original in _originals.items():
         setattr(pynvml, name, original)
     _originals.clear()
