@@ -1,78 +1,49 @@
 """A training run killed mid-loop (SIGKILL of the kernel, as Colab does) resumes exactly."""
 
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
-from nbformat.v4 import new_code_cell, new_notebook
+from helpers.kernels import execute
 
 pytestmark = pytest.mark.kernel
 
 EPOCHS = 12
 
 
-def training_notebook(store: Path, progress: Path, final: Path, pause: float):
-    return new_notebook(cells=[
-        new_code_cell("%load_ext colabkit"),
-        new_code_cell("import time, torch, colabkit\n"
-                      "torch.manual_seed(0)\n"
-                      "model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))\n"
-                      "opt = torch.optim.Adam(model.parameters(), lr=1e-3)\n"
-                      "data, target = torch.randn(256, 16), torch.randn(256, 1)"),
-        new_code_cell(f"%checkpoint every 1 steps model opt --to {store}"),
-        new_code_cell(f"for epoch in colabkit.resumable(range({EPOCHS})):\n"
-                      "    idx = torch.randperm(256)[:64]  # the random stream matters\n"
-                      "    loss = torch.nn.functional.mse_loss(model(data[idx]), target[idx])\n"
-                      "    opt.zero_grad(); loss.backward(); opt.step()\n"
-                      f"    open({str(progress)!r}, 'a').write(f'{{epoch}}\\n')\n"
-                      f"    time.sleep({pause})"),
-        new_code_cell(f"torch.save({{'model': model.state_dict(), 'opt': opt.state_dict(), 'next': torch.rand(5)}}, {str(final)!r})"),
-    ])
-
-
-def run(nb, cwd, kill_after_lines: int | None = None, progress: Path | None = None):
-    client = NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
-    killed = []
-
-    def killer():
-        while client.km is None or not client.km.has_kernel:
-            time.sleep(0.05)
-        pid = client.km.provisioner.process.pid
-        while not progress.exists() or len(progress.read_text().splitlines()) < kill_after_lines:
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    if kill_after_lines is not None:
-        threading.Thread(target=killer, daemon=True).start()
-        with pytest.raises(DeadKernelError):
-            client.execute()
-        assert killed
-    else:
-        client.execute()
-    return nb
+def training_cells(store: Path, progress: Path, final: Path, pause: float) -> list[str]:
+    return [
+        "%load_ext colabkit",
+        "import time, torch, colabkit\n"
+        "torch.manual_seed(0)\n"
+        "model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))\n"
+        "opt = torch.optim.Adam(model.parameters(), lr=1e-3)\n"
+        "data, target = torch.randn(256, 16), torch.randn(256, 1)",
+        f"%checkpoint every 1 steps model opt --to {store}",
+        f"for epoch in colabkit.resumable(range({EPOCHS})):\n"
+        "    idx = torch.randperm(256)[:64]  # the random stream matters\n"
+        "    loss = torch.nn.functional.mse_loss(model(data[idx]), target[idx])\n"
+        "    opt.zero_grad(); loss.backward(); opt.step()\n"
+        f"    open({str(progress)!r}, 'a').write(f'{{epoch}}\\n')\n"
+        f"    time.sleep({pause})",
+        f"torch.save({{'model': model.state_dict(), 'opt': opt.state_dict(), 'next': torch.rand(5)}}, {str(final)!r})",
+    ]
 
 
 def test_a_killed_run_resumes_with_identical_weights_optimizer_and_random_stream(tmp_path):
     reference = tmp_path / "reference"
     reference.mkdir()
-    run(training_notebook(reference / "store", reference / "progress", reference / "final.pt", 0.0), reference)
+    execute(training_cells(reference / "store", reference / "progress", reference / "final.pt", 0.0), reference)
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     progress = resumed / "progress"
-    nb = training_notebook(resumed / "store", progress, resumed / "final.pt", 0.3)
-    run(nb, resumed, kill_after_lines=6, progress=progress)
+    execute(training_cells(resumed / "store", progress, resumed / "final.pt", 0.3), resumed, kill_after=6,
+            progress=progress)
     done_before_kill = len(progress.read_text().splitlines())
     assert 6 <= done_before_kill < EPOCHS and not (resumed / "final.pt").exists()
 
-    nb = run(training_notebook(resumed / "store", progress, resumed / "final.pt", 0.0), resumed)
+    nb = execute(training_cells(resumed / "store", progress, resumed / "final.pt", 0.0), resumed)
     loop_output = "".join(o.get("text", "") for o in nb.cells[3].outputs)
     assert "resumed from step-" in loop_output
     epochs_run = [int(line) for line in progress.read_text().splitlines()]

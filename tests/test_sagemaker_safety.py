@@ -11,21 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import run
 from IPython.core.error import UsageError
+from test_sagemaker_submit import TRAIN, cells
 
 from colabkit.errors import ColabkitError
 from colabkit.sagemaker import capture, export, job_secrets
-
-TRAIN = [
-    "import numpy as np, colabkit\nw = np.zeros(8, dtype=np.float32)",
-    "%checkpoint every 1 steps w",
-    "for i in colabkit.resumable(range(4)):\n    w += 1",
-]
-
-
-def cells(ip, sources):
-    for source in sources:
-        result = ip.run_cell(source, store_history=True)
-        assert result.success, result.error_in_exec or result.error_before_exec
 
 
 def submitted(shell, line="%to_sagemaker ml.g5.xlarge"):
