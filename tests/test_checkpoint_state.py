@@ -203,3 +203,41 @@ def test_saves_below_the_kept_steps_never_point_at_a_checkpoint_retention_took(t
             with torch.no_grad():
                 model.weight.add_(1)  # from now on unlike anything a kept checkpoint holds
     ck.close()
+
+
+def test_many_small_tensors_restore_exactly_each_into_its_own_memory_and_a_damaged_one_is_named(tmp_path):
+    """A restore reads runs of tensors with one read each: across several runs (more tensors than
+    one read may fill), odd offsets (a bool before a float), empty tensors and tensors of the same
+    bytes (stored once), every tensor comes back exact and in memory of its own; a byte changed in
+    a later run, or a pack cut short in the middle of one, is refused naming the tensor."""
+    from colabkit.checkpoint import codec
+
+    torch.manual_seed(0)
+    saved = {}
+    for i in range(2500):
+        saved[f"t{i}"] = [torch.randn(3), torch.ones(3, dtype=torch.bool)[: i % 3], torch.zeros(2, 2),
+                          torch.arange(i % 5, dtype=torch.int16)][i % 4]
+    ck = Checkpointer(to=tmp_path, stats=saved)
+    ck.save(wait=True)
+    ck.close()
+    namespace = {}
+    Checkpointer(to=tmp_path).restore(namespace=namespace)
+    restored = namespace["stats"]
+    assert states_equal(restored, saved)
+    restored["t2"].add_(1)  # the zeros stored once: each restored copy is its own
+    assert torch.equal(restored["t6"], torch.zeros(2, 2)) and torch.equal(restored["t2"], torch.ones(2, 2))
+
+    folder = next(tmp_path.glob("step-*"))
+    rows = {row[0]: row for row in __import__("json").loads((folder / codec.TENSORS).read_text())["tensors"]}
+    _, _, _, pack, offset, size, _ = rows["stats.t2400"]
+    (pack_file,) = (tmp_path / codec.POOL).glob("*.pack")
+    data = bytearray(pack_file.read_bytes())
+    data[offset] ^= 1
+    pack_file.write_bytes(bytes(data))
+    manifest = codec.read_manifest(folder)
+    with pytest.raises(codec.CheckpointDamaged, match=r"stats\.t2400"):
+        codec.read(folder, trust=False, document=manifest)
+    data[offset] ^= 1
+    pack_file.write_bytes(bytes(data[:offset + size // 2]))  # cut short after the sizes were checked
+    with pytest.raises(codec.CheckpointDamaged, match=r"ends before stats\.t2400's bytes"):
+        codec._read_tensors(folder, manifest, torch=True)

@@ -20,9 +20,9 @@ from . import durable, state
 ALIGN = 64  # staged tensors start at multiples of this in the staging buffer
 
 
-def _token(value):
+def _token(value, tensor_type):
     """What identifies a CPU tensor's memory and its writes; None when there is nothing to trust."""
-    if not state.is_tensor(value) or value.device.type != "cpu" or not value.is_contiguous():
+    if not isinstance(value, tensor_type) or not value.is_cpu or not value.is_contiguous():
         return None
     return value.data_ptr(), value._version, value.dtype, tuple(value.shape)
 
@@ -44,18 +44,23 @@ class Changes:
         """Decide where each source goes: `places` (a hash for an unchanged tensor, else an offset
         in the staging buffer), the (source, offset) pairs to stage, and the staged size."""
         places, staged, offset, tokens = [], [], 0, []
+        torch = state._torch()
+        tensor_type = torch.Tensor if torch is not None else ()
+        saved_of = self._saved.get
         for source in sources:
-            token = _token(source.value)
+            token = _token(source.value, tensor_type)
             tokens.append(token)
-            saved = self._saved.get(source.key)
-            if token is not None and saved is not None and saved[0] == token:
-                digest = durable.digest(state.host_bytes(source.value))
-                if digest == saved[1]:
-                    places.append(digest)
-                    continue
+            if token is not None:
+                saved = saved_of(source.key)
+                if saved is not None and saved[0] == token:
+                    digest = durable.digest(state.cpu_bytes(source.value))
+                    if digest == saved[1]:
+                        places.append(digest)
+                        continue
             places.append(offset)
             staged.append((source, offset))
-            offset += source.nbytes + (-source.nbytes % ALIGN)
+            size = source.nbytes
+            offset += size + (-size % ALIGN)
         self._pending = ([s.key for s in sources], tokens, places)
         return places, staged, offset
 

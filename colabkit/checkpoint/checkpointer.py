@@ -36,7 +36,7 @@ from ..errors import ColabkitError, say, warn
 from ..sagemaker import job_secrets
 from ..units import format_bytes, format_duration
 from ..version import VERSION
-from . import adapters, codec, lock, state
+from . import adapters, codec, collector, lock, state
 from .codec import CheckpointDamaged
 from .schedule import Schedule
 from .sink import Sink, writes_here
@@ -369,9 +369,10 @@ class Checkpointer:
             extra = {"source": self._source_saved}
         if self._loop is not None and self._loop.seeded:
             extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
-        captured = state.capture(self.tracked(), random, extra, job_secrets.given())
-        self._say_skipped(captured.skipped)
-        self.sink.save(captured, self.step, self.position, self.pace, self._meta())
+        with collector.paused():
+            captured = state.capture(self.tracked(), random, extra, job_secrets.given())
+            self._say_skipped(captured.skipped)
+            self.sink.save(captured, self.step, self.position, self.pace, self._meta())
         self._saving_step = self.step
         self.schedule.mark_saved(self.step)
         return True
@@ -760,9 +761,11 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
 def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
     """Read a checkpoint into `targets`, verifying it as it is read; CheckpointDamaged when it is
     damaged, or verifies but doesn't decode (a crafted header, a structure too deep or missing a key)."""
-    loaded = codec.read(checkpoint.path, trust, checkpoint.manifest)
+    with collector.paused():
+        loaded = codec.read(checkpoint.path, trust, checkpoint.manifest)
     try:
-        return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
+        with collector.paused():
+            return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise CheckpointDamaged(f"{checkpoint.id}: {codec.STATE} cannot be decoded ({type(exc).__name__}: "
                                 f"{str(exc)[:200]}).") from None

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import ColabkitError
-from . import durable
+from . import collector, durable
 
 FORMAT_VERSION = 3  # 3: the pool of packs, XXH3-128; 2: one safetensors file per step, sha256
 READS = (2, 3)
@@ -135,6 +135,11 @@ class Written:
 def write_payload(folder: Path, pool, payload: Payload, staged: Callable[[int], memoryview]) -> Written:
     """Write the payload into `folder` and its new tensors into `pool` (pool.Pool); `staged(i)` is
     the bytes of tensor i when it was staged (places[i] is an offset)."""
+    with collector.paused():
+        return _write_payload(folder, pool, payload, staged)
+
+
+def _write_payload(folder: Path, pool, payload: Payload, staged: Callable[[int], memoryview]) -> Written:
     hashes = [place if isinstance(place, str) else durable.digest(staged(i)) for i, place in enumerate(payload.places)]
     where, packs = pool.place(hashes, payload.sizes, payload.places, staged)
     names = sorted(packs)
@@ -287,25 +292,45 @@ def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
         rows = sorted(index["tensors"], key=lambda row: (row[3], row[4]))  # pack by pack, in file order
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
-    tensors, open_pack, handle = {}, None, None
-    try:
-        for key, dtype, shape, pack, offset, size, expected in rows:
-            if not all(isinstance(n, int) for n in (pack, offset, size)) or not 0 <= pack < len(packs) \
-                    or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
-                raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {key} outside the packs its "
-                                        f"{MANIFEST} lists (edited).")
-            if pack != open_pack:
-                if handle is not None:
-                    os.close(handle)
-                    handle = None
-                handle, open_pack = os.open(packs[pack], os.O_RDONLY), pack
-            value, view = state.empty(dtype, shape, size, torch)
-            if _read_into(handle, view, offset) != size:
+    tensors, run, open_pack, handle = {}, [], None, None
+
+    def read_run():
+        """Read a run of tensors that lie one after another in one pack with one preadv, then
+        check each against its hash."""
+        nonlocal open_pack, handle
+        pack, begin = run[0][0], run[0][1]
+        if pack != open_pack:
+            if handle is not None:
+                os.close(handle)
+                handle = None
+            handle, open_pack = os.open(packs[pack], os.O_RDONLY), pack
+        views = [view for _, _, _, _, view, _ in run]
+        done = _read_run(handle, views, begin)
+        for _, offset, size, key, view, expected in run:
+            if offset + size - begin > done:
                 raise CheckpointDamaged(f"{folder.name}: {POOL}/{index['packs'][pack]} ends before {key}'s bytes (cut short).")
             if durable.digest(view) != expected:
                 raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][pack]} do not "
                                         "match their hash (damaged or edited).")
+        run.clear()
+
+    try:
+        run_end, run_bytes = None, 0
+        for key, dtype, shape, pack, offset, size, expected in rows:
+            if not all(type(n) is int for n in (pack, offset, size)) or not 0 <= pack < len(packs) \
+                    or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
+                raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {key} outside the packs its "
+                                        f"{MANIFEST} lists (edited).")
+            value, view = state.empty(dtype, shape, size, torch)
+            if run and (pack != run[0][0] or offset != run_end or len(run) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES):
+                read_run()
+            if not run:
+                run_bytes = 0
+            run.append((pack, offset, size, key, view, expected))
+            run_end, run_bytes = offset + size, run_bytes + size
             tensors[key] = value
+        if run:
+            read_run()
     except FileNotFoundError as exc:
         raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
     except (ValueError, TypeError, KeyError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
@@ -316,13 +341,29 @@ def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
     return tensors
 
 
-def _read_into(fd: int, view: memoryview, offset: int) -> int:
-    done = 0
-    while done < len(view):
-        got = os.preadv(fd, [view[done:]], offset + done)
+# A run of tensors read with one preadv: at most the system's limit of buffers per call, and about
+# this many bytes, so each tensor is hashed while its bytes are still in the CPU's cache.
+_RUN_VIEWS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+_RUN_BYTES = 8 << 20
+
+
+def _read_run(fd: int, views: list, offset: int) -> int:
+    """Read the bytes at `offset` into `views`, one after another; the bytes read (fewer at the
+    end of the file)."""
+    total = sum(len(memoryview(v)) for v in views)
+    done, pending = 0, views
+    while done < total:
+        got = os.preadv(fd, pending, offset + done)
         if got == 0:
             break
         done += got
+        if done < total:  # a short read: go on from the first view not yet full
+            pending, skipped = [], 0
+            for view in views:
+                view = memoryview(view).cast("B")
+                if skipped + len(view) > done:
+                    pending.append(view[max(0, done - skipped):])
+                skipped += len(view)
     return done
 
 
