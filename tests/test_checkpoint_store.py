@@ -58,6 +58,25 @@ def test_an_edited_or_cut_checkpoint_is_refused_and_the_one_before_is_used(tmp_p
         CheckpointStore(tmp_path, keep=0)
 
 
+def test_a_long_sessions_writer_forgets_the_tensors_of_deleted_packs(tmp_path):
+    """The writer's pool index holds what kept checkpoints point at, not every hash it ever wrote
+    (a save every few minutes of 20,000 changing tensors, for hours)."""
+    from colabkit.checkpoint.pool import Pool
+
+    store, pool, base = CheckpointStore(tmp_path, keep=2), Pool(tmp_path), frozen(1)
+    for step in range(1, 9):
+        arrays = [np.full(64, step, dtype=np.int32), np.full(64, -step, dtype=np.int32), base]
+        state = f'{{"structure": {{}}, "step": {step}, "position": 0}}'.encode()
+        encoded = codec.Payload(step, ["x", "y", "base"], ["I32"] * 3, [a.shape for a in arrays],
+                                [a.nbytes for a in arrays], [0, 0, 0], 0, state, None, {"platform": "test"})
+        store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
+                     encoded.meta)
+    index = pool._forget_deleted()
+    on_disk = {path.name for path in (tmp_path / codec.POOL).iterdir()}
+    assert {pack for pack, _ in index.values()} <= on_disk  # nothing of the packs retention deleted
+    assert len(index) <= 2 * 2 * len(on_disk) + 1  # not the 17 hashes 8 saves wrote
+
+
 def test_saving_the_same_step_again_replaces_it_and_recovers_a_crash_between_renames(tmp_path):
     store = CheckpointStore(tmp_path, keep=3)
     small_commit(store, 5, b"a")

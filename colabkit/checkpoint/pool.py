@@ -52,6 +52,17 @@ class Pool:
                     self._blobs.setdefault(digest, (index["packs"][pack], offset))
         return self._blobs
 
+    def _forget_deleted(self) -> dict[str, tuple[str, int]]:
+        """The index without the packs retention deleted since the last save: a long session's
+        writer would otherwise keep every tensor hash it ever wrote."""
+        blobs = self._index()
+        gone = {name for name in self._packs if not (self.folder / name).exists()}
+        if gone:
+            for name in gone:
+                del self._packs[name]
+            self._blobs = blobs = {h: where for h, where in blobs.items() if where[0] not in gone}
+        return blobs
+
     def _present(self, packs: set[str]) -> set[str]:
         """The packs of `packs` that are still on disk at their size (retention may have taken others)."""
         present = set()
@@ -67,7 +78,7 @@ class Pool:
               staged: Callable[[int], memoryview]) -> tuple[dict[str, tuple[str, int]], dict[str, durable.FileRecord]]:
         """Where each tensor's bytes are: in a pack already, or written now into a new one. Returns
         hash -> (pack, offset) for every hash, and the records of every pack pointed into."""
-        blobs = self._index()
+        blobs = self._forget_deleted()
         present = self._present({blobs[h][0] for h in hashes if h in blobs})
         where = {h: blobs[h] for h in hashes if h in blobs and blobs[h][0] in present}
         used: dict[str, int] = {}
