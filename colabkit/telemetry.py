@@ -295,7 +295,7 @@ class GpuReader:
         if self.nvml.absent:
             return (), NO_GPU
         if self._flight is None:
-            self._flight = _Flight(self.nvml)
+            self._flight = _Flight.join_or_start(self.nvml)
             self._last = self._flight.thread
         flight = self._flight
         if not flight.done.wait(wait):
@@ -305,7 +305,7 @@ class GpuReader:
         return flight.result
 
     def _not_answering(self, flight: "_Flight") -> str:
-        call = self.nvml.calling or "NVML"
+        call = flight.nvml.calling or "NVML"
         if self._answered_at is None:
             return (f"waiting on the NVIDIA driver: no GPU reading yet ({call} has not returned after "
                     f"{_seconds(time.time() - flight.started)})")
@@ -322,7 +322,8 @@ class GpuReader:
         thread.join(timeout)
         if not thread.is_alive():
             return None
-        return (f"a GPU reading is still waiting inside the NVIDIA driver ({self.nvml.calling or 'NVML'} has not "
+        calling = self._flight.nvml.calling if self._flight is not None else self.nvml.calling
+        return (f"a GPU reading is still waiting inside the NVIDIA driver ({calling or 'NVML'} has not "
                 "returned): the driver is not answering. Its thread (colabkit-nvml, a daemon) is left to end "
                 "when the driver answers, or with the kernel; nothing else waits on it.")
 
@@ -330,7 +331,21 @@ class GpuReader:
 class _Flight:
     """One Nvml.read() on its own daemon thread; `done` is set when it has a result."""
 
+    _current: "_Flight | None" = None  # the process's latest read: NVML is one library per process
+    _lock = threading.Lock()
+
+    @classmethod
+    def join_or_start(cls, nvml: Nvml) -> "_Flight":
+        """The read still inside the driver, whichever watch started it (a new one would only hang
+        beside it: while the driver does not answer, each new watch or --once would leave one more
+        thread), else a new read."""
+        with cls._lock:
+            if cls._current is None or cls._current.done.is_set():
+                cls._current = cls(nvml)
+            return cls._current
+
     def __init__(self, nvml: Nvml):
+        self.nvml = nvml
         self.started = time.time()
         self.done = threading.Event()
         self.result: tuple[tuple[GpuReading, ...], str] = ((), NO_GPU)

@@ -207,6 +207,7 @@ def test_a_hung_nvml_call_never_blocks_a_cell(shell, nvml, fn):
     assert time.monotonic() - started < LIMIT
     stuck = [t for t in threading.enumerate() if t.name.startswith("colabkit")]
     assert stuck and all(t.name == "colabkit-nvml" and t.daemon for t in stuck)  # only the driver's, said above
+    assert len(stuck) == 1  # three watches and a --once waited on one read, never piled up threads in the driver
     shell.run_line_magic("load_ext", "colabkit")
 
 
