@@ -1,7 +1,7 @@
 """The Checkpointer: saves named training state when its schedule says, and resumes it.
 
 It ties the parts together: the schedule says when, `state` captures the objects, `codec` turns
-them into the checkpoint's files, the sink writes them (the writer process, or inline), and the
+them into the checkpoint's files, the sink stages them for the writer process, and the
 store (with its Drive mirror on Colab) commits and finds them again. At most one save is in
 flight; one that comes due meanwhile waits for the next consistent point, and a writer error is
 raised at the next consistent point, never lost.
@@ -39,6 +39,7 @@ from ..version import VERSION
 from . import adapters, codec, lock, state
 from .codec import CheckpointDamaged
 from .schedule import Schedule
+from . import sink
 from .sink import Sink, writes_here
 from .state import RandomStates
 from .store import Checkpoint, CheckpointStore
@@ -228,8 +229,23 @@ class Checkpointer:
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
         self.writes = writes_here()
         self.sink = Sink(self.store, self.mirror_store, self.claim.fd)
+        self._prepared_stepped = False  # the staging buffer was sized again once training stepped
         if self.writes and self.claim.writes and self.schedule.periodic:
             self.sink.start()
+            self._prepare()
+
+    def _prepare(self) -> None:
+        """Size and prefault the staging buffer in the background by what is tracked now."""
+        tracked = self.tracked()
+        self.sink.prepare(lambda: sink.staging_size(state.capture(tracked).sources))
+
+    def _stepped(self) -> None:
+        """Training stepped for the first time since %checkpoint: the optimizer's state (Adam's
+        moments, twice the weights) exists now, so size the staging buffer again before the first save."""
+        if not self._prepared_stepped and self._saving_step is None and self.schedule.periodic \
+                and self.writes and self.claim.writes:
+            self._prepared_stepped = True
+            self._prepare()
 
     def say_once(self, key: str, message: str) -> None:
         if key not in self._said:
@@ -267,6 +283,7 @@ class Checkpointer:
         if count > self._counted:  # steps count once however many optimizers take them (a GAN's two)
             self.step += count - self._counted
             self._counted = count
+            self._stepped()
             if self._loop is not None:
                 self._loop.steps_seen = True
                 self._loop.steps_in_iteration += 1
@@ -371,7 +388,15 @@ class Checkpointer:
             extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
         captured = state.capture(self.tracked(), random, extra, job_secrets.given())
         self._say_skipped(captured.skipped)
-        self.sink.save(captured, self.step, self.position, self.pace, self._meta())
+        streamed = self.sink.save(captured, self.step, self.position, self.pace, self._meta())
+        if streamed is not None:
+            self.say_once("streamed", f"checkpoint step-{self.step} ({format_bytes(captured.nbytes)}) is larger than "
+                          f"the staging memory colabkit may take now ({format_bytes(streamed['budget'])}, "
+                          f"{sink.RAM_HEADROOM:.0%} of the free RAM), so it was streamed to the writer through "
+                          f"{format_bytes(streamed['ring'])} of memory: training paused "
+                          f"{streamed['pause']:.1f} s while it was copied, where a save that fits "
+                          "pauses only for its copy into memory. The panel shows each such pause; free RAM "
+                          "(del large objects) to make it shorter.")
         self._saving_step = self.step
         self.schedule.mark_saved(self.step)
         return True
@@ -505,6 +530,8 @@ class Checkpointer:
             return f"checkpoint step-{self.last.get('step')} FAILED: see the cell output"
         age = format_duration(time.time() - self.last["at"])
         line = f"checkpoint {self.last['id']} ({format_bytes(self.last.get('bytes'))}, {age} ago)"
+        if self.last.get("streamed"):
+            line += f" · larger than free RAM allows: streamed, training paused {self.last['pause']:.1f} s"
         if self.mirror_store is not None:
             mirror = read_status(self.store.root) or {}
             copied = mirror.get("mirrored") or "none yet"
@@ -568,6 +595,7 @@ class Checkpointer:
     def at_step(self, step: int, final: bool = False) -> None:
         """A framework's step end (or its run's end): consistent."""
         self.step = step
+        self._stepped()
         if final and not self.schedule.saved_at(step):
             self.schedule.request()
         self.at_consistent_point()
