@@ -42,6 +42,7 @@ from .schedule import Schedule
 from . import sink
 from .sink import Sink, writes_here
 from .state import RandomStates
+from .mirror import DriveSpace
 from .store import Checkpoint, CheckpointStore
 from .store import load as load_checkpoint
 
@@ -59,6 +60,7 @@ class Restored:
     resume: dict = field(default_factory=dict)  # name -> what a framework's next run resumes from
 
 
+DRIVE_MARGIN = 1 << 20  # a checkpoint's small files (its index, state.json, manifest) beside its tensors
 _ANOTHER = "choose another folder with %checkpoint --to PATH"
 _WRITE_ERRORS = {  # errno -> what happened, and what to do
     errno.ENOSPC: ("the disk is full", f"Free space, or {_ANOTHER}"),
@@ -229,6 +231,8 @@ class Checkpointer:
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
         self.writes = writes_here()
         self.sink = Sink(self.store, self.mirror_store, self.claim.fd)
+        self._drive_space = DriveSpace(self.mirror_store.root) if self.mirror_store is not None and self.writes \
+            and self.claim.writes else None
         self._prepared_stepped = False  # the staging buffer was sized again once training stepped
         if self.writes and self.claim.writes and self.schedule.periodic:
             self.sink.start()
@@ -399,6 +403,9 @@ class Checkpointer:
                           "(del large objects) to make it shorter.")
         self._saving_step = self.step
         self.schedule.mark_saved(self.step)
+        warning = self.drive_warning()
+        if warning is not None:
+            self.say_once("drive-space", warning.removeprefix("⚠ "))
         return True
 
     def tracked(self) -> dict[str, object]:
@@ -519,6 +526,21 @@ class Checkpointer:
         ids = [c.id for store in self.stores() for c in store.list()]
         steps = [(codec.step_of(i), i) for i in ids]
         return max(steps)[1] if steps else None
+
+    def drive_warning(self) -> str | None:
+        """A line for the panel when the next checkpoint's copy would not fit in Drive's free space
+        (what it copies: the bytes the last save staged, or the whole state before the first).
+        Never waits for Drive: its free space is read in the background."""
+        if self._drive_space is None:
+            return None
+        need, free = self.sink.next_bytes, self._drive_space.free()
+        if need is None or free is None or need + DRIVE_MARGIN <= free:
+            return None
+        return (f"⚠ Drive: the next checkpoint's copy (about {format_bytes(need)}) will not fit in the "
+                f"{format_bytes(free)} free in your Google Drive ({self.mirror_store.root}), and the copy there "
+                "will fail. Free space in Drive (empty its trash too: deleted files count until then), keep fewer "
+                f"checkpoints (%checkpoint every ... --keep {max(1, self.store.keep - 1)}), or save elsewhere "
+                "(%checkpoint every ... --to PATH).")
 
     def status(self) -> str | None:
         """One line for the panel: the last checkpoint and, on Drive, how far its copy lags."""

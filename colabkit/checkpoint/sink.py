@@ -48,6 +48,8 @@ class Sink:
         self._preparing: tuple[threading.Event, threading.Lock] | None = None
         self._prepared = None  # a buffer the preparing thread made (pages faulted in as far as it got)
         self.prepared = threading.Event()  # set when the preparing thread is done (benchmarks wait)
+        self.next_bytes: int | None = None  # what the next save will stage, about: the last one's, or all
+        self._saved_any = False
         self.changes = Changes()
 
     def start(self) -> None:
@@ -70,7 +72,10 @@ class Sink:
         from .writer import StagingBuffer
 
         try:
-            size = self._staging_need(estimate())[0]
+            estimated = estimate()
+            if not self._saved_any:  # before the first save, all of it will be new
+                self.next_bytes = estimated
+            size = self._staging_need(estimated)[0]
             with lock:
                 if stop.is_set() or (self._buffer is not None and self._buffer.size >= size):
                     return
@@ -115,6 +120,7 @@ class Sink:
         started = time.perf_counter()
         self._stop_preparing()
         places, staged, size = self.changes.place(captured.sources)
+        self.next_bytes, self._saved_any = size, True
         payload = codec.encode(captured, places, size, step, position, pace, meta)
         need, slot, allowed = self._staging_need(size)
         buffer = self._staging(need)
