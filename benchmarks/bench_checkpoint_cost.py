@@ -12,6 +12,10 @@ load with the figures.
    tensors into a preallocated buffer; the commit against a raw fsync'd write; the restore
    (verified as it reads) against a raw cold read; beside them torch.save and
    safetensors.save_file + fsync of the same state.
+4. first vs later save: the first scheduled save's stall against the later ones' (first / later),
+   with the staging buffer prepared in the background and without.
+5. a state larger than the staging budget (--ring-mib): the pause of a save streamed through the
+   ring, against a copy of the same tensors and a raw fsync'd write.
 """
 
 import argparse
@@ -202,6 +206,101 @@ def full(folder: Path, gib: float, parts: int, runs: int):
           f"{statistics.median(restores) / cold:.2f}x")
 
 
+def first_vs_later(folder: Path, gib: float, runs: int):
+    """The first scheduled save's stall against the later ones', each Checkpointer fresh: with the
+    staging buffer prepared in the background since %checkpoint (as now), and without (a
+    Checkpointer with no schedule prepares nothing, as every one did before)."""
+    for prepared in (True, False):
+        firsts, laters, ratios, ready = [], [], [], []
+        for run in range(runs):
+            model = Weights(gib, 64)
+            tensors = [p.detach() for p in model.parameters()]
+            started = time.perf_counter()
+            ck = Checkpointer(every="1 steps" if prepared else None, to=folder / f"first-{prepared}-{run}", keep=2,
+                              model=model)
+            if prepared:
+                ck.sink.prepared.wait(60)  # training's first minutes, before the first save comes due
+                ready.append(time.perf_counter() - started)
+            stalls = []
+            for step in range(4):
+                with torch.no_grad():
+                    for t in tensors:
+                        t.add_(1.0)
+                ck.step = step + 1
+                start = time.perf_counter()
+                ck.save()
+                stalls.append(time.perf_counter() - start)
+                ck.wait()
+            ck.close()
+            shutil.rmtree(folder / f"first-{prepared}-{run}")
+            firsts.append(stalls[0])
+            laters.append(statistics.median(stalls[1:]))
+            ratios.append(stalls[0] / statistics.median(stalls[1:]))
+        how = (f"prepared in the background (ready {spread(ready)} s after %checkpoint)" if prepared
+               else "not prepared (before)")
+        print(f"{gib * 1024:.0f} MiB in 64 tensors, staging {how}: first save stall {spread(firsts)} s, "
+              f"later {spread(laters)} s; first / later {spread(ratios)}")
+
+
+def larger_than_budget(folder: Path, gib: float, runs: int, ring_mib: int):
+    """A state larger than the staging budget (the budget set to 4 slots of ring_mib/4): the pause
+    of a save streamed through the ring, against a copy of the same tensors into a preallocated
+    buffer and a raw fsync'd write (what the inline path this replaced paused for, at the least),
+    and the staged stall of the same state when it fits."""
+    from colabkit.checkpoint import sink
+
+    model = Weights(gib, 64)
+    tensors = [p.detach() for p in model.parameters()]
+    nbytes = sum(t.numel() * 4 for t in tensors)
+    buffer = torch.empty(nbytes // 4)
+    buffer.fill_(0)
+
+    def copy_loop():
+        offset = 0
+        for t in tensors:
+            buffer[offset:offset + t.numel()].copy_(t)
+            offset += t.numel()
+
+    copies = timed(copy_loop, runs)
+    del buffer
+    writes = [raw_write(folder, nbytes) for _ in range(runs)]
+    results = {}
+    for streamed in (False, True):
+        original = sink.budget
+        if streamed:
+            sink.budget = lambda: ring_mib << 20
+        try:
+            ck = Checkpointer(to=folder / f"budget-{streamed}", keep=2, model=model)
+            pauses, commits = [], []
+            for step in range(runs + 1):
+                with torch.no_grad():
+                    for t in tensors:
+                        t.add_(1.0)
+                ck.step = step + 1
+                start = time.perf_counter()
+                ck.save()
+                pause = time.perf_counter() - start
+                ck.wait()
+                assert ck.last["ok"] and bool(ck.last.get("streamed")) == streamed
+                if step:
+                    pauses.append(pause)
+                    commits.append(ck.last["seconds"])
+            ring = ck.sink._buffer.size
+            ck.close()
+        finally:
+            sink.budget = original
+        results[streamed] = (pauses, commits, ring)
+    copy, write = statistics.median(copies), statistics.median(writes)
+    pauses, commits, ring = results[True]
+    print(f"{nbytes / 2**20:.0f} MiB in 64 tensors, larger than a staging budget of {ring_mib} MiB "
+          f"(ring {ring / 2**20:.0f} MiB):")
+    print(f"  copy loop (baseline) {spread(copies)} s; raw fsync'd write (baseline) {spread(writes)} s")
+    print(f"  streamed pause {spread(pauses)} s = {statistics.median(pauses) / copy:.2f}x the copy, "
+          f"{statistics.median(pauses) / write:.2f}x the raw write; whole commit {spread(commits)} s")
+    print(f"  staged whole (fits): stall {spread(results[False][0])} s = "
+          f"{statistics.median(results[False][0]) / copy:.2f}x the copy")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gib", type=float, default=0.25)
@@ -209,14 +308,23 @@ def main():
     parser.add_argument("--base-mb", type=float, default=200)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--ring-mib", type=int, default=64, help="the staging budget of the larger-than-budget case")
+    parser.add_argument("--cases", nargs="+", default=["hashes", "lora", "full", "first", "budget"])
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-cost-", dir=args.dir or "."))
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     try:
-        hashes(args.runs)
-        lora(folder, args.base_mb, args.runs)
-        for parts in args.tensors:
-            full(folder, args.gib, parts, args.runs)
+        if "hashes" in args.cases:
+            hashes(args.runs)
+        if "lora" in args.cases:
+            lora(folder, args.base_mb, args.runs)
+        if "full" in args.cases:
+            for parts in args.tensors:
+                full(folder, args.gib, parts, args.runs)
+        if "first" in args.cases:
+            first_vs_later(folder, args.gib, args.runs)
+        if "budget" in args.cases:
+            larger_than_budget(folder, args.gib, args.runs, args.ring_mib)
     finally:
         shutil.rmtree(folder)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")

@@ -1,5 +1,6 @@
 """%checkpoint as a user types it, and what happens when storage fails under it."""
 
+import re
 import subprocess
 
 import pytest
@@ -7,7 +8,7 @@ from IPython.core.error import UsageError
 
 from colabkit.checkpoint import session
 from colabkit.checkpoint.store import CheckpointStore
-from colabkit.errors import ColabkitError, ColabkitWarning
+from colabkit.errors import ColabkitError
 from conftest import run
 
 
@@ -139,13 +140,13 @@ def test_the_session_deadline_alert_forces_a_checkpoint(shell, monkeypatch):
     run(shell, "%gpuwatch stop")
 
 
-def test_without_free_ram_to_stage_it_writes_from_the_live_state(shell, monkeypatch):
+def test_without_free_ram_to_stage_it_streams_through_a_ring_and_says_the_pause(shell, monkeypatch):
     from colabkit.checkpoint import sink
 
     monkeypatch.setattr(sink, "RAM_HEADROOM", 0.0)
     run(shell, "%checkpoint every 1h model opt")
-    with pytest.warns(ColabkitWarning, match="staging memory.*writing it directly"):
-        run(shell, "%checkpoint now")
+    said = run(shell, "%checkpoint now")[1].stderr
+    assert re.search(r"larger than the staging memory.*streamed.*training paused [0-9.]+ s", said)
     run(shell, "saved = model.weight.detach().clone()\ntorch.nn.init.zeros_(model.weight)")
     run(shell, "%checkpoint restore")
     assert run(shell, "torch.equal(model.weight, saved)")[0].result

@@ -84,3 +84,43 @@ def test_listing_on_colab_never_opens_drives_consent_prompt(fake_colab, shell):
     _, out = run(shell, "%checkpoint list")
     assert drive.CALLS == []  # no mount, no prompt
     assert "Google Drive is not mounted, so checkpoints kept there are not listed: %mount first" in out.stdout
+
+
+def test_the_panel_warns_before_the_next_checkpoint_would_not_fit_in_drives_free_space(fake_colab, monkeypatch):
+    """Drive's free space comes from statvfs of the mount (Colab's FUSE mount reports the quota):
+    faked here by a statvfs_result of the real call's shape with f_bavail set, for paths in Drive."""
+    import os
+
+    from colabkit.checkpoint import mirror, session
+
+    drive_folder = runtime.mount()
+    free = {"bytes": 1 << 40}
+    real = os.statvfs
+
+    def statvfs(path):
+        found = real(path)
+        if not str(path).startswith(str(fake_colab / "drive")):
+            return found
+        fields = list(found)
+        fields[4] = free["bytes"] // found.f_frsize  # f_bavail: what a user may still write
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    monkeypatch.setattr(mirror, "SPACE_EVERY", 0.0)
+    model = torch.nn.Linear(512, 512)  # 1 MiB of weights
+    ck = session.activate(Checkpointer(every="1 steps", model=model, keep=3))
+    try:
+        lines = lambda: runtime.current().events.status_lines()  # noqa: E731  what the panel shows
+        ck.sink.prepared.wait(20)
+        for _ in range(20):  # readings come in the background: plenty of room, no warning
+            assert not any("Drive:" in line for line in lines())
+            time.sleep(0.02)
+        free["bytes"] = 512 << 10  # half a MiB left in Drive: the next copy (the whole state) won't fit
+        until(lambda: any(line.startswith("⚠ Drive: the next checkpoint") for line in lines()))
+        warning = next(line for line in lines() if line.startswith("⚠ Drive"))
+        assert "free in your Google Drive" in warning and "--keep 2" in warning and "--to PATH" in warning
+        assert str(drive_folder / "checkpoints") in warning
+        free["bytes"] = 1 << 40  # space freed: the warning goes
+        until(lambda: not any("Drive:" in line for line in lines()))
+    finally:
+        session.deactivate()

@@ -155,3 +155,83 @@ def test_killed_at_random_moments_leaves_old_or_new(tmp_path, writers):
             assert after is not None and after >= before, (before, after)
         seen_steps.add(after)
     assert len(seen_steps) > 5, "the kills should land at many different points"
+
+
+def streamed_state(step):
+    return {"x": payload(step, 6), "base": frozen(3)}
+
+
+@pytest.mark.parametrize("after_chunks", [0, 2, 7])
+def test_a_writer_killed_in_the_middle_of_a_stream_loses_that_save_only(tmp_path, monkeypatch, capsys, after_chunks):
+    """A state larger than the staging budget goes through a ring of 1 MiB chunks (stream.py);
+    SIGKILL the writer after some of them: that save is lost and said, the checkpoint before it
+    stays whole, a new writer sweeps the half-written pack and takes the next save."""
+    from colabkit.checkpoint import sink, writer
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    monkeypatch.setattr(sink, "RAM_HEADROOM", 1e-9)
+    values = streamed_state(1)
+    ck = Checkpointer(to=tmp_path, keep=2, state=values)
+    ck.step = 1
+    ck.save(wait=True)
+    assert ck.last["streamed"]
+    sent, original = [], writer.WriterProcess.send_chunk
+
+    def send_then_kill(self, slot, length):
+        if len(sent) == after_chunks:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        sent.append(slot)
+        original(self, slot, length)
+
+    monkeypatch.setattr(writer.WriterProcess, "send_chunk", send_then_kill)
+    values["x"] = payload(2, 6)
+    ck.step = 2
+    ck.save()  # returns: a dead writer ends the stream, it doesn't hang the training thread
+    ck.wait()
+    assert ck.last.get("lost") and "step-2 was lost: the writer process died" in capsys.readouterr().err
+    monkeypatch.setattr(writer.WriterProcess, "send_chunk", original)
+    values["x"] = payload(3, 6)
+    ck.step = 3
+    ck.save(wait=True)
+    assert ck.last["ok"] and ck.last["streamed"]
+    ck.close()
+    assert [c.step for c in CheckpointStore(tmp_path).list()] == [3, 1]
+    assert not [p for p in (tmp_path / codec.POOL).iterdir() if p.name.startswith(".tmp")]  # swept
+    for step in (1, 3):
+        loader = Checkpointer(to=tmp_path, state=None)
+        loader.restore(f"step-{step}")
+        assert np.array_equal(loader.objects["state"]["x"], payload(step, 6))
+        assert np.array_equal(loader.objects["state"]["base"], frozen(3))
+
+
+def test_an_interrupt_in_the_middle_of_a_stream_fails_that_save_loudly_and_keeps_the_one_before(tmp_path, monkeypatch):
+    from colabkit.checkpoint import sink, stream
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    monkeypatch.setattr(sink, "RAM_HEADROOM", 1e-9)
+    values = streamed_state(1)
+    ck = Checkpointer(to=tmp_path, keep=2, state=values)
+    ck.step = 1
+    ck.save(wait=True)
+    copies, original = [], stream.copy_range
+
+    def interrupted(*args):
+        copies.append(args)
+        if len(copies) == 3:
+            raise KeyboardInterrupt
+        original(*args)
+
+    monkeypatch.setattr(stream, "copy_range", interrupted)
+    values["x"] = payload(2, 6)
+    ck.step = 2
+    with pytest.raises(KeyboardInterrupt):
+        ck.save()
+    with pytest.raises(ColabkitError, match="step-2 was not saved: .*interrupted.*previous checkpoint is intact"):
+        ck.wait()  # the writer dropped the stream instead of waiting for it forever
+    monkeypatch.setattr(stream, "copy_range", original)
+    ck.step = 3
+    ck.save(wait=True)
+    ck.close()
+    assert [c.step for c in CheckpointStore(tmp_path).list()] == [3, 1]
+    assert not [p for p in (tmp_path / codec.POOL).iterdir() if p.name.startswith(".tmp")]

@@ -1,7 +1,7 @@
 """The Checkpointer: saves named training state when its schedule says, and resumes it.
 
 It ties the parts together: the schedule says when, `state` captures the objects, `codec` turns
-them into the checkpoint's files, the sink writes them (the writer process, or inline), and the
+them into the checkpoint's files, the sink stages them for the writer process, and the
 store (with its Drive mirror on Colab) commits and finds them again. At most one save is in
 flight; one that comes due meanwhile waits for the next consistent point, and a writer error is
 raised at the next consistent point, never lost.
@@ -36,8 +36,9 @@ from ..errors import ColabkitError, say, warn
 from ..sagemaker import job_secrets
 from ..units import format_bytes, format_duration
 from ..version import VERSION
-from . import adapters, codec, collector, lock, state
+from . import adapters, codec, collector, lock, sink, state
 from .codec import CheckpointDamaged
+from .mirror import DriveSpace
 from .schedule import Schedule
 from .sink import Sink, writes_here
 from .state import RandomStates
@@ -58,6 +59,7 @@ class Restored:
     resume: dict = field(default_factory=dict)  # name -> what a framework's next run resumes from
 
 
+DRIVE_MARGIN = 1 << 20  # a checkpoint's small files (its index, state.json, manifest) beside its tensors
 _ANOTHER = "choose another folder with %checkpoint --to PATH"
 _WRITE_ERRORS = {  # errno -> what happened, and what to do
     errno.ENOSPC: ("the disk is full", f"Free space, or {_ANOTHER}"),
@@ -228,8 +230,25 @@ class Checkpointer:
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
         self.writes = writes_here()
         self.sink = Sink(self.store, self.mirror_store, self.claim.fd)
+        self._drive_space = DriveSpace(self.mirror_store.root) if self.mirror_store is not None and self.writes \
+            and self.claim.writes else None
+        self._prepared_stepped = False  # the staging buffer was sized again once training stepped
         if self.writes and self.claim.writes and self.schedule.periodic:
             self.sink.start()
+            self._prepare()
+
+    def _prepare(self) -> None:
+        """Size and prefault the staging buffer in the background by what is tracked now."""
+        tracked = self.tracked()
+        self.sink.prepare(lambda: sink.staging_size(state.capture(tracked).sources))
+
+    def _stepped(self) -> None:
+        """Training stepped for the first time since %checkpoint: the optimizer's state (Adam's
+        moments, twice the weights) exists now, so size the staging buffer again before the first save."""
+        if not self._prepared_stepped and self._saving_step is None and self.schedule.periodic \
+                and self.writes and self.claim.writes:
+            self._prepared_stepped = True
+            self._prepare()
 
     def say_once(self, key: str, message: str) -> None:
         if key not in self._said:
@@ -267,6 +286,7 @@ class Checkpointer:
         if count > self._counted:  # steps count once however many optimizers take them (a GAN's two)
             self.step += count - self._counted
             self._counted = count
+            self._stepped()
             if self._loop is not None:
                 self._loop.steps_seen = True
                 self._loop.steps_in_iteration += 1
@@ -372,9 +392,20 @@ class Checkpointer:
         with collector.paused():
             captured = state.capture(self.tracked(), random, extra, job_secrets.given())
             self._say_skipped(captured.skipped)
-            self.sink.save(captured, self.step, self.position, self.pace, self._meta())
+            streamed = self.sink.save(captured, self.step, self.position, self.pace, self._meta())
+        if streamed is not None:
+            self.say_once("streamed", f"checkpoint step-{self.step} ({format_bytes(captured.nbytes)}) is larger than "
+                          f"the staging memory colabkit may take now ({format_bytes(streamed['budget'])}, "
+                          f"{sink.RAM_HEADROOM:.0%} of the free RAM), so it was streamed to the writer through "
+                          f"{format_bytes(streamed['ring'])} of memory: training paused "
+                          f"{streamed['pause']:.1f} s while it was copied, where a save that fits "
+                          "pauses only for its copy into memory. The panel shows each such pause; free RAM "
+                          "(del large objects) to make it shorter.")
         self._saving_step = self.step
         self.schedule.mark_saved(self.step)
+        warning = self.drive_warning()
+        if warning is not None:
+            self.say_once("drive-space", warning.removeprefix("⚠ "))
         return True
 
     def tracked(self) -> dict[str, object]:
@@ -496,6 +527,21 @@ class Checkpointer:
         steps = [(codec.step_of(i), i) for i in ids]
         return max(steps)[1] if steps else None
 
+    def drive_warning(self) -> str | None:
+        """A line for the panel when the next checkpoint's copy would not fit in Drive's free space
+        (what it copies: the bytes the last save staged, or the whole state before the first).
+        Never waits for Drive: its free space is read in the background."""
+        if self._drive_space is None:
+            return None
+        need, free = self.sink.next_bytes, self._drive_space.free()
+        if need is None or free is None or need + DRIVE_MARGIN <= free:
+            return None
+        return (f"⚠ Drive: the next checkpoint's copy (about {format_bytes(need)}) will not fit in the "
+                f"{format_bytes(free)} free in your Google Drive ({self.mirror_store.root}), and the copy there "
+                "will fail. Free space in Drive (empty its trash too: deleted files count until then), keep fewer "
+                f"checkpoints (%checkpoint every ... --keep {max(1, self.store.keep - 1)}), or save elsewhere "
+                "(%checkpoint every ... --to PATH).")
+
     def status(self) -> str | None:
         """One line for the panel: the last checkpoint and, on Drive, how far its copy lags."""
         from .mirror import read_status
@@ -506,6 +552,8 @@ class Checkpointer:
             return f"checkpoint step-{self.last.get('step')} FAILED: see the cell output"
         age = format_duration(time.time() - self.last["at"])
         line = f"checkpoint {self.last['id']} ({format_bytes(self.last.get('bytes'))}, {age} ago)"
+        if self.last.get("streamed"):
+            line += f" · larger than free RAM allows: streamed, training paused {self.last['pause']:.1f} s"
         if self.mirror_store is not None:
             mirror = read_status(self.store.root) or {}
             copied = mirror.get("mirrored") or "none yet"
@@ -569,6 +617,7 @@ class Checkpointer:
     def at_step(self, step: int, final: bool = False) -> None:
         """A framework's step end (or its run's end): consistent."""
         self.step = step
+        self._stepped()
         if final and not self.schedule.saved_at(step):
             self.schedule.request()
         self.at_consistent_point()

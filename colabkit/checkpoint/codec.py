@@ -132,16 +132,22 @@ class Written:
     staged_hashes: list = field(default_factory=list)
 
 
-def write_payload(folder: Path, pool, payload: Payload, staged: Callable[[int], memoryview]) -> Written:
+def write_payload(folder: Path, pool, payload: Payload, staged: Callable[[int], memoryview] | None = None,
+                  streamed=None) -> Written:
     """Write the payload into `folder` and its new tensors into `pool` (pool.Pool); `staged(i)` is
-    the bytes of tensor i when it was staged (places[i] is an offset)."""
+    the bytes of tensor i when it was staged (places[i] is an offset), or `streamed` gives them
+    as they come (stream.tensor_pieces: a state larger than the staging budget)."""
     with collector.paused():
-        return _write_payload(folder, pool, payload, staged)
+        return _write_payload(folder, pool, payload, staged, streamed)
 
 
-def _write_payload(folder: Path, pool, payload: Payload, staged: Callable[[int], memoryview]) -> Written:
-    hashes = [place if isinstance(place, str) else durable.digest(staged(i)) for i, place in enumerate(payload.places)]
-    where, packs = pool.place(hashes, payload.sizes, payload.places, staged)
+def _write_payload(folder: Path, pool, payload: Payload, staged, streamed) -> Written:
+    if streamed is not None:
+        hashes, where, packs = pool.place_stream(payload.sizes, payload.places, streamed)
+    else:
+        hashes = [place if isinstance(place, str) else durable.digest(staged(i))
+                  for i, place in enumerate(payload.places)]
+        where, packs = pool.place(hashes, payload.sizes, payload.places, staged)
     names = sorted(packs)
     number = {name: n for n, name in enumerate(names)}
     index = {"packs": names,

@@ -6,7 +6,8 @@ are committed to local disk, and this mirror, a thread of the writer process, co
 to Drive through the same atomic commit (the packs Drive's pool lacks, the payload, then the
 manifest, then the rename): only the tensors that changed travel. Only the newest
 waiting checkpoint is copied: a mirror that falls behind skips to the latest. Its progress is in
-MIRROR.json beside the local store, for the panel.
+MIRROR.json beside the local store, for the panel. `DriveSpace` reads Drive's free space for the
+panel's warning that the next checkpoint would not fit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from . import codec, durable, pool
 from .store import CheckpointStore
 
 STATUS = "MIRROR.json"
+SPACE_EVERY = 30.0  # seconds a reading of Drive's free space is kept
 
 
 def copy_checkpoint(source: Path, store: CheckpointStore) -> bool:
@@ -112,3 +114,42 @@ def read_status(local_root: Path) -> dict | None:
         return json.loads((Path(local_root) / STATUS).read_text())
     except (OSError, ValueError):
         return None
+
+
+def free_bytes(path: Path) -> int:
+    """The bytes a user may still write at `path` (its nearest existing folder): statvfs's f_bavail
+    blocks of f_frsize. On Colab, Drive's FUSE mount at /content/drive reports the account's quota."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    found = os.statvfs(path)
+    return found.f_bavail * found.f_frsize
+
+
+class DriveSpace:
+    """Drive's free space for the panel, read on a thread of its own (a FUSE mount whose
+    connection is gone can hang a statvfs; the panel must not), at most every SPACE_EVERY s."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._free: int | None = None
+        self._read_at = float("-inf")
+        self._reading: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def free(self) -> int | None:
+        """The last reading (None before the first); starts a new one when it is old and none is
+        under way. Never waits."""
+        with self._lock:
+            if time.monotonic() - self._read_at >= SPACE_EVERY and self._reading is None:
+                self._reading = threading.Thread(target=self._read, name="colabkit-drive-space", daemon=True)
+                self._reading.start()
+            return self._free
+
+    def _read(self) -> None:
+        try:
+            free = free_bytes(self.root)
+        except OSError:  # Drive unmounted: the mirror's own error says so
+            free = None
+        with self._lock:
+            self._free, self._read_at, self._reading = free, time.monotonic(), None

@@ -108,6 +108,51 @@ class Pool:
         blobs.update(where)
         return where, {pack: self._packs[pack] for pack, _ in where.values()}
 
+    def place_stream(self, sizes: list[int], places: list, pieces) -> tuple[list[str], dict, dict]:
+        """place() for a streamed save: the staged tensors (places[i] an offset) come as `pieces`
+        ((tensor number, bytes), stream.tensor_pieces) and all go into one new pack, each hashed
+        as it passes (no second look at bytes that are gone); the unchanged are placed as by
+        place(). Returns every tensor's hash, hash -> (pack, offset), and the packs' records."""
+        staged = [i for i, place in enumerate(places) if isinstance(place, int)]
+        hashes = list(places)
+        digests = {i: durable.hasher() for i in staged}
+        offsets, position = {}, 0
+        for i in staged:
+            offsets[i], position = position, position + sizes[i]
+
+        def hashed():
+            for i, piece in pieces:
+                digests[i].update(piece)
+                yield piece
+
+        name, record = self._new_pack(hashed(), position)
+        where = {}
+        for i in staged:
+            hashes[i] = digests[i].hexdigest()
+            where.setdefault(hashes[i], (name, offsets[i]))
+        self._index().update(where)
+        unchanged = [i for i, place in enumerate(places) if isinstance(place, str)]
+        found, packs = self.place([hashes[i] for i in unchanged], [sizes[i] for i in unchanged],
+                                  [places[i] for i in unchanged], lambda i: None)
+        return hashes, {**found, **where}, {**packs, name: record}
+
+    def _new_pack(self, chunks, size: int) -> tuple[str, durable.FileRecord]:
+        """Write `chunks` into a new pack of `size` bytes, fsync'd, renamed to the hash of its content."""
+        self.folder.mkdir(exist_ok=True)
+        tmp = self.folder / f"{_TMP}{uuid.uuid4().hex[:12]}"
+        try:
+            record = durable.write(tmp, chunks, size)
+            if record.size != size:
+                raise OSError(f"a pack came out {record.size} bytes, not {size}")
+            name = f"{record.hash}{codec.PACK_SUFFIX}"
+            os.replace(tmp, self.folder / name)  # the same content under the same name: either is the pack
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        durable.fsync_path(self.folder)
+        self._packs[name] = record
+        return name, record
+
     def _read_blob(self, pack: str, offset: int, size: int, expected: str) -> Iterator[memoryview]:
         """An earlier tensor's bytes from its pack, checked against its hash as they are read."""
         digest = durable.hasher()
@@ -125,10 +170,8 @@ class Pool:
             raise OSError(f"{codec.POOL}/{pack} no longer holds the bytes of {expected} (damaged)")
 
     def _write_pack(self, pieces) -> tuple[str, durable.FileRecord, dict[str, int]]:
-        """Write the pieces (hash, size, bytes) one after another into a new pack, fsync'd, renamed
-        to the hash of its content; returns its name, record and each hash's offset."""
-        self.folder.mkdir(exist_ok=True)
-        tmp = self.folder / f"{_TMP}{uuid.uuid4().hex[:12]}"
+        """Write the pieces (hash, size, bytes) one after another into a new pack; returns its
+        name, record and each hash's offset."""
         offsets, position = {}, 0
         for h, size, _ in pieces:
             offsets[h], position = position, position + size
@@ -137,17 +180,7 @@ class Pool:
             for _, size, data in pieces:
                 yield from data()
 
-        try:
-            record = durable.write(tmp, chunks(), position)
-            if record.size != position:
-                raise OSError(f"a pack came out {record.size} bytes, not {position}")
-            name = f"{record.hash}{codec.PACK_SUFFIX}"
-            os.replace(tmp, self.folder / name)  # the same content under the same name: either is the pack
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        durable.fsync_path(self.folder)
-        self._packs[name] = record
+        name, record = self._new_pack(chunks(), position)
         return name, record, offsets
 
 

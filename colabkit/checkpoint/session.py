@@ -24,7 +24,8 @@ class CheckpointSession:
     def __init__(self, checkpointer: Checkpointer, runtime):
         self.checkpointer = checkpointer
         self.shell = runtime.shell
-        self._undo = [runtime.events.on_alert(self._on_alert), runtime.events.add_status(checkpointer.status)]
+        self._undo = [runtime.events.on_alert(self._on_alert), runtime.events.add_status(checkpointer.status),
+                      runtime.events.add_status(checkpointer.drive_warning)]
         if self.shell is not None:
             self.shell.events.register("post_run_cell", self._at_cell_end)
             self._undo.append(lambda: self.shell.events.unregister("post_run_cell", self._at_cell_end))

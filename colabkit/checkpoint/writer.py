@@ -17,16 +17,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from . import codec
+from . import codec, stream
 from .changes import kept_hashes as _kept
 from .mirror import Mirror
 from .pool import Pool
 from .store import CheckpointStore
+
+
+PREFAULT_PIECE = 8 << 20  # prefault() checks whether to stop after this many bytes (2-3 ms)
 
 
 class StagingBuffer:
@@ -49,8 +53,29 @@ class StagingBuffer:
     def buf(self) -> memoryview:
         return memoryview(self.map)
 
+    def prefault(self, stop: threading.Event, lock: threading.Lock) -> bool:
+        """Touch every page, so the first copy into the buffer doesn't fault each one in (a fresh
+        256 MiB buffer makes a copy 9x slower). Meant for a background thread: NumPy writes one
+        byte per page without the GIL, a piece at a time under `lock`, and stops for good once
+        `stop` is set (whoever sets it and then takes `lock` knows no page is touched after). It
+        writes zeros: only for a buffer no one has staged into. True when every page was touched."""
+        import numpy as np
+
+        for begin in range(0, self.size, PREFAULT_PIECE):
+            with lock:
+                if stop.is_set():
+                    return False
+                piece = np.frombuffer(self.map, dtype=np.uint8, count=min(PREFAULT_PIECE, self.size - begin),
+                                      offset=begin)
+                piece[::mmap.PAGESIZE] = 0
+                del piece  # no view outlives the lock: the buffer can be closed once `stop` is seen
+        return True
+
     def close(self) -> None:
-        self.map.close()
+        try:
+            self.map.close()
+        except BufferError:  # a view is still held (an exception's traceback): unmapped when it goes
+            pass
         os.close(self.fd)
 
 
@@ -64,6 +89,8 @@ def serve(conn) -> None:
     while True:
         try:
             job = conn.recv()
+            if isinstance(job, tuple):  # a chunk the trainer sent before it heard its stream had failed
+                continue
             if job["buffer"] != buffer_id:  # a new (larger) staging buffer: its fd follows the job
                 fd = reduction.recv_handle(conn)
                 mapped = mmap.mmap(fd, job["buffer_size"])
@@ -74,14 +101,20 @@ def serve(conn) -> None:
         started = time.perf_counter()
         payload: codec.Payload = job["payload"]
         try:
-            data = memoryview(mapped)[: payload.data_size]
+            streamed = job.get("stream")  # a state larger than the staging budget: a ring of chunks
+            data = memoryview(mapped)[: mapped.size() if streamed else payload.data_size]
             written = []
             pool = pools.setdefault(job["root"], Pool(job["root"]))
 
             def write(folder):
-                written.append(codec.write_payload(
-                    folder, pool, payload,
-                    lambda i: data[payload.places[i]:payload.places[i] + payload.sizes[i]]))
+                if streamed:
+                    chunks = stream.received(conn, data, streamed["slot"], payload.data_size)
+                    written.append(codec.write_payload(folder, pool, payload, streamed=stream.tensor_pieces(
+                        payload.places, payload.sizes, chunks)))
+                else:
+                    written.append(codec.write_payload(
+                        folder, pool, payload,
+                        lambda i: data[payload.places[i]:payload.places[i] + payload.sizes[i]]))
                 return written[0]
 
             try:
@@ -137,6 +170,7 @@ class WriterProcess:
         theirs.close()
         self._conn = Connection(ours.detach())
         self._buffer_sent: int | None = None
+        self._early: dict | None = None  # a streamed job's result that came before its stream ended
         self.in_flight: dict | None = None
 
     def alive(self) -> bool:
@@ -151,13 +185,44 @@ class WriterProcess:
             self._buffer_sent = buffer.serial
         self.in_flight = job
 
+    def send_chunk(self, slot: int, length: int) -> None:
+        """A streamed job's next chunk is in `slot` of the ring (stream.py)."""
+        self._conn.send(("chunk", slot, length))
+
+    def abandon(self) -> None:
+        """The trainer stopped in the middle of a stream (an interrupt): the writer drops the save."""
+        try:
+            self._conn.send(("abandon", 0, 0))
+        except OSError:  # the writer is gone already
+            pass
+
+    def freed(self) -> int:
+        """Wait until the writer has written a chunk of a streamed job; the slot it freed. OSError
+        when the writer died (the save is lost)."""
+        while True:
+            try:
+                if self._conn.poll(0.5):
+                    message = self._conn.recv()
+                    if isinstance(message, tuple) and message[0] == "freed":
+                        return message[1]
+                    self._early = message  # the job's result: it failed before the stream's end
+                    raise OSError("the writer stopped reading the stream")
+            except EOFError:
+                raise OSError("the writer process died") from None
+            if not self.alive():
+                raise OSError("the writer process died")
+
     def poll(self, timeout: float = 0.0) -> dict | None:
         """The result of the job in flight if it is done (None if still writing or none sent)."""
         if self.in_flight is None:
             return None
+        result, self._early = self._early, None
         try:
-            ready = self._conn.poll(timeout)
-            result = self._conn.recv() if ready else None
+            while result is None and self._conn.poll(timeout):
+                message = self._conn.recv()
+                if not isinstance(message, tuple):  # a tuple: a streamed job's last slots freed
+                    result = message
+            ready = result is not None
         except (EOFError, OSError):  # the writer was killed (the OOM killer, a user's kill)
             result, ready = None, True
         if not ready:
