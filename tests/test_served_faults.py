@@ -66,3 +66,25 @@ def test_a_non_ascii_token_gets_403_not_a_traceback(server, capfd):
 ])
 def test_the_host_header_is_checked(server, host, expected):
     assert status(server, f"/parts?token={server.token}", host=host.format(port=server.port)) == expected
+
+
+def test_on_colab_any_host_is_answered_behind_the_token(monkeypatch):
+    """Colab's proxy is the only way in there, and the Host it sends is unknown: a wrong guess must
+    not break every Colab panel. The token still guards."""
+    from colabkit.views.served import ServedView
+
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20261101-060000_RC00")
+    watcher = Watcher(sampler=Script([sample(cpu=12)]))
+    watcher.tick()
+    view = ServedView(watcher)
+    try:
+        assert status(view.server, f"/parts?token={view.server.token}", host="172.28.0.12:9000") == 200
+        assert status(view.server, "/parts?token=wrong", host="172.28.0.12:9000") == 403
+    finally:
+        view.server.close()
+    monkeypatch.delenv("COLAB_RELEASE_TAG")
+    view = ServedView(watcher)  # not on Colab: the Host is checked
+    try:
+        assert status(view.server, f"/parts?token={view.server.token}", host="172.28.0.12:9000") == 403
+    finally:
+        view.server.close()

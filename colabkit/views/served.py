@@ -33,14 +33,15 @@ log = logging.getLogger(__name__)
 
 CONNECTION_TIMEOUT = 10.0  # seconds a connection may sit idle or dribble a request in
 
-# Host headers answered. The browser reaches this server only through Colab's kernel proxy
-# (google.colab.kernel.proxyPort / output.serve_kernel_port_as_iframe), whose pages are served from
-# https://<id>-<port>-colab.googleusercontent.com (older) or https://<port>-<id>.<region>.prod.colab.dev
-# (newer) and forwarded to 127.0.0.1:<port> inside the VM. Whether the proxy passes that public
-# Host on or writes its own could not be observed outside Colab, so both are allowed: loopback names
-# (with or without the port) and Colab's two proxy domains. Anything else (a page of another site
-# whose name an attacker made resolve to 127.0.0.1, DNS rebinding) is refused before the token is
-# even looked at.
+# Host headers answered off Colab. On Colab the browser reaches this server only through Colab's
+# authenticated kernel proxy (google.colab.kernel.proxyPort / output.serve_kernel_port_as_iframe:
+# https://<port>-<id>.<region>.prod.colab.dev, formerly *-colab.googleusercontent.com), and no page in
+# the person's browser can reach the VM's loopback, so DNS rebinding can't either: there every Host
+# is answered (which one the proxy sends could not be observed outside Colab, and a guess that is
+# wrong would break every Colab panel), behind the token. Elsewhere (`--view colab` in a local
+# Jupyter) the browser's machine is the server's, so only loopback names and Colab's proxy domains
+# are answered: a page of another site whose name an attacker made resolve to 127.0.0.1 is refused
+# before the token is even looked at.
 _HOSTS = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?"
                     r"|[a-z0-9.-]+\.(googleusercontent\.com|colab\.dev)(:[0-9]{1,5})?", re.ASCII | re.IGNORECASE)
 
@@ -87,8 +88,10 @@ class PanelServer:
     """Serves `/` (the page), `/parts` (the panel's parts, JSON), `/panel` (the panel as one HTML
     fragment) and `/data` (the reading, JSON), all behind a token."""
 
-    def __init__(self, watcher: Watcher, host: str = "127.0.0.1"):
+    def __init__(self, watcher: Watcher, host: str = "127.0.0.1", any_host: bool = False):
+        """`any_host`: answer whatever Host the request names (on Colab, behind its proxy: see _HOSTS)."""
         self.watcher = watcher
+        self.any_host = any_host
         self.token = secrets.token_urlsafe(24)
         page = resources.files(__package__).joinpath("served_panel.html").read_text()
         self._page = page.replace("<!--STYLE-->", render.style(served=True)).encode()
@@ -105,7 +108,7 @@ class PanelServer:
             timeout = CONNECTION_TIMEOUT
 
             def do_GET(self):  # noqa: N802 (http.server's name)
-                if not _HOSTS.fullmatch(self.headers.get("Host", "")):
+                if not server.any_host and not _HOSTS.fullmatch(self.headers.get("Host", "")):
                     return self._send(403, "text/plain", b"colabkit: this server answers only through Colab's proxy")
                 url = urlparse(self.path)
                 token = parse_qs(url.query).get("token", [""])[0]
@@ -158,7 +161,9 @@ class ServedView:
     """Shows the PanelServer's page in the output through Colab's kernel proxy."""
 
     def __init__(self, watcher: Watcher):
-        self.server = PanelServer(watcher)
+        from .. import platform as platforms
+
+        self.server = PanelServer(watcher, any_host=platforms.detect_name() == platforms.COLAB)
         self.watcher = watcher
         self._handle = None
         self._unsubscribe = watcher.subscribe(on_alert=notify.alert)
