@@ -136,11 +136,10 @@ class Weights(torch.nn.Module):
         self.params = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(numel)) for _ in range(parts))
 
 
-def full(folder: Path, gib: float, parts: int, runs: int):
-    model = Weights(gib, parts)
-    tensors = [p.detach() for p in model.parameters()]
-    nbytes = sum(t.numel() * 4 for t in tensors)
-    buffer = torch.empty(nbytes // 4)
+def copy_loop_times(tensors: list, runs: int) -> list[float]:
+    """The stall's baseline: the same float32 tensors copied one by one into a buffer allocated
+    and touched beforehand (freed after)."""
+    buffer = torch.empty(sum(t.numel() for t in tensors))
     buffer.fill_(0)
 
     def copy_loop():
@@ -149,7 +148,14 @@ def full(folder: Path, gib: float, parts: int, runs: int):
             buffer[offset:offset + t.numel()].copy_(t)
             offset += t.numel()
 
-    copies = timed(copy_loop, runs)
+    return timed(copy_loop, runs)
+
+
+def full(folder: Path, gib: float, parts: int, runs: int):
+    model = Weights(gib, parts)
+    tensors = [p.detach() for p in model.parameters()]
+    nbytes = sum(t.numel() * 4 for t in tensors)
+    copies = copy_loop_times(tensors, runs)
     writes, colds = [], []
     for _ in range(runs):
         writes.append(raw_write(folder, nbytes))
@@ -252,17 +258,7 @@ def larger_than_budget(folder: Path, gib: float, runs: int, ring_mib: int):
     model = Weights(gib, 64)
     tensors = [p.detach() for p in model.parameters()]
     nbytes = sum(t.numel() * 4 for t in tensors)
-    buffer = torch.empty(nbytes // 4)
-    buffer.fill_(0)
-
-    def copy_loop():
-        offset = 0
-        for t in tensors:
-            buffer[offset:offset + t.numel()].copy_(t)
-            offset += t.numel()
-
-    copies = timed(copy_loop, runs)
-    del buffer
+    copies = copy_loop_times(tensors, runs)
     writes = [raw_write(folder, nbytes) for _ in range(runs)]
     results = {}
     for streamed in (False, True):
