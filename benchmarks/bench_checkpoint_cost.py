@@ -151,6 +151,28 @@ def copy_loop_times(tensors: list, runs: int) -> list[float]:
     return timed(copy_loop, runs)
 
 
+def changed_saves(ck, tensors: list, runs: int, streamed: bool | None = None) -> tuple[float, list, list]:
+    """runs + 1 saves, every tensor changed before each: the first save's stall, then each later
+    save's stall and commit time. `streamed`: whether every save must have gone through the ring."""
+    first, stalls, commits = None, [], []
+    for step in range(runs + 1):
+        with torch.no_grad():
+            for t in tensors:
+                t.add_(1.0)
+        ck.step = step + 1
+        start = time.perf_counter()
+        ck.save()
+        stall = time.perf_counter() - start
+        ck.wait()
+        assert ck.last["ok"] and (streamed is None or bool(ck.last.get("streamed")) == streamed)
+        if step == 0:
+            first = stall
+        else:
+            stalls.append(stall)
+            commits.append(ck.last["seconds"])
+    return first, stalls, commits
+
+
 def full(folder: Path, gib: float, parts: int, runs: int):
     model = Weights(gib, parts)
     tensors = [p.detach() for p in model.parameters()]
@@ -161,21 +183,8 @@ def full(folder: Path, gib: float, parts: int, runs: int):
         writes.append(raw_write(folder, nbytes))
         colds.append(raw_cold_read(folder))
     ck = Checkpointer(every="1 steps", to=folder / f"full-{parts}", keep=2, model=model)
-    stalls, commits, restores = [], [], []
-    for step in range(runs + 1):
-        with torch.no_grad():
-            for t in tensors:
-                t.add_(1.0)
-        ck.step = step + 1
-        start = time.perf_counter()
-        ck.save()
-        stall = time.perf_counter() - start
-        ck.wait()
-        if step == 0:
-            first = stall
-            continue
-        stalls.append(stall)
-        commits.append(ck.last["seconds"])
+    first, stalls, commits = changed_saves(ck, tensors, runs)
+    restores = []
     ck.close()
     for _ in range(runs):
         drop_cache(folder / f"full-{parts}")
@@ -227,21 +236,12 @@ def first_vs_later(folder: Path, gib: float, runs: int):
             if prepared:
                 ck.sink.prepared.wait(60)  # training's first minutes, before the first save comes due
                 ready.append(time.perf_counter() - started)
-            stalls = []
-            for step in range(4):
-                with torch.no_grad():
-                    for t in tensors:
-                        t.add_(1.0)
-                ck.step = step + 1
-                start = time.perf_counter()
-                ck.save()
-                stalls.append(time.perf_counter() - start)
-                ck.wait()
+            first, later, _ = changed_saves(ck, tensors, 3)
             ck.close()
             shutil.rmtree(folder / f"first-{prepared}-{run}")
-            firsts.append(stalls[0])
-            laters.append(statistics.median(stalls[1:]))
-            ratios.append(stalls[0] / statistics.median(stalls[1:]))
+            firsts.append(first)
+            laters.append(statistics.median(later))
+            ratios.append(first / statistics.median(later))
         how = (f"prepared in the background (ready {spread(ready)} s after %checkpoint)" if prepared
                else "not prepared (before)")
         print(f"{gib * 1024:.0f} MiB in 64 tensors, staging {how}: first save stall {spread(firsts)} s, "
@@ -267,20 +267,7 @@ def larger_than_budget(folder: Path, gib: float, runs: int, ring_mib: int):
             sink.budget = lambda: ring_mib << 20
         try:
             ck = Checkpointer(to=folder / f"budget-{streamed}", keep=2, model=model)
-            pauses, commits = [], []
-            for step in range(runs + 1):
-                with torch.no_grad():
-                    for t in tensors:
-                        t.add_(1.0)
-                ck.step = step + 1
-                start = time.perf_counter()
-                ck.save()
-                pause = time.perf_counter() - start
-                ck.wait()
-                assert ck.last["ok"] and bool(ck.last.get("streamed")) == streamed
-                if step:
-                    pauses.append(pause)
-                    commits.append(ck.last["seconds"])
+            _, pauses, commits = changed_saves(ck, tensors, runs, streamed)
             ring = ck.sink._buffer.size
             ck.close()
         finally:
