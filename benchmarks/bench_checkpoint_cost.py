@@ -25,22 +25,25 @@ sweep ends with one Markdown table of the ratios (rows: size x tensors), to past
    runs until ck.wait() returns in a waiting thread), while torch.save and while
    safetensors.save_file (+ fsync) run in a thread of this process, and while `dd conv=fsync`
    writes as many bytes; each as iterations per second relative to the loop alone (the mean of
-   its rate just before and just after). Goal: >= 0.93 beside the commit, and no worse than
-   beside a saver thread.
+   its rates alone just before and just after, each over about a commit's time). Goal: >= 0.93
+   beside the commit, and no worse than beside a saver thread.
 5. first: the first scheduled save's stall against the later ones' (first / later), with the
    staging buffer prepared in the background and without.
 6. budget: a state larger than the staging budget (--ring-mib): the pause of a save streamed
    through the ring, against a copy of the same tensors and a raw fsync'd write.
 
-Memory: the full case holds the state, colabkit's staging buffer (or a raw write's bytes, or
-safetensors' or DCP's copy) and one fresh model for the restores at once: about 3x the largest
---gib (12 GiB for --gib 4), freed between cases. Disk: about 3x the largest --gib.
+Memory: at most about 3x the largest --gib (12 GiB for --gib 4), during colabkit's restore in
+the full case (the state, a fresh model, and the checkpoint the restore reads); elsewhere the state
+and one other copy (colabkit's staging buffer, a raw write's bytes, safetensors' or
+dcp.async_save's copy). Everything is freed between cases; the peak is printed at the end. Disk:
+about 3x the largest --gib.
 """
 
 import argparse
 import gc
 import hashlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -238,7 +241,7 @@ def ratio(times: list[float], baseline: list[float]) -> float:
     return statistics.median(times) / statistics.median(baseline)
 
 
-def dcp_figures(folder: Path, state: dict, fresh: torch.nn.Module, runs: int) -> dict[str, list[float]]:
+def dcp_figures(folder: Path, state: dict, fresh, runs: int) -> dict[str, list[float]]:
     """PyTorch Distributed Checkpoint of `state` in this one process: DCP's single-process mode
     (no_dist=True; no process group is needed, not even for async_save). DCP warns on every call
     that torch.distributed is uninitialised; that warning is silenced here, in the benchmark only.
@@ -259,7 +262,7 @@ def dcp_figures(folder: Path, state: dict, fresh: torch.nn.Module, runs: int) ->
         make_durable(target)
         commits.append(time.perf_counter() - start)
     loads = []
-    fresh_state = fresh.state_dict()
+    fresh_state = fresh().state_dict()  # made only now: the async copy is gone
     for _ in range(runs):
         with torch.no_grad():
             for t in fresh_state.values():
@@ -301,10 +304,11 @@ def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
         restores.append(time.perf_counter() - start)
         assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))
     shutil.rmtree(store)
+    del fresh  # safetensors and dcp.async_save copy the state: at most 2x it from here
     state = model.state_dict()
     tsaves = durable_save_times(lambda path: torch.save(state, path), folder / "t.pt", runs)
     stsaves = durable_save_times(lambda path: save_file(state, str(path)), folder / "s.safetensors", runs)
-    dcps = dcp_figures(folder, state, fresh, runs)
+    dcps = dcp_figures(folder, state, lambda: Weights(gib, parts), runs)
     print(f"{size_name(nbytes)} of float32 in {parts} tensors, all changed between saves ({load_average()}):")
     print(f"  copy loop (baseline) {spread(copies)} s; stall {spread(stalls)} s = "
           f"{ratio(stalls, copies):.2f}x (first save {first:.3f} s); "
@@ -325,19 +329,15 @@ def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
             "restore / cold read": ratio(restores, colds), "DCP load / cold read": ratio(dcps["load"], colds)}
 
 
-def loop_beside(start, finish, window: float) -> tuple[float, float]:
-    """start() (untimed), then the loop runs in this thread until finish() returns in another
-    thread: (its rate then / its rate alone, the mean of `window` s just before and just after;
-    the rate alone)."""
-    before = loop_rate(window)
+def loop_beside(start, finish) -> float:
+    """start() (untimed), then the loop's rate in this thread until finish() returns in another."""
     start()
     done = threading.Event()
     waiter = threading.Thread(target=lambda: (finish(), done.set()))
     waiter.start()
     during = loop_rate(3600.0, stop=done)
     waiter.join()
-    alone = (before + loop_rate(window)) / 2
-    return during / alone, alone
+    return during
 
 
 def loop_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
@@ -350,7 +350,7 @@ def loop_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, floa
     state = model.state_dict()
     ck = Checkpointer(every="1 steps", to=folder / f"loop-{parts}", keep=2, model=model)
     _, _, commits = changed_saves(ck, tensors, 1)  # staging buffer and writer ready, as in training
-    window = max(0.5, commits[0])  # the loop alone, for about as long as a commit
+    window = max(0.5, commits[0])  # each measure of the loop alone, about as long as a commit
     target = folder / "loop.out"
 
     def colabkit_save():
@@ -374,12 +374,14 @@ def loop_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, floa
             ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={-(-nbytes >> 20)}", "conv=fsync"],
             stderr=subprocess.DEVNULL))), lambda: dd.pop().wait()),
     }
-    ratios, alone = {name: [] for name in workers}, []
+    # Alone, then beside each in turn with alone again after each: each is relative to the mean of
+    # the rates alone just before and just after it (the loop's own speed drifts on a shared VM).
+    ratios, alone = {name: [] for name in workers}, [loop_rate(window)]
     for _ in range(runs):
         for name, (start, finish) in workers.items():
-            relative, rate = loop_beside(start, finish, window)
-            ratios[name].append(relative)
-            alone.append(rate)
+            during = loop_beside(start, finish)
+            alone.append(loop_rate(window))
+            ratios[name].append(during / ((alone[-2] + alone[-1]) / 2))
     ck.close()
     remove(target)
     shutil.rmtree(folder / f"loop-{parts}")
@@ -419,6 +421,7 @@ def first_vs_later(folder: Path, gib: float, runs: int):
                 ready.append(time.perf_counter() - started)
             first, later, _ = changed_saves(ck, tensors, 3)
             ck.close()
+            del ck, model, tensors  # before the next run's model exists
             shutil.rmtree(folder / f"first-{prepared}-{run}")
             firsts.append(first)
             laters.append(statistics.median(later))
@@ -479,6 +482,7 @@ def main():
                         choices=["hashes", "lora", "full", "loop", "first", "budget"])
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-cost-", dir=args.dir or "."))
+    rss_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
     print(f"{load_average()} at start; torch {torch.__version__}; sizes {args.gib} GiB, tensors {args.tensors}, "
           f"{args.runs} runs")
     rows = {}
@@ -504,7 +508,9 @@ def main():
         shutil.rmtree(folder)
     if rows:
         table(rows)
-    print(f"{load_average()} at end")
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10) - rss_at_start
+    print(f"{load_average()} at end; peak RSS {peak / 2**30:.2f} GiB above the start = "
+          f"{peak / (max(args.gib) * 2**30):.1f}x the largest state (the writer process's own memory apart)")
 
 
 if __name__ == "__main__":
