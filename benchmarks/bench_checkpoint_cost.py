@@ -17,9 +17,9 @@ sweep ends with one Markdown table of the ratios (rows: size x tensors), to past
    PyTorch Distributed Checkpoint in this one process (no process group; DCP's no_dist mode):
    dcp.save (the whole call, which fsyncs its files, + fsync of the folder) against the raw
    write, dcp.async_save's stall (until the call returns: it copies the state first) against the
-   copy and its commit (until the returned future's result, + fsync of the folder) against the
-   raw write, and dcp.load into a fresh model's state dict (page cache dropped) against the cold
-   read.
+   copy and its commit (from the call to the returned future's result, + fsync of the folder)
+   against the raw write, and dcp.load into a fresh model's state dict (page cache dropped)
+   against the cold read.
 4. loop: a GIL-bound training-like loop (pure Python arithmetic) in the main thread: its speed
    while colabkit's writer commits a save of --gib in --tensors tensors (ck.save(), then the loop
    runs until ck.wait() returns in a waiting thread), while torch.save and while
@@ -164,7 +164,9 @@ class Weights(torch.nn.Module):
 
 def copy_loop_times(tensors: list, runs: int) -> list[float]:
     """The stall's baseline: the same float32 tensors copied one by one into a buffer allocated
-    and touched beforehand (freed after)."""
+    and touched beforehand (freed after), in the steady state as the stall is: one untimed copy
+    first (the first copy after allocating took 0.3-0.7 s at 64 MiB where the later ones took
+    0.005-0.06 s)."""
     buffer = torch.empty(sum(t.numel() for t in tensors))
     buffer.fill_(0)
 
@@ -174,6 +176,7 @@ def copy_loop_times(tensors: list, runs: int) -> list[float]:
             buffer[offset:offset + t.numel()].copy_(t)
             offset += t.numel()
 
+    copy_loop()
     return timed(copy_loop, runs)
 
 
@@ -330,13 +333,25 @@ def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
 
 
 def loop_beside(start, finish) -> float:
-    """start() (untimed), then the loop's rate in this thread until finish() returns in another."""
+    """start() (untimed), then the loop's rate in this thread until finish() returns in another
+    (what finish() raised is raised here)."""
     start()
-    done = threading.Event()
-    waiter = threading.Thread(target=lambda: (finish(), done.set()))
+    done, failed = threading.Event(), []
+
+    def wait():
+        try:
+            finish()
+        except BaseException as error:
+            failed.append(error)
+        finally:
+            done.set()
+
+    waiter = threading.Thread(target=wait)
     waiter.start()
     during = loop_rate(3600.0, stop=done)
     waiter.join()
+    if failed:
+        raise failed[0]
     return during
 
 
@@ -371,7 +386,7 @@ def loop_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, floa
         "safetensors thread": (lambda: remove(target),
                                lambda: (save_file(state, str(target)), make_durable(target))),
         "dd conv=fsync": (lambda: (remove(target), dd.append(subprocess.Popen(
-            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={-(-nbytes >> 20)}", "conv=fsync"],
+            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={(nbytes + (1 << 20) - 1) >> 20}", "conv=fsync"],
             stderr=subprocess.DEVNULL))), lambda: dd.pop().wait()),
     }
     # Alone, then beside each in turn with alone again after each: each is relative to the mean of
@@ -394,14 +409,14 @@ def loop_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, floa
     return {f"loop: {name}": statistics.median(values) for name, values in ratios.items()}
 
 
-def table(rows: dict[tuple[int, int], dict[str, float]]) -> None:
-    """The sweep as one Markdown table: rows size x tensors, a column per ratio measured."""
+def table(rows: dict[tuple[float, int], dict[str, float]]) -> None:
+    """The sweep as one Markdown table: rows size (GiB) x tensors, a column per ratio measured."""
     columns = list(dict.fromkeys(column for row in rows.values() for column in row))
     print("\n| state | tensors | " + " | ".join(columns) + " |")
     print("|---|---:|" + "---:|" * len(columns))
-    for (nbytes, parts), row in sorted(rows.items()):
+    for (gib, parts), row in sorted(rows.items()):
         cells = [f"{row[c]:.2f}" + ("" if c.startswith("loop") else "x") if c in row else "" for c in columns]
-        print(f"| {size_name(nbytes)} | {parts} | " + " | ".join(cells) + " |")
+        print(f"| {size_name(int(gib * 2**30))} | {parts} | " + " | ".join(cells) + " |")
 
 
 def first_vs_later(folder: Path, gib: float, runs: int):
@@ -493,10 +508,9 @@ def main():
             lora(folder, args.base_mb, args.runs)
         for gib in args.gib:
             for parts in args.tensors:
-                nbytes = int(gib * (1 << 30) / 4 / parts) * 4 * parts
                 for case, measure in (("full", full), ("loop", loop_case)):
                     if case in args.cases:
-                        rows.setdefault((nbytes, parts), {}).update(measure(folder, gib, parts, args.runs))
+                        rows.setdefault((gib, parts), {}).update(measure(folder, gib, parts, args.runs))
                         gc.collect()
             if "first" in args.cases:
                 first_vs_later(folder, gib, args.runs)
