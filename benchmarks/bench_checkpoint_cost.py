@@ -165,8 +165,7 @@ class Weights(torch.nn.Module):
 def copy_loop_times(tensors: list, runs: int) -> list[float]:
     """The stall's baseline: the same float32 tensors copied one by one into a buffer allocated
     and touched beforehand (freed after), in the steady state as the stall is: one untimed copy
-    first (the first copy after allocating took 0.3-0.7 s at 64 MiB where the later ones took
-    0.005-0.06 s)."""
+    first, as the first save is left out of the stall."""
     buffer = torch.empty(sum(t.numel() for t in tensors))
     buffer.fill_(0)
 
