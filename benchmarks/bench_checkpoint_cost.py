@@ -1,31 +1,59 @@
 """What a checkpoint costs as what changed, each figure a ratio to a baseline from the same run.
 
-Medians of --runs rounds, with the spread (min-max) beside them; the machine is shared, so say its
-load with the figures.
+Medians of --runs rounds, with the spread (min-max) beside them; the machine is shared, so the load
+average is printed at the start, with each case and at the end. --gib takes several sizes: `full`,
+`loop`, `first` and `budget` run once per size (and `full` and `loop` per --tensors count), and a
+sweep ends with one Markdown table of the ratios (rows: size x tensors), to paste into README.md.
 
 1. hashes: MB/s of XXH3-128 (what colabkit uses), sha256, blake2b and BLAKE3 (when installed)
    over the same 256 MiB, against a memcpy of it.
-2. LoRA on a frozen base (--base-mb of frozen weights, 1.5 MB of adapters trained with Adam):
-   bytes written per checkpoint and the pause, against a copy of the adapters and their Adam
-   state alone (PEFT saves the adapters; that copy is its floor) and torch.save of the adapters.
-3. --gib of float32 in --tensors tensors, all changing: the stall against a copy of the same
+2. lora: LoRA on a frozen base (--base-mb of frozen weights, 1.5 MB of adapters trained with
+   Adam): bytes written per checkpoint and the pause, against a copy of the adapters and their
+   Adam state alone (PEFT saves the adapters; that copy is its floor) and torch.save of them.
+3. full: --gib of float32 in --tensors tensors, all changing: the stall against a copy of the same
    tensors into a preallocated buffer; the commit against a raw fsync'd write; the restore
-   (verified as it reads) against a raw cold read; beside them torch.save and
-   safetensors.save_file + fsync of the same state.
-4. first vs later save: the first scheduled save's stall against the later ones' (first / later),
-   with the staging buffer prepared in the background and without.
-5. a state larger than the staging budget (--ring-mib): the pause of a save streamed through the
-   ring, against a copy of the same tensors and a raw fsync'd write.
+   (verified as it reads) against a raw cold read; beside them, against the same baselines:
+   torch.save and safetensors.save_file of the same state (+ fsync of the file and its folder);
+   PyTorch Distributed Checkpoint in this one process (no process group; DCP's no_dist mode):
+   dcp.save (the whole call, which fsyncs its files, + fsync of the folder) against the raw
+   write, dcp.async_save's stall (until the call returns: it copies the state first) against the
+   copy and its commit (from the call to the returned future's result, + fsync of the folder)
+   against the raw write, and dcp.load into a fresh model's state dict (page cache dropped)
+   against the cold read.
+4. loop: a GIL-bound training-like loop (pure Python arithmetic) in the main thread: its speed
+   while colabkit's writer commits a save of --gib in --tensors tensors (ck.save(), then the loop
+   runs until ck.wait() returns in a waiting thread), while torch.save and while
+   safetensors.save_file (+ fsync) run in a thread of this process, while dcp.async_save's
+   thread writes (its copy made before the loop starts, as colabkit's stall is; until the
+   future's result + fsync), and while `dd conv=fsync` writes as many bytes; each as iterations
+   per second relative to the loop alone (the mean of its rates alone just before and just
+   after, each over about a commit's time). Goal: >= 0.93 beside the commit, and no worse than
+   beside a saver thread.
+5. first: the first scheduled save's stall against the later ones' (first / later), with the
+   staging buffer prepared in the background and without.
+6. budget: a state larger than the staging budget (--ring-mib): the pause of a save streamed
+   through the ring, against a copy of the same tensors and a raw fsync'd write.
+
+Memory: at most about 3x the largest --gib (12 GiB for --gib 4), during colabkit's restore in
+the full case (the state, a fresh model, and the checkpoint the restore reads); elsewhere the state
+and one other copy (colabkit's staging buffer, a raw write's bytes, safetensors' or
+dcp.async_save's copy). Everything is freed between cases; the peak is printed at the end. Disk:
+about 3x the largest --gib.
 """
 
 import argparse
+import gc
 import hashlib
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,7 +61,7 @@ import torch
 from colabkit.checkpoint.checkpointer import Checkpointer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_checkpoint import drop_cache, raw_cold_read, raw_write  # noqa: E402
+from bench_checkpoint import drop_cache, loop_rate, raw_cold_read, raw_write  # noqa: E402
 
 
 def spread(values):
@@ -138,7 +166,8 @@ class Weights(torch.nn.Module):
 
 def copy_loop_times(tensors: list, runs: int) -> list[float]:
     """The stall's baseline: the same float32 tensors copied one by one into a buffer allocated
-    and touched beforehand (freed after)."""
+    and touched beforehand (freed after), in the steady state as the stall is: one untimed copy
+    first, as the first save is left out of the stall."""
     buffer = torch.empty(sum(t.numel() for t in tensors))
     buffer.fill_(0)
 
@@ -148,6 +177,7 @@ def copy_loop_times(tensors: list, runs: int) -> list[float]:
             buffer[offset:offset + t.numel()].copy_(t)
             offset += t.numel()
 
+    copy_loop()
     return timed(copy_loop, runs)
 
 
@@ -173,7 +203,87 @@ def changed_saves(ck, tensors: list, runs: int, streamed: bool | None = None) ->
     return first, stalls, commits
 
 
-def full(folder: Path, gib: float, parts: int, runs: int):
+def load_average() -> str:
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+def size_name(nbytes: int) -> str:
+    return f"{nbytes / 2**30:g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def make_durable(path: Path) -> None:
+    """fsync a file, or a folder's files, and the folder holding them (what colabkit's commit does)."""
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    for target in files + [path if path.is_dir() else path.parent]:
+        fd = os.open(target, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def durable_save_times(save, path: Path, runs: int) -> list[float]:
+    """save(path) then make_durable(path), each run into a path removed beforehand (untimed), as
+    colabkit writes each checkpoint to new files."""
+    out = []
+    for _ in range(runs):
+        remove(path)
+        start = time.perf_counter()
+        save(path)
+        make_durable(path)
+        out.append(time.perf_counter() - start)
+    remove(path)
+    return out
+
+
+def ratio(times: list[float], baseline: list[float]) -> float:
+    return statistics.median(times) / statistics.median(baseline)
+
+
+def dcp_figures(folder: Path, state: dict, fresh, runs: int) -> dict[str, list[float]]:
+    """PyTorch Distributed Checkpoint of `state` in this one process: DCP's single-process mode
+    (no_dist=True; no process group is needed, not even for async_save). DCP warns on every call
+    that torch.distributed is uninitialised; that warning is silenced here, in the benchmark only.
+    dcp.save's FileSystemWriter fsyncs its data files and .metadata (sync_files=True) but not the
+    folder after renaming .metadata.tmp: make_durable adds that (and re-fsyncs clean files, ~free)."""
+    import torch.distributed.checkpoint as dcp
+
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+    target = folder / "dcp"
+    saves = durable_save_times(lambda path: dcp.save(state, checkpoint_id=path, no_dist=True), target, runs)
+    stalls, commits = [], []
+    for _ in range(runs):
+        remove(target)
+        start = time.perf_counter()
+        future = dcp.async_save(state, checkpoint_id=target, no_dist=True)
+        stalls.append(time.perf_counter() - start)
+        future.result()
+        make_durable(target)
+        commits.append(time.perf_counter() - start)
+    loads = []
+    fresh_state = fresh().state_dict()  # made only now: the async copy is gone
+    for _ in range(runs):
+        with torch.no_grad():
+            for t in fresh_state.values():
+                t.zero_()
+        drop_cache(target)
+        start = time.perf_counter()
+        dcp.load(fresh_state, checkpoint_id=target, no_dist=True)
+        loads.append(time.perf_counter() - start)
+        assert all(torch.equal(fresh_state[name], t) for name, t in state.items())
+    remove(target)
+    return {"save": saves, "async stall": stalls, "async commit": commits, "load": loads}
+
+
+def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
+    """The full case's detail lines; returns its ratios for the sweep's table."""
+    from safetensors.torch import save_file
+
     model = Weights(gib, parts)
     tensors = [p.detach() for p in model.parameters()]
     nbytes = sum(t.numel() * 4 for t in tensors)
@@ -182,43 +292,138 @@ def full(folder: Path, gib: float, parts: int, runs: int):
     for _ in range(runs):
         writes.append(raw_write(folder, nbytes))
         colds.append(raw_cold_read(folder))
-    ck = Checkpointer(every="1 steps", to=folder / f"full-{parts}", keep=2, model=model)
+    store = folder / f"full-{parts}"
+    ck = Checkpointer(every="1 steps", to=store, keep=2, model=model)
     first, stalls, commits = changed_saves(ck, tensors, runs)
+    ck.close()  # frees the staging buffer before the fresh model exists
+    fresh = Weights(gib, parts)
     restores = []
-    ck.close()
     for _ in range(runs):
-        drop_cache(folder / f"full-{parts}")
-        fresh = Weights(gib, parts)
+        with torch.no_grad():
+            for p in fresh.parameters():
+                p.zero_()
+        drop_cache(store)
         start = time.perf_counter()
-        Checkpointer(to=folder / f"full-{parts}", model=fresh).restore()
+        Checkpointer(to=store, model=fresh).restore()
         restores.append(time.perf_counter() - start)
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))
-    tsaves, stsaves = [], []
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))
+    shutil.rmtree(store)
+    del fresh  # safetensors and dcp.async_save copy the state: at most 2x it from here
+    state = model.state_dict()
+    tsaves = durable_save_times(lambda path: torch.save(state, path), folder / "t.pt", runs)
+    stsaves = durable_save_times(lambda path: save_file(state, str(path)), folder / "s.safetensors", runs)
+    dcps = dcp_figures(folder, state, lambda: Weights(gib, parts), runs)
+    print(f"{size_name(nbytes)} of float32 in {parts} tensors, all changed between saves ({load_average()}):")
+    print(f"  copy loop (baseline) {spread(copies)} s; stall {spread(stalls)} s = "
+          f"{ratio(stalls, copies):.2f}x (first save {first:.3f} s); "
+          f"dcp.async_save stall {spread(dcps['async stall'])} s = {ratio(dcps['async stall'], copies):.2f}x")
+    print(f"  raw fsync'd write (baseline) {spread(writes)} s; commit {spread(commits)} s = "
+          f"{ratio(commits, writes):.2f}x; torch.save+fsync {spread(tsaves)} s = {ratio(tsaves, writes):.2f}x; "
+          f"safetensors.save_file+fsync {spread(stsaves)} s = {ratio(stsaves, writes):.2f}x")
+    print(f"  against the same raw write: dcp.save (fsyncs its files) {spread(dcps['save'])} s = "
+          f"{ratio(dcps['save'], writes):.2f}x; dcp.async_save until .result() {spread(dcps['async commit'])} s = "
+          f"{ratio(dcps['async commit'], writes):.2f}x")
+    print(f"  raw cold read (baseline) {spread(colds)} s; restore (verified in one pass) {spread(restores)} s = "
+          f"{ratio(restores, colds):.2f}x; dcp.load into a fresh state dict {spread(dcps['load'])} s = "
+          f"{ratio(dcps['load'], colds):.2f}x")
+    return {"stall / copy": ratio(stalls, copies), "commit / raw write": ratio(commits, writes),
+            "torch.save / raw": ratio(tsaves, writes), "safetensors / raw": ratio(stsaves, writes),
+            "DCP / raw": ratio(dcps["save"], writes), "DCP async stall / copy": ratio(dcps["async stall"], copies),
+            "DCP async commit / raw": ratio(dcps["async commit"], writes),
+            "restore / cold read": ratio(restores, colds), "DCP load / cold read": ratio(dcps["load"], colds)}
+
+
+def loop_beside(start, finish) -> float:
+    """start() (untimed), then the loop's rate in this thread until finish() returns in another
+    (what finish() raised is raised here)."""
+    start()
+    done, failed = threading.Event(), []
+
+    def wait():
+        try:
+            finish()
+        except BaseException as error:
+            failed.append(error)
+        finally:
+            done.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    during = loop_rate(3600.0, stop=done)
+    waiter.join()
+    if failed:
+        raise failed[0]
+    return during
+
+
+def loop_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
+    """The loop case's detail lines; returns the loop's relative speeds for the sweep's table."""
     from safetensors.torch import save_file
 
+    model = Weights(gib, parts)
+    tensors = [p.detach() for p in model.parameters()]
+    nbytes = sum(t.numel() * 4 for t in tensors)
     state = model.state_dict()
+    ck = Checkpointer(every="1 steps", to=folder / f"loop-{parts}", keep=2, model=model)
+    _, _, commits = changed_saves(ck, tensors, 1)  # staging buffer and writer ready, as in training
+    window = max(0.5, commits[0])  # each measure of the loop alone, about as long as a commit
+    target = folder / "loop.out"
+
+    def colabkit_save():
+        with torch.no_grad():
+            for t in tensors:
+                t.add_(1.0)
+        ck.step += 1
+        ck.save()
+
+    def colabkit_committed():
+        ck.wait()
+        assert ck.last["ok"] and ck.last["step"] == ck.step
+
+    import torch.distributed.checkpoint as dcp
+
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+    dd, futures = [], []
+    workers = {
+        "colabkit's commit": (colabkit_save, colabkit_committed),
+        "torch.save thread": (lambda: remove(target), lambda: (torch.save(state, target), make_durable(target))),
+        "safetensors thread": (lambda: remove(target),
+                               lambda: (save_file(state, str(target)), make_durable(target))),
+        "dcp.async_save": (lambda: (remove(target), futures.append(dcp.async_save(state, checkpoint_id=target,
+                                                                                   no_dist=True))),
+                           lambda: (futures.pop().result(), make_durable(target))),
+        "dd conv=fsync": (lambda: (remove(target), dd.append(subprocess.Popen(
+            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={(nbytes + (1 << 20) - 1) >> 20}", "conv=fsync"],
+            stderr=subprocess.DEVNULL))), lambda: dd.pop().wait()),
+    }
+    # Alone, then beside each in turn with alone again after each: each is relative to the mean of
+    # the rates alone just before and just after it (the loop's own speed drifts on a shared VM).
+    ratios, alone = {name: [] for name in workers}, [loop_rate(window)]
     for _ in range(runs):
-        start = time.perf_counter()
-        torch.save(state, folder / "t.pt")
-        fd = os.open(folder / "t.pt", os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        tsaves.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        save_file(state, str(folder / "s.safetensors"))
-        fd = os.open(folder / "s.safetensors", os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        stsaves.append(time.perf_counter() - start)
-    copy, write, cold = (statistics.median(x) for x in (copies, writes, colds))
-    print(f"{nbytes / 2**20:.0f} MiB of float32 in {parts} tensors, all changed between saves:")
-    print(f"  copy loop (baseline) {spread(copies)} s; stall {spread(stalls)} s = "
-          f"{statistics.median(stalls) / copy:.2f}x (first save {first:.3f} s)")
-    print(f"  raw fsync'd write (baseline) {spread(writes)} s; commit {spread(commits)} s = "
-          f"{statistics.median(commits) / write:.2f}x; torch.save+fsync {statistics.median(tsaves) / write:.2f}x; "
-          f"safetensors.save_file+fsync {statistics.median(stsaves) / write:.2f}x")
-    print(f"  raw cold read (baseline) {spread(colds)} s; restore (verified in one pass) {spread(restores)} s = "
-          f"{statistics.median(restores) / cold:.2f}x")
+        for name, (start, finish) in workers.items():
+            during = loop_beside(start, finish)
+            alone.append(loop_rate(window))
+            ratios[name].append(during / ((alone[-2] + alone[-1]) / 2))
+    ck.close()
+    remove(target)
+    shutil.rmtree(folder / f"loop-{parts}")
+    print(f"GIL-bound loop beside a save of {size_name(nbytes)} in {parts} tensors ({load_average()}): "
+          f"alone {statistics.median(alone):.0f} it/s ({min(alone):.0f}-{max(alone):.0f}); "
+          f"its speed relative to alone:")
+    for name, values in ratios.items():
+        goal = "   goal >= 0.93, and >= beside a saver thread" if name == "colabkit's commit" else ""
+        print(f"  beside {name:20s} {spread(values)}{goal}")
+    return {f"loop: {name}": statistics.median(values) for name, values in ratios.items()}
+
+
+def table(rows: dict[tuple[float, int], dict[str, float]]) -> None:
+    """The sweep as one Markdown table: rows size (GiB) x tensors, a column per ratio measured."""
+    columns = list(dict.fromkeys(column for row in rows.values() for column in row))
+    print("\n| state | tensors | " + " | ".join(columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    for (gib, parts), row in sorted(rows.items()):
+        cells = [f"{row[c]:.2f}" + ("" if c.startswith("loop") else "x") if c in row else "" for c in columns]
+        print(f"| {size_name(int(gib * 2**30))} | {parts} | " + " | ".join(cells) + " |")
 
 
 def first_vs_later(folder: Path, gib: float, runs: int):
@@ -238,6 +443,7 @@ def first_vs_later(folder: Path, gib: float, runs: int):
                 ready.append(time.perf_counter() - started)
             first, later, _ = changed_saves(ck, tensors, 3)
             ck.close()
+            del ck, model, tensors  # before the next run's model exists
             shutil.rmtree(folder / f"first-{prepared}-{run}")
             firsts.append(first)
             laters.append(statistics.median(later))
@@ -285,32 +491,50 @@ def larger_than_budget(folder: Path, gib: float, runs: int, ring_mib: int):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--gib", type=float, default=0.25)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, nargs="+", default=[0.25],
+                        help="state sizes in GiB, one run of the size cases each (e.g. 0.0625 0.25 1 4); "
+                             "needs about 3x the largest in RAM and on disk")
     parser.add_argument("--tensors", type=int, nargs="+", default=[64, 20000])
     parser.add_argument("--base-mb", type=float, default=200)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--dir", default=None)
     parser.add_argument("--ring-mib", type=int, default=64, help="the staging budget of the larger-than-budget case")
-    parser.add_argument("--cases", nargs="+", default=["hashes", "lora", "full", "first", "budget"])
+    parser.add_argument("--cases", nargs="+", default=["hashes", "lora", "full", "loop", "first", "budget"],
+                        choices=["hashes", "lora", "full", "loop", "first", "budget"])
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-cost-", dir=args.dir or "."))
-    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    rss_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+    print(f"{load_average()} at start; torch {torch.__version__}; sizes {args.gib} GiB, tensors {args.tensors}, "
+          f"{args.runs} runs")
+    rows = {}
     try:
         if "hashes" in args.cases:
             hashes(args.runs)
         if "lora" in args.cases:
             lora(folder, args.base_mb, args.runs)
-        if "full" in args.cases:
+        for gib in args.gib:
             for parts in args.tensors:
-                full(folder, args.gib, parts, args.runs)
-        if "first" in args.cases:
-            first_vs_later(folder, args.gib, args.runs)
-        if "budget" in args.cases:
-            larger_than_budget(folder, args.gib, args.runs, args.ring_mib)
+                for case, measure in (("full", full), ("loop", loop_case)):
+                    if case in args.cases:
+                        rows.setdefault((gib, parts), {}).update(measure(folder, gib, parts, args.runs))
+                        gc.collect()
+            if "first" in args.cases:
+                first_vs_later(folder, gib, args.runs)
+                gc.collect()
+            if "budget" in args.cases and gib * 1024 <= args.ring_mib:
+                print(f"budget case skipped at {size_name(int(gib * 2**30))}: not larger than "
+                      f"--ring-mib {args.ring_mib}")
+            elif "budget" in args.cases:
+                larger_than_budget(folder, gib, args.runs, args.ring_mib)
+                gc.collect()
     finally:
         shutil.rmtree(folder)
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    if rows:
+        table(rows)
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10) - rss_at_start
+    print(f"{load_average()} at end; peak RSS {peak / 2**30:.2f} GiB above the start = "
+          f"{peak / (max(args.gib) * 2**30):.1f}x the largest state (the writer process's own memory apart)")
 
 
 if __name__ == "__main__":
