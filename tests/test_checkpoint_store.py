@@ -66,7 +66,7 @@ def test_a_long_sessions_writer_forgets_the_tensors_of_deleted_packs(tmp_path):
     store, pool, base = CheckpointStore(tmp_path, keep=2), Pool(tmp_path), frozen(1)
     for step in range(1, 9):
         arrays = [np.full(64, step, dtype=np.int32), np.full(64, -step, dtype=np.int32), base]
-        state = f'{{"structure": {{}}, "step": {step}, "position": 0}}'.encode()
+        state = {"structure": {}, "step": step, "position": 0}
         encoded = codec.Payload(step, ["x", "y", "base"], ["I32"] * 3, [a.shape for a in arrays],
                                 [a.nbytes for a in arrays], [0, 0, 0], 0, state, None, {"platform": "test"})
         store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
