@@ -103,7 +103,8 @@ def serve(conn) -> None:
         started = time.perf_counter()
         payload: codec.Payload = job["payload"]
         try:
-            # A fragment the trainer sent before comes as None: the same text as the last job's.
+            # A fragment the trainer sent before comes as None: the same text as the last job's. Taken
+            # first, whatever becomes of the job, so the writer always holds what the trainer last sent.
             fragments = {key: fragments[key] if text is None else text for key, text in payload.fragments.items()}
             payload = dataclasses.replace(payload, fragments=fragments)
             streamed = job.get("stream")  # a state larger than the staging budget: a ring of chunks
@@ -136,7 +137,6 @@ def serve(conn) -> None:
                     mirrors[key] = Mirror(Path(job["root"]), Path(job["mirror"]), job["keep"])
                 mirrors[key].push(checkpoint.path)
         except Exception as exc:  # reported to the trainer, raised at its next consistent point
-            fragments = {}  # the trainer sends them whole after a failure
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
                       "step": payload.step}
         try:
@@ -240,8 +240,6 @@ class WriterProcess:
         if not ready:
             if self.alive():
                 return None
-        if result is None or not result.get("ok"):
-            self._fragments_sent = {}  # the writer forgot them (serve), or is gone
         self.in_flight, job = None, self.in_flight
         return result or lost(job["payload"].step)
 
