@@ -20,14 +20,6 @@ from . import durable, state
 ALIGN = 64  # staged tensors start at multiples of this in the staging buffer
 
 
-def _token(value, tensor_type):
-    """What identifies a CPU tensor's memory and its writes; None when there is nothing to trust.
-    Only a candidate for "unchanged": the hash of its bytes decides."""
-    if not isinstance(value, tensor_type) or not value.is_cpu or not value.is_contiguous():
-        return None
-    return value.data_ptr(), value._version
-
-
 def kept_hashes(checkpoint, written) -> list | None:
     """What a save's result tells the trainer: the hashes of what it staged, or None when retention
     deleted the checkpoint at once (a step below the kept ones): nothing may then point at it."""
@@ -49,12 +41,18 @@ class Changes:
         tensor_type = torch.Tensor if torch is not None else ()
         saved_of, digest, cpu_bytes = self._saved.get, durable.digest, state.cpu_bytes
         for source in sources:
-            token = _token(source.value, tensor_type)
+            value = source.value
+            # What identifies a CPU tensor's memory and its writes (None: nothing to trust). Only a
+            # candidate for "unchanged": the hash of its bytes decides.
+            if isinstance(value, tensor_type) and value.is_cpu and value.is_contiguous():
+                token = value.data_ptr(), value._version
+            else:
+                token = None
             tokens.append(token)
             if token is not None:
                 saved = saved_of(source.key)
                 if saved is not None and saved[0] == token:
-                    hashed = digest(cpu_bytes(source.value))
+                    hashed = digest(cpu_bytes(value))
                     if hashed == saved[1]:
                         places.append(hashed)
                         continue

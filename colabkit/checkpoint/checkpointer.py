@@ -395,7 +395,7 @@ class Checkpointer:
                 captured = state.capture(self.tracked(), random, extra, job_secrets.given(), self._layouts)
                 self._say_skipped(captured.skipped)
                 streamed = self.sink.save(captured, self.step, self.position, self.pace, self._meta())
-                nbytes = captured.nbytes
+                nbytes = captured.nbytes if streamed is not None else None
             finally:
                 self._layouts.release()
             del captured  # its per-tensor objects go before the collector runs again, not through it
