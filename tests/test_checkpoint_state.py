@@ -1,5 +1,6 @@
 """Saving and restoring real PyTorch and NumPy training state through the Checkpointer."""
 
+import copy
 import random
 import warnings
 
@@ -241,3 +242,69 @@ def test_many_small_tensors_restore_exactly_each_into_its_own_memory_and_a_damag
     pack_file.write_bytes(bytes(data[:offset + size // 2]))  # cut short after the sizes were checked
     with pytest.raises(codec.CheckpointDamaged, match=r"ends before stats\.t2400's bytes"):
         codec._read_tensors(folder, manifest, torch=True)
+
+
+def test_a_model_whose_layout_changes_between_saves_is_saved_as_it_is_now(tmp_path):
+    """A large state dict's encoding is reused from the last save while its layout stays: a save
+    after the model's dtype, a shape or the set of its tensors changed must describe the model as
+    it is then, and restore it exactly."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(4, 4) for _ in range(40)))  # 80 tensors: large enough
+    ck = Checkpointer(every="1 steps", to=tmp_path, keep=5, model=model)
+
+    def saved_and_restored():
+        ck.step += 1
+        ck.save(wait=True)
+        assert ck.last["ok"], ck.last
+        fresh = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in fresh.parameters():
+                p.zero_()
+        Checkpointer(to=tmp_path, model=fresh).restore()
+        assert states_equal(fresh.state_dict(), model.state_dict())
+
+    saved_and_restored()
+    with torch.no_grad():
+        model[0].weight.add_(1)
+    saved_and_restored()  # the same layout: reused
+    model.to(torch.float64)  # every dtype changes
+    saved_and_restored()
+    model[3] = torch.nn.Linear(4, 4, bias=False).to(torch.float64)  # a tensor fewer
+    saved_and_restored()
+    model[5].weight = torch.nn.Parameter(torch.randn(4, 4, dtype=torch.float64).t())  # same shape, strided
+    saved_and_restored()
+    model[7].weight = torch.nn.Parameter(torch.randn(2, 8, dtype=torch.float64))  # same bytes, another shape
+    fresh_shapes = {k: v.shape for k, v in model.state_dict().items()}
+    ck.step += 1
+    ck.save(wait=True)
+    namespace = {"model": copy.deepcopy(model)}
+    Checkpointer(to=tmp_path).restore(namespace=namespace)
+    assert {k: v.shape for k, v in namespace["model"].state_dict().items()} == fresh_shapes
+    assert states_equal(namespace["model"].state_dict(), model.state_dict())
+    ck.close()
+
+
+def test_the_reused_layout_keeps_no_tensor_alive_between_saves(tmp_path):
+    """A model the notebook deletes must not stay in memory because colabkit remembers its layout."""
+    import gc
+
+    from colabkit.checkpoint import state
+
+    model = torch.nn.Sequential(*(torch.nn.Linear(4, 4) for _ in range(40)))
+    layouts = state.Layouts()
+    for _ in range(2):
+        captured = state.capture({"model": model}, layouts=layouts)
+        assert sum(s.key.startswith("model.") for s in captured.sources) == 80
+        layouts.release()
+    del captured
+    seen, pending, tensors = set(), [layouts], []
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, torch.Tensor):
+            tensors.append(item)
+        elif not isinstance(item, type):
+            pending.extend(gc.get_referents(item))
+    assert tensors == []

@@ -66,7 +66,7 @@ def test_a_long_sessions_writer_forgets_the_tensors_of_deleted_packs(tmp_path):
     store, pool, base = CheckpointStore(tmp_path, keep=2), Pool(tmp_path), frozen(1)
     for step in range(1, 9):
         arrays = [np.full(64, step, dtype=np.int32), np.full(64, -step, dtype=np.int32), base]
-        state = f'{{"structure": {{}}, "step": {step}, "position": 0}}'.encode()
+        state = {"structure": {}, "step": step, "position": 0}
         encoded = codec.Payload(step, ["x", "y", "base"], ["I32"] * 3, [a.shape for a in arrays],
                                 [a.nbytes for a in arrays], [0, 0, 0], 0, state, None, {"platform": "test"})
         store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
@@ -235,3 +235,34 @@ def test_an_interrupt_in_the_middle_of_a_stream_fails_that_save_loudly_and_keeps
     ck.close()
     assert [c.step for c in CheckpointStore(tmp_path).list()] == [3, 1]
     assert not [p for p in (tmp_path / codec.POOL).iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_reused_encoding_goes_to_the_writer_once_and_state_json_is_whole(tmp_path):
+    """The JSON of a model's reused encoding is sent to the writer once; later jobs name it by its
+    placeholder, also after a save that failed; state.json is always the whole document."""
+    import json
+
+    from colabkit.checkpoint.writer import StagingBuffer, WriterProcess
+
+    writer, buffer = WriterProcess(), StagingBuffer(1)
+    fragment = json.dumps([["weight", {"__tensor__": "model.weight"}]])
+
+    def save(step, state):
+        payload = codec.Payload(step, [], [], [], [], [], 0, {"structure": state, "step": step, "position": 0},
+                                None, {"platform": "test"}, {"PLACEHOLDER": fragment})
+        writer.submit({"root": str(tmp_path), "keep": 5, "payload": payload, "mirror": None}, buffer)
+        return writer.wait()
+
+    try:
+        for step, state in enumerate([{"model": "PLACEHOLDER"}, {"model": "PLACEHOLDER"}, {"model": "elsewhere"},
+                                      {"model": "PLACEHOLDER"}], start=1):
+            result = save(step, state)
+            if step == 3:  # the placeholder is not in the document: refused
+                assert not result["ok"] and "placeholder" in result["error"]
+                continue
+            assert result["ok"], result
+            written = json.loads((tmp_path / f"step-{step}" / codec.STATE).read_text())
+            assert written["structure"] == {"model": [["weight", {"__tensor__": "model.weight"}]]}
+    finally:
+        writer.close()
+        buffer.close()

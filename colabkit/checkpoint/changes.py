@@ -1,8 +1,8 @@
 """Which tensors changed since the last save: only those are staged, written and copied to Drive.
 
-A CPU tensor whose storage (data_ptr), version counter (bumped by every in-place write through
-the tensor or its views: an optimizer step, load_state_dict, copy_) and shape are what they were
-at the last committed save is a candidate for "unchanged". The version counter misses writes that
+A CPU tensor whose memory (data_ptr) and version counter (bumped by every in-place write through
+the tensor or its views: an optimizer step, load_state_dict, copy_) are what they were at the last
+committed save is a candidate for "unchanged". The version counter misses writes that
 go around it (`p.data.add_(...)`, `p.data -= lr * p.grad`, an EMA through `.data`, a NumPy array
 from `t.numpy()`: measured with torch 2.13), so a candidate's bytes are hashed (XXH3-128, about 10x
 a memcpy's speed) and compared with the hash the writer recorded: it is referenced only when they
@@ -18,13 +18,6 @@ from __future__ import annotations
 from . import durable, state
 
 ALIGN = 64  # staged tensors start at multiples of this in the staging buffer
-
-
-def _token(value, tensor_type):
-    """What identifies a CPU tensor's memory and its writes; None when there is nothing to trust."""
-    if not isinstance(value, tensor_type) or not value.is_cpu or not value.is_contiguous():
-        return None
-    return value.data_ptr(), value._version, value.dtype, tuple(value.shape)
 
 
 def kept_hashes(checkpoint, written) -> list | None:
@@ -46,21 +39,26 @@ class Changes:
         places, staged, offset, tokens = [], [], 0, []
         torch = state._torch()
         tensor_type = torch.Tensor if torch is not None else ()
-        saved_of = self._saved.get
+        saved_of, digest, cpu_bytes = self._saved.get, durable.digest, state.cpu_bytes
         for source in sources:
-            token = _token(source.value, tensor_type)
+            value = source.value
+            # What identifies a CPU tensor's memory and its writes (None: nothing to trust). Only a
+            # candidate for "unchanged": the hash of its bytes decides.
+            if isinstance(value, tensor_type) and value.is_cpu and value.is_contiguous():
+                token = value.data_ptr(), value._version
+            else:
+                token = None
             tokens.append(token)
             if token is not None:
                 saved = saved_of(source.key)
                 if saved is not None and saved[0] == token:
-                    digest = durable.digest(state.cpu_bytes(source.value))
-                    if digest == saved[1]:
-                        places.append(digest)
+                    hashed = digest(cpu_bytes(value))
+                    if hashed == saved[1]:
+                        places.append(hashed)
                         continue
             places.append(offset)
             staged.append((source, offset))
-            size = source.nbytes
-            offset += size + (-size % ALIGN)
+            offset += source.nbytes + (-source.nbytes % ALIGN)
         self._pending = ([s.key for s in sources], tokens, places)
         return places, staged, offset
 

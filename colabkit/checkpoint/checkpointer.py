@@ -230,6 +230,7 @@ class Checkpointer:
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
         self.writes = writes_here()
         self.sink = Sink(self.store, self.mirror_store, self.claim.fd)
+        self._layouts = state.Layouts()  # the last save's encoding of the model, reused while it fits
         self._drive_space = DriveSpace(self.mirror_store.root) if self.mirror_store is not None and self.writes \
             and self.claim.writes else None
         self._prepared_stepped = False  # the staging buffer was sized again once training stepped
@@ -390,11 +391,16 @@ class Checkpointer:
         if self._loop is not None and self._loop.seeded:
             extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
         with collector.paused():
-            captured = state.capture(self.tracked(), random, extra, job_secrets.given())
-            self._say_skipped(captured.skipped)
-            streamed = self.sink.save(captured, self.step, self.position, self.pace, self._meta())
+            try:
+                captured = state.capture(self.tracked(), random, extra, job_secrets.given(), self._layouts)
+                self._say_skipped(captured.skipped)
+                streamed = self.sink.save(captured, self.step, self.position, self.pace, self._meta())
+                nbytes = captured.nbytes if streamed is not None else None
+            finally:
+                self._layouts.release()
+            del captured  # its per-tensor objects go before the collector runs again, not through it
         if streamed is not None:
-            self.say_once("streamed", f"checkpoint step-{self.step} ({format_bytes(captured.nbytes)}) is larger than "
+            self.say_once("streamed", f"checkpoint step-{self.step} ({format_bytes(nbytes)}) is larger than "
                           f"the staging memory colabkit may take now ({format_bytes(streamed['budget'])}, "
                           f"{sink.RAM_HEADROOM:.0%} of the free RAM), so it was streamed to the writer through "
                           f"{format_bytes(streamed['ring'])} of memory: training paused "

@@ -106,9 +106,10 @@ class Payload:
     sizes: list[int]
     places: list  # int offset in the staged data, or str hash
     data_size: int  # bytes staged
-    state: bytes  # state.json
+    state: dict  # state.json's document, made JSON by the writer (off the training thread)
     objects: bytes | None  # objects.pkl
     meta: dict  # what the manifest records beside the files
+    fragments: dict = field(default_factory=dict)  # placeholder string in state -> the JSON text it stands for
 
 
 def encode(captured, places: list, data_size: int, step: int, position: int, pace: float | None,
@@ -118,8 +119,7 @@ def encode(captured, places: list, data_size: int, step: int, position: int, pac
     document = {"structure": captured.structure, "step": step, "position": position, "pace": pace}
     objects = pickle.dumps(captured.objects, protocol=pickle.HIGHEST_PROTOCOL) if captured.objects else None
     return Payload(step, [s.key for s in sources], [s.dtype for s in sources], [s.shape for s in sources],
-                   [s.nbytes for s in sources], places, data_size,
-                   json.dumps(document, allow_nan=True).encode(), objects, meta)
+                   [s.nbytes for s in sources], places, data_size, document, objects, meta, captured.fragments)
 
 
 @dataclass
@@ -155,14 +155,27 @@ def _write_payload(folder: Path, pool, payload: Payload, staged, streamed) -> Wr
                          for key, dtype, shape, size, h in zip(payload.keys, payload.dtypes, payload.shapes,
                                                               payload.sizes, hashes)]}
     raw_index = json.dumps(index, separators=(",", ":")).encode()
+    raw_state = _state_json(payload)
     files = {
         TENSORS: durable.write(folder / TENSORS, [raw_index], len(raw_index)),
-        STATE: durable.write(folder / STATE, [payload.state], len(payload.state)),
+        STATE: durable.write(folder / STATE, [raw_state], len(raw_state)),
     }
     if payload.objects is not None:
         files[OBJECTS] = durable.write(folder / OBJECTS, [payload.objects], len(payload.objects))
     staged_hashes = [None if isinstance(place, str) else h for place, h in zip(payload.places, hashes)]
     return Written(files, packs, staged_hashes)
+
+
+def _state_json(payload: Payload) -> bytes:
+    """state.json: the document, each placeholder a reused encoding left in it (state.Layouts)
+    replaced by that encoding's JSON text."""
+    text = json.dumps(payload.state, allow_nan=True)
+    for placeholder, fragment in payload.fragments.items():
+        quoted = json.dumps(placeholder)
+        if text.count(quoted) != 1:
+            raise ValueError(f"the placeholder of a reused encoding is in state.json {text.count(quoted)} times")
+        text = text.replace(quoted, fragment)
+    return text.encode()
 
 
 def manifest(step: int, meta: dict, written: Written | dict[str, durable.FileRecord]) -> dict:

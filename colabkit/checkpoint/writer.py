@@ -10,6 +10,7 @@ If the kernel is killed mid-save, the writer still finishes the commit, then exi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import mmap
 import os
@@ -86,6 +87,7 @@ def serve(conn) -> None:
     buffer_id, mapped = None, None
     mirrors: dict[tuple[str, str], Mirror] = {}
     pools: dict[str, Pool] = {}  # a store's pool index, kept between saves
+    fragments: dict[str, str] = {}  # the last job's reused encodings (state.Layouts), by placeholder
     while True:
         try:
             job = conn.recv()
@@ -101,6 +103,10 @@ def serve(conn) -> None:
         started = time.perf_counter()
         payload: codec.Payload = job["payload"]
         try:
+            # A fragment the trainer sent before comes as None: the same text as the last job's. Taken
+            # first, whatever becomes of the job, so the writer always holds what the trainer last sent.
+            fragments = {key: fragments[key] if text is None else text for key, text in payload.fragments.items()}
+            payload = dataclasses.replace(payload, fragments=fragments)
             streamed = job.get("stream")  # a state larger than the staging budget: a ring of chunks
             data = memoryview(mapped)[: mapped.size() if streamed else payload.data_size]
             written = []
@@ -170,6 +176,7 @@ class WriterProcess:
         theirs.close()
         self._conn = Connection(ours.detach())
         self._buffer_sent: int | None = None
+        self._fragments_sent: dict[str, str] = {}  # what the writer holds of the last job's fragments
         self._early: dict | None = None  # a streamed job's result that came before its stream ended
         self.in_flight: dict | None = None
 
@@ -178,8 +185,13 @@ class WriterProcess:
 
     def submit(self, job: dict, buffer: StagingBuffer) -> None:
         """Send a job whose staged bytes are in `buffer` (its fd goes along the first time)."""
-        job = {**job, "buffer": buffer.serial, "buffer_size": buffer.size}
+        payload = job["payload"]
+        sent = self._fragments_sent  # the same text object as the last job's: not sent again
+        job = {**job, "buffer": buffer.serial, "buffer_size": buffer.size, "payload": dataclasses.replace(
+            payload, fragments={key: None if sent.get(key) is text else text for key, text in payload.fragments.items()})}
+        self._fragments_sent = {}
         self._conn.send(job)
+        self._fragments_sent = payload.fragments
         if self._buffer_sent != buffer.serial:
             reduction.send_handle(self._conn, buffer.fd, self.process.pid)
             self._buffer_sent = buffer.serial

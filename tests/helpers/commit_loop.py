@@ -40,7 +40,7 @@ def commit_forever(root: str, step: int, megabytes: int, kill_after: str | None)
     base = frozen(megabytes)
     while True:
         arrays = [payload(step, megabytes), base]
-        state = f'{{"structure": {{}}, "step": {step}, "position": 0}}'.encode()
+        state = {"structure": {}, "step": step, "position": 0}
         encoded = codec.Payload(step, ["x", "base"], ["I32", "I32"], [a.shape for a in arrays],
                                 [a.nbytes for a in arrays], [0, 0], 0, state, None, {"platform": "test"})
         store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
