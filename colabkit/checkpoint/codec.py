@@ -145,22 +145,21 @@ def _write_payload(folder: Path, pool, payload: Payload, staged, streamed) -> Wr
     if streamed is not None:
         hashes, where, packs = pool.place_stream(payload.sizes, payload.places, streamed)
     else:
-        hashes = [place if isinstance(place, str) else durable.digest(staged(i))
-                  for i, place in enumerate(payload.places)]
-        where, packs = pool.place(hashes, payload.sizes, payload.places, staged)
+        hashes, where, packs = pool.place(payload.sizes, payload.places, staged)
     names = sorted(packs)
     number = {name: n for n, name in enumerate(names)}
+    located = [where[h] for h in hashes]
     index = {"packs": names,
-             "tensors": [[key, dtype, list(shape), number[where[h][0]], where[h][1], size, h]
-                         for key, dtype, shape, size, h in zip(payload.keys, payload.dtypes, payload.shapes,
-                                                              payload.sizes, hashes)]}
+             "tensors": [(key, dtype, shape, number[pack], offset, size, h)
+                         for key, dtype, shape, (pack, offset), size, h in zip(
+                             payload.keys, payload.dtypes, payload.shapes, located, payload.sizes, hashes)]}
     raw_index = json.dumps(index, separators=(",", ":")).encode()
     files = {
-        TENSORS: durable.write(folder / TENSORS, [raw_index], len(raw_index)),
-        STATE: durable.write(folder / STATE, [payload.state], len(payload.state)),
+        TENSORS: durable.write(folder / TENSORS, [raw_index]),
+        STATE: durable.write(folder / STATE, [payload.state]),
     }
     if payload.objects is not None:
-        files[OBJECTS] = durable.write(folder / OBJECTS, [payload.objects], len(payload.objects))
+        files[OBJECTS] = durable.write(folder / OBJECTS, [payload.objects])
     staged_hashes = [None if isinstance(place, str) else h for place, h in zip(payload.places, hashes)]
     return Written(files, packs, staged_hashes)
 
@@ -175,7 +174,7 @@ def manifest(step: int, meta: dict, written: Written | dict[str, durable.FileRec
 
 def write_manifest(folder: Path, document: dict) -> None:
     raw = json.dumps(document, indent=1).encode()
-    durable.write(folder / MANIFEST, [raw], len(raw))
+    durable.write(folder / MANIFEST, [raw])
 
 
 # -- reading -------------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ def serve(conn) -> None:
     buffer_id, mapped = None, None
     mirrors: dict[tuple[str, str], Mirror] = {}
     pools: dict[str, Pool] = {}  # a store's pool index, kept between saves
+    unswept = None  # why the last collect after a save failed
     while True:
         try:
             job = conn.recv()
@@ -100,6 +101,7 @@ def serve(conn) -> None:
             break
         started = time.perf_counter()
         payload: codec.Payload = job["payload"]
+        store = None
         try:
             streamed = job.get("stream")  # a state larger than the staging budget: a ring of chunks
             data = memoryview(mapped)[: mapped.size() if streamed else payload.data_size]
@@ -119,7 +121,7 @@ def serve(conn) -> None:
 
             try:
                 store = CheckpointStore(job["root"], job["keep"])
-                checkpoint = store.commit(payload.step, write, payload.meta)
+                checkpoint = store.commit(payload.step, write, payload.meta, collect=False)
             finally:
                 data.release()
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
@@ -133,10 +135,20 @@ def serve(conn) -> None:
         except Exception as exc:  # reported to the trainer, raised at its next consistent point
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
                       "step": payload.step}
+        if result["ok"] and unswept:
+            result["warning"] = unswept
+        unswept = None
         try:
             conn.send(result)
         except OSError:  # the trainer is gone (its kernel was killed): the commit is done, so stop
             break
+        if store is not None:  # after the answer: the trainer need not wait for packs to be deleted
+            try:
+                store.collect()
+            except OSError as exc:  # the space is not freed; said with the next save's result
+                unswept = (f"colabkit could not delete the packs no kept checkpoint needs in {job['root']}/"
+                           f"{codec.POOL} ({type(exc).__name__}: {exc}), so they still take disk space; it tries "
+                           "again after the next save.")
     for mirror in mirrors.values():  # the last checkpoint reaches Drive before the writer goes
         mirror.drain()
 
