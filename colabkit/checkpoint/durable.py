@@ -87,6 +87,9 @@ class Appender:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -142,13 +145,16 @@ class Appender:
         self._written = self.size
         self._kicked = min(self._kicked, self.size)
 
+    def record(self) -> FileRecord:
+        """The size and hash of what was appended (durable only once `finish` returns)."""
+        return FileRecord(self.size, self.digest.hexdigest(), self.algorithm)
+
     def finish(self) -> FileRecord:
         """Write what is pending, fsync and close; the file's size and hash."""
         self._flush()
         os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = -1
-        return FileRecord(self.size, self.digest.hexdigest(), self.algorithm)
+        self.close()
+        return self.record()
 
     def _queue(self, view: memoryview) -> None:
         self._pending.append(view)

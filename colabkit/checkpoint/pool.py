@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,6 +24,10 @@ from . import codec, durable
 
 COPY_FORWARD = 0.5  # a pack used less than this share is not pointed into again
 _TMP = ".tmp-"
+
+
+def _nothing() -> None:
+    """sealed() when no pack was written."""
 
 
 class Pool:
@@ -85,13 +90,13 @@ class Pool:
         return present
 
     def place(self, sizes: list[int], places: list, staged: Callable[[int], memoryview]
-              ) -> tuple[list[str], dict[str, tuple[str, int]], dict[str, durable.FileRecord]]:
+              ) -> tuple[list[str], dict[str, tuple[str, int]], dict[str, durable.FileRecord], Callable[[], None]]:
         """Where each tensor's bytes are: in a pack already, or written now into a new one.
         `places[i]` is a staged tensor's offset (`staged(i)` a memoryview of its bytes) or an
         unchanged tensor's hash. A staged tensor is hashed and, if the pool lacks it, written
         in the same pass (its bytes read once, the write finding them in the CPU's cache). Returns
-        every tensor's hash, hash -> (pack, offset) for every hash, and the records of every pack
-        pointed into."""
+        every tensor's hash, hash -> (pack, offset) for every hash, the records of every pack
+        pointed into, and `sealed()`: wait until the new pack is durable in place (_new_pack)."""
         blobs = self._forget_deleted()
         unchanged = [i for i, place in enumerate(places) if type(place) is str]
         held = {places[i]: blobs[places[i]] for i in unchanged if places[i] in blobs}
@@ -150,16 +155,17 @@ class Pool:
             return bool(fresh)
 
         made = self._new_pack(fill)
-        if made is not None:
-            self._remember(made[0], fresh)
-            where.update((h, blobs[h]) for h in fresh)
-        return hashes, where, {pack: self._packs[pack] for pack, _ in where.values()}
+        if made is None:
+            return hashes, where, {pack: self._packs[pack] for pack, _ in where.values()}, _nothing
+        self._remember(made[0], fresh)
+        where.update((h, blobs[h]) for h in fresh)
+        return hashes, where, {pack: self._packs[pack] for pack, _ in where.values()}, made[2]
 
-    def place_stream(self, sizes: list[int], places: list, pieces) -> tuple[list[str], dict, dict]:
+    def place_stream(self, sizes: list[int], places: list, pieces) -> tuple[list[str], dict, dict, Callable[[], None]]:
         """place() for a streamed save: the staged tensors (places[i] an offset) come as `pieces`
         ((tensor number, bytes), stream.tensor_pieces) and all go into one new pack, each hashed
         as it passes (no second look at bytes that are gone); the unchanged are placed as by
-        place(). Returns every tensor's hash, hash -> (pack, offset), and the packs' records."""
+        place(). Returns what place() returns."""
         staged = [i for i, place in enumerate(places) if isinstance(place, int)]
         hashes = list(places)
         digests = {i: durable.hasher() for i in staged}
@@ -178,6 +184,7 @@ class Pool:
         made = self._new_pack(fill)
         where, packs = {}, {}
         if made is not None:
+            made[2]()  # in place before place() below looks at what the pool holds
             placed: dict[str, int] = {}
             for i in staged:
                 hashes[i] = digests[i].hexdigest()
@@ -186,28 +193,52 @@ class Pool:
             where = {h: (made[0], offset) for h, offset in placed.items()}
             packs[made[0]] = made[1]
         unchanged = [i for i, place in enumerate(places) if isinstance(place, str)]
-        _, found, more = self.place([sizes[i] for i in unchanged], [places[i] for i in unchanged], lambda i: None)
-        return hashes, {**found, **where}, {**more, **packs}
+        _, found, more, sealed = self.place([sizes[i] for i in unchanged], [places[i] for i in unchanged], lambda i: None)
+        return hashes, {**found, **where}, {**more, **packs}, sealed
 
-    def _new_pack(self, fill: Callable[[durable.Appender], bool]) -> tuple[str, durable.FileRecord] | None:
-        """A new pack of what `fill` appends, fsync'd and renamed to the hash of its content; None
-        (no pack) when `fill` says it placed nothing."""
+    def _new_pack(self, fill: Callable[[durable.Appender], bool]
+                  ) -> tuple[str, durable.FileRecord, Callable[[], None]] | None:
+        """A new pack of what `fill` appends, named by the hash of its content; None (no pack) when
+        `fill` says it placed nothing. Its fsync and rename into place run on a thread of their own
+        while the caller writes the step folder's files (the disk busy, the CPU free): the third
+        value, `sealed()`, waits for them and raises what they raised; no manifest may name the
+        pack before it has returned."""
         self.folder.mkdir(exist_ok=True)
         tmp = self.folder / f"{_TMP}{uuid.uuid4().hex[:12]}"
+        pack = durable.Appender(tmp)
         try:
-            with durable.Appender(tmp) as pack:
-                if not fill(pack):
-                    tmp.unlink()
-                    return None
-                record = pack.finish()
-            name = f"{record.hash}{codec.PACK_SUFFIX}"
-            os.replace(tmp, self.folder / name)  # the same content under the same name: either is the pack
+            if not fill(pack):
+                pack.close()
+                tmp.unlink()
+                return None
+            record = pack.record()
         except BaseException:
+            pack.close()
             tmp.unlink(missing_ok=True)
             raise
-        durable.fsync_path(self.folder)
+        name = f"{record.hash}{codec.PACK_SUFFIX}"
+        failed: list[BaseException] = []
+
+        def seal() -> None:
+            try:
+                pack.finish()
+                os.replace(tmp, self.folder / name)  # the same content under the same name: either is the pack
+                durable.fsync_path(self.folder)
+            except BaseException as exc:  # raised by sealed(), in the writer's own thread
+                failed.append(exc)
+                pack.close()
+                tmp.unlink(missing_ok=True)
+
+        sealing = threading.Thread(target=seal, name="colabkit-pack-seal", daemon=True)
+        sealing.start()
+
+        def sealed() -> None:
+            sealing.join()
+            if failed:
+                raise failed[0]
+
         self._packs[name] = record
-        return name, record
+        return name, record, sealed
 
     def _read_blob(self, pack: str, offset: int, size: int, expected: str) -> Iterator[memoryview]:
         """An earlier tensor's bytes from its pack, checked against its hash as they are read."""
