@@ -145,6 +145,7 @@ def serve(conn) -> None:
         if store is not None:  # after the answer: the trainer need not wait for packs to be deleted
             try:
                 store.collect()
+                pools[job["root"]].forget_deleted()
             except OSError as exc:  # the space is not freed; said with the next save's result
                 unswept = (f"colabkit could not delete the packs no kept checkpoint needs in {job['root']}/"
                            f"{codec.POOL} ({type(exc).__name__}: {exc}), so they still take disk space; it tries "
