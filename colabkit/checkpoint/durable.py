@@ -1,8 +1,8 @@
 """Files that are on disk when we say so: written, hashed and fsync'd in one pass.
 
-Every file of a checkpoint goes through `write` or `copy` here, so each has its size and hash
-recorded from the very bytes written (never a second read), and nothing is called committed
-before it is fsync'd.
+Every file of a checkpoint goes through `Appender` (a pack), `write` or `copy` here, so each has
+its size and hash recorded from the very bytes written (never a second read), and nothing is
+called committed before it is fsync'd.
 
 The hash is XXH3-128 (`HASH`): 10.7 GB/s on one core of the 2-core test machine, against 1.6 GB/s
 for sha256 (SHA-NI), 2.1 GB/s for BLAKE3 and 0.7 GB/s for blake2b (benchmarks/bench_hashes.py), so
