@@ -71,7 +71,7 @@ def test_a_long_sessions_writer_forgets_the_tensors_of_deleted_packs(tmp_path):
                                 [a.nbytes for a in arrays], [0, 0, 0], 0, state, None, {"platform": "test"})
         store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
                      encoded.meta)
-    index = pool._forget_deleted()
+    index = pool.forget_deleted()
     on_disk = {path.name for path in (tmp_path / codec.POOL).iterdir()}
     assert {pack for pack, _ in index.values()} <= on_disk  # nothing of the packs retention deleted
     assert len(index) <= 2 * 2 * len(on_disk) + 1  # not the 17 hashes 8 saves wrote

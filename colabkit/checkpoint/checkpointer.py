@@ -342,6 +342,8 @@ class Checkpointer:
                 "next save, as scheduled.")
         elif not result["ok"]:
             self._error = _describe_write_error(result, self.store.root)
+        elif result.get("warning"):  # saved, but something after the commit went wrong
+            say(result["warning"])
 
     def _raise_error(self) -> None:
         if self._error is not None:

@@ -143,25 +143,26 @@ def write_payload(folder: Path, pool, payload: Payload, staged: Callable[[int], 
 
 def _write_payload(folder: Path, pool, payload: Payload, staged, streamed) -> Written:
     if streamed is not None:
-        hashes, where, packs = pool.place_stream(payload.sizes, payload.places, streamed)
+        hashes, where, packs, sealed = pool.place_stream(payload.sizes, payload.places, streamed)
     else:
-        hashes = [place if isinstance(place, str) else durable.digest(staged(i))
-                  for i, place in enumerate(payload.places)]
-        where, packs = pool.place(hashes, payload.sizes, payload.places, staged)
-    names = sorted(packs)
-    number = {name: n for n, name in enumerate(names)}
-    index = {"packs": names,
-             "tensors": [[key, dtype, list(shape), number[where[h][0]], where[h][1], size, h]
-                         for key, dtype, shape, size, h in zip(payload.keys, payload.dtypes, payload.shapes,
-                                                              payload.sizes, hashes)]}
-    raw_index = json.dumps(index, separators=(",", ":")).encode()
-    raw_state = _state_json(payload)
-    files = {
-        TENSORS: durable.write(folder / TENSORS, [raw_index], len(raw_index)),
-        STATE: durable.write(folder / STATE, [raw_state], len(raw_state)),
-    }
-    if payload.objects is not None:
-        files[OBJECTS] = durable.write(folder / OBJECTS, [payload.objects], len(payload.objects))
+        hashes, where, packs, sealed = pool.place(payload.sizes, payload.places, staged)
+    try:  # while the new pack is fsync'd (pool._new_pack)
+        names = sorted(packs)
+        number = {name: n for n, name in enumerate(names)}
+        located = [where[h] for h in hashes]
+        index = {"packs": names,
+                 "tensors": [(key, dtype, shape, number[pack], offset, size, h)
+                             for key, dtype, shape, (pack, offset), size, h in zip(
+                                 payload.keys, payload.dtypes, payload.shapes, located, payload.sizes, hashes)]}
+        raw_index = json.dumps(index, separators=(",", ":")).encode()
+        files = {
+            TENSORS: durable.write(folder / TENSORS, [raw_index]),
+            STATE: durable.write(folder / STATE, [_state_json(payload)]),
+        }
+        if payload.objects is not None:
+            files[OBJECTS] = durable.write(folder / OBJECTS, [payload.objects])
+    finally:
+        sealed()  # the pack durable in the pool before any manifest can name it
     staged_hashes = [None if isinstance(place, str) else h for place, h in zip(payload.places, hashes)]
     return Written(files, packs, staged_hashes)
 
@@ -188,7 +189,7 @@ def manifest(step: int, meta: dict, written: Written | dict[str, durable.FileRec
 
 def write_manifest(folder: Path, document: dict) -> None:
     raw = json.dumps(document, indent=1).encode()
-    durable.write(folder / MANIFEST, [raw], len(raw))
+    durable.write(folder / MANIFEST, [raw])
 
 
 # -- reading -------------------------------------------------------------------------------------

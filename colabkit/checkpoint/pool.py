@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,6 +24,10 @@ from . import codec, durable
 
 COPY_FORWARD = 0.5  # a pack used less than this share is not pointed into again
 _TMP = ".tmp-"
+
+
+def _nothing() -> None:
+    """sealed() when no pack was written."""
 
 
 class Pool:
@@ -34,6 +39,7 @@ class Pool:
         self.folder = self.root / codec.POOL
         self._blobs: dict[str, tuple[str, int]] | None = None  # hash -> (pack, offset)
         self._packs: dict[str, durable.FileRecord] = {}
+        self._held: dict[str, list[str]] = {}  # pack -> the hashes the index placed in it
 
     def _index(self) -> dict[str, tuple[str, int]]:
         if self._blobs is None:
@@ -48,19 +54,29 @@ class Pool:
                     continue  # a checkpoint that can't be read lends nothing
                 for pack, record in document["packs"].items():
                     self._packs[pack] = durable.FileRecord(record["size"], record["hash"])
+                found: dict[str, dict[str, int]] = {}  # pack -> {hash: offset}
                 for _, _, _, pack, offset, _, digest in index["tensors"]:
-                    self._blobs.setdefault(digest, (index["packs"][pack], offset))
+                    if digest not in self._blobs:
+                        found.setdefault(index["packs"][pack], {}).setdefault(digest, offset)
+                for pack, offsets in found.items():
+                    self._remember(pack, offsets)
         return self._blobs
 
-    def _forget_deleted(self) -> dict[str, tuple[str, int]]:
+    def _remember(self, pack: str, offsets: dict[str, int]) -> None:
+        """Record in the index that these hashes are in `pack` at these offsets (a later place wins)."""
+        self._index().update({h: (pack, offset) for h, offset in offsets.items()})
+        self._held.setdefault(pack, []).extend(offsets)
+
+    def forget_deleted(self) -> dict[str, tuple[str, int]]:
         """The index without the packs retention deleted since the last save: a long session's
-        writer would otherwise keep every tensor hash it ever wrote."""
+        writer would otherwise keep every tensor hash it ever wrote. The writer calls it after
+        answering a save (forgetting 20,000 hashes takes 10-15 ms), place() again in case."""
         blobs = self._index()
-        gone = {name for name in self._packs if not (self.folder / name).exists()}
-        if gone:
-            for name in gone:
-                del self._packs[name]
-            self._blobs = blobs = {h: where for h, where in blobs.items() if where[0] not in gone}
+        for name in [name for name in self._packs if not (self.folder / name).exists()]:
+            del self._packs[name]
+            for h in self._held.pop(name, ()):
+                if blobs.get(h, ("",))[0] == name:
+                    del blobs[h]
         return blobs
 
     def _present(self, packs: set[str]) -> set[str]:
@@ -74,45 +90,83 @@ class Pool:
                 pass
         return present
 
-    def place(self, hashes: list[str], sizes: list[int], places: list,
-              staged: Callable[[int], memoryview]) -> tuple[dict[str, tuple[str, int]], dict[str, durable.FileRecord]]:
-        """Where each tensor's bytes are: in a pack already, or written now into a new one. Returns
-        hash -> (pack, offset) for every hash, and the records of every pack pointed into."""
-        blobs = self._forget_deleted()
-        present = self._present({blobs[h][0] for h in hashes if h in blobs})
-        where = {h: blobs[h] for h in hashes if h in blobs and blobs[h][0] in present}
-        used: dict[str, int] = {}
-        size_of = dict(zip(hashes, sizes))
-        for h, (pack, _) in where.items():
-            used[pack] = used.get(pack, 0) + size_of[h]
-        sparse = {pack for pack, n in used.items() if n < COPY_FORWARD * self._packs[pack].size}
-        pieces, first = [], {}
-        for i, h in enumerate(hashes):
-            if h in first or (h in where and where[h][0] not in sparse):
-                continue
-            if isinstance(places[i], int):
-                first[h] = i
-                pieces.append((h, sizes[i], lambda i=i: iter([staged(i)])))
-            elif h in where:  # unchanged, in a pack mostly unused: copied forward from it
-                first[h] = i
-                pack, offset = where[h]
-                pieces.append((h, sizes[i], lambda pack=pack, offset=offset, size=sizes[i], h=h:
-                               self._read_blob(pack, offset, size, h)))
-            else:
-                raise FileNotFoundError(f"the pool no longer holds the bytes of {h} (a tensor unchanged since an "
-                                        f"earlier checkpoint): its pack was deleted")
-        if pieces:
-            name, record, offsets = self._write_pack(pieces)
-            for h, offset in offsets.items():
-                where[h] = (name, offset)
-        blobs.update(where)
-        return where, {pack: self._packs[pack] for pack, _ in where.values()}
+    def place(self, sizes: list[int], places: list, staged: Callable[[int], memoryview]
+              ) -> tuple[list[str], dict[str, tuple[str, int]], dict[str, durable.FileRecord], Callable[[], None]]:
+        """Where each tensor's bytes are: in a pack already, or written now into a new one.
+        `places[i]` is a staged tensor's offset (`staged(i)` a memoryview of its bytes) or an
+        unchanged tensor's hash. A staged tensor is hashed and, if the pool lacks it, written
+        in the same pass (its bytes read once, the write finding them in the CPU's cache). Returns
+        every tensor's hash, hash -> (pack, offset) for every hash, the records of every pack
+        pointed into, and `sealed()`: wait until the new pack is durable in place (_new_pack)."""
+        blobs = self.forget_deleted()
+        unchanged = [i for i, place in enumerate(places) if type(place) is str]
+        held = {places[i]: blobs[places[i]] for i in unchanged if places[i] in blobs}
+        present = self._present({pack for pack, _ in held.values()})
+        for i in unchanged:  # said before anything is written
+            if places[i] not in held or held[places[i]][0] not in present:
+                raise FileNotFoundError(f"the pool no longer holds the bytes of {places[i]} (a tensor unchanged since "
+                                        "an earlier checkpoint): its pack was deleted")
+        hashes = list(places)
+        fresh: dict[str, int] = {}  # hash -> offset in the new pack
+        known = list(unchanged)  # tensors the pool holds: referenced, or copied forward from a sparse pack
+        where: dict[str, tuple[str, int]] = {}
 
-    def place_stream(self, sizes: list[int], places: list, pieces) -> tuple[list[str], dict, dict]:
+        def fill(pack: durable.Appender) -> bool:
+            digest, add, append, small = durable.digest, pack.add, pack.append_small, durable.SMALL
+            for i, place in enumerate(places):
+                if type(place) is str:
+                    continue
+                view = staged(i)
+                if view.format != "B" or view.ndim != 1:
+                    view = view.cast("B")
+                if len(view) < small:  # hashed first: bytes the pool holds are never written
+                    h = digest(view)
+                    if h not in fresh and h not in blobs:
+                        fresh[h] = append(view)
+                else:  # hashed as it is written, and taken back out if the pool holds it
+                    mark = pack.mark()
+                    offset, h = pack.add_hashed(view)
+                    if h in fresh or h in blobs:
+                        pack.undo(mark)
+                    else:
+                        fresh[h] = offset
+                hashes[i] = h
+                if h not in fresh:
+                    known.append(i)
+                    held[h] = blobs[h]
+            present.update(self._present({pack for pack, _ in held.values()} - present))
+            where.update((h, at) for h, at in held.items() if at[0] in present)
+            used: dict[str, int] = {}
+            size_of = {hashes[i]: sizes[i] for i in known}
+            for h, (pack_name, _) in where.items():
+                used[pack_name] = used.get(pack_name, 0) + size_of[h]
+            sparse = {name for name, n in used.items() if n < COPY_FORWARD * self._packs[name].size}
+            for i in known:
+                h = hashes[i]
+                if h in fresh or (h in where and where[h][0] not in sparse):
+                    continue
+                if type(places[i]) is int:  # its pack deleted, or mostly unused
+                    fresh[h] = add(staged(i))
+                elif h in where:  # unchanged, in a pack mostly unused: copied forward from it
+                    fresh[h] = pack.size
+                    for chunk in self._read_blob(*where[h], sizes[i], h):
+                        add(chunk)
+                else:
+                    raise FileNotFoundError(f"the pool no longer holds the bytes of {h}: its pack was deleted")
+            return bool(fresh)
+
+        made = self._new_pack(fill)
+        if made is None:
+            return hashes, where, {pack: self._packs[pack] for pack, _ in where.values()}, _nothing
+        self._remember(made[0], fresh)
+        where.update((h, blobs[h]) for h in fresh)
+        return hashes, where, {pack: self._packs[pack] for pack, _ in where.values()}, made[2]
+
+    def place_stream(self, sizes: list[int], places: list, pieces) -> tuple[list[str], dict, dict, Callable[[], None]]:
         """place() for a streamed save: the staged tensors (places[i] an offset) come as `pieces`
         ((tensor number, bytes), stream.tensor_pieces) and all go into one new pack, each hashed
         as it passes (no second look at bytes that are gone); the unchanged are placed as by
-        place(). Returns every tensor's hash, hash -> (pack, offset), and the packs' records."""
+        place(). Returns what place() returns."""
         staged = [i for i, place in enumerate(places) if isinstance(place, int)]
         hashes = list(places)
         digests = {i: durable.hasher() for i in staged}
@@ -120,38 +174,72 @@ class Pool:
         for i in staged:
             offsets[i], position = position, position + sizes[i]
 
-        def hashed():
+        def fill(pack: durable.Appender) -> bool:
             for i, piece in pieces:
                 digests[i].update(piece)
-                yield piece
+                pack.add(piece)
+            if pack.size != position:
+                raise OSError(f"a pack came out {pack.size} bytes, not {position}")
+            return bool(staged)
 
-        name, record = self._new_pack(hashed(), position)
-        where = {}
-        for i in staged:
-            hashes[i] = digests[i].hexdigest()
-            where.setdefault(hashes[i], (name, offsets[i]))
-        self._index().update(where)
+        made = self._new_pack(fill)
+        where, packs = {}, {}
+        if made is not None:
+            made[2]()  # in place before place() below looks at what the pool holds
+            placed: dict[str, int] = {}
+            for i in staged:
+                hashes[i] = digests[i].hexdigest()
+                placed.setdefault(hashes[i], offsets[i])
+            self._remember(made[0], placed)
+            where = {h: (made[0], offset) for h, offset in placed.items()}
+            packs[made[0]] = made[1]
         unchanged = [i for i, place in enumerate(places) if isinstance(place, str)]
-        found, packs = self.place([hashes[i] for i in unchanged], [sizes[i] for i in unchanged],
-                                  [places[i] for i in unchanged], lambda i: None)
-        return hashes, {**found, **where}, {**packs, name: record}
+        _, found, more, sealed = self.place([sizes[i] for i in unchanged], [places[i] for i in unchanged], lambda i: None)
+        return hashes, {**found, **where}, {**more, **packs}, sealed
 
-    def _new_pack(self, chunks, size: int) -> tuple[str, durable.FileRecord]:
-        """Write `chunks` into a new pack of `size` bytes, fsync'd, renamed to the hash of its content."""
+    def _new_pack(self, fill: Callable[[durable.Appender], bool]
+                  ) -> tuple[str, durable.FileRecord, Callable[[], None]] | None:
+        """A new pack of what `fill` appends, named by the hash of its content; None (no pack) when
+        `fill` says it placed nothing. Its fsync and rename into place run on a thread of their own
+        while the caller writes the step folder's files (the disk busy, the CPU free): the third
+        value, `sealed()`, waits for them and raises what they raised; no manifest may name the
+        pack before it has returned."""
         self.folder.mkdir(exist_ok=True)
         tmp = self.folder / f"{_TMP}{uuid.uuid4().hex[:12]}"
+        pack = durable.Appender(tmp)
         try:
-            record = durable.write(tmp, chunks, size)
-            if record.size != size:
-                raise OSError(f"a pack came out {record.size} bytes, not {size}")
-            name = f"{record.hash}{codec.PACK_SUFFIX}"
-            os.replace(tmp, self.folder / name)  # the same content under the same name: either is the pack
+            if not fill(pack):
+                pack.close()
+                tmp.unlink()
+                return None
+            record = pack.record()
         except BaseException:
+            pack.close()
             tmp.unlink(missing_ok=True)
             raise
-        durable.fsync_path(self.folder)
+        name = f"{record.hash}{codec.PACK_SUFFIX}"
+        failed: list[BaseException] = []
+
+        def seal() -> None:
+            try:
+                pack.finish()
+                os.replace(tmp, self.folder / name)  # the same content under the same name: either is the pack
+                durable.fsync_path(self.folder)
+            except BaseException as exc:  # raised by sealed(), in the writer's own thread
+                failed.append(exc)
+                pack.close()
+                tmp.unlink(missing_ok=True)
+
+        sealing = threading.Thread(target=seal, name="colabkit-pack-seal", daemon=True)
+        sealing.start()
+
+        def sealed() -> None:
+            sealing.join()
+            if failed:
+                raise failed[0]
+
         self._packs[name] = record
-        return name, record
+        return name, record, sealed
 
     def _read_blob(self, pack: str, offset: int, size: int, expected: str) -> Iterator[memoryview]:
         """An earlier tensor's bytes from its pack, checked against its hash as they are read."""
@@ -168,20 +256,6 @@ class Pool:
                 yield memoryview(chunk)
         if left or digest.hexdigest() != expected:
             raise OSError(f"{codec.POOL}/{pack} no longer holds the bytes of {expected} (damaged)")
-
-    def _write_pack(self, pieces) -> tuple[str, durable.FileRecord, dict[str, int]]:
-        """Write the pieces (hash, size, bytes) one after another into a new pack; returns its
-        name, record and each hash's offset."""
-        offsets, position = {}, 0
-        for h, size, _ in pieces:
-            offsets[h], position = position, position + size
-
-        def chunks():
-            for _, size, data in pieces:
-                yield from data()
-
-        name, record = self._new_pack(chunks(), position)
-        return name, record, offsets
 
 
 def copy_pack(source: Path, store_root: str | os.PathLike, name: str, record: dict) -> bool:

@@ -88,6 +88,7 @@ def serve(conn) -> None:
     mirrors: dict[tuple[str, str], Mirror] = {}
     pools: dict[str, Pool] = {}  # a store's pool index, kept between saves
     fragments: dict[str, str] = {}  # the last job's reused encodings (state.Layouts), by placeholder
+    unswept = None  # why the last collect after a save failed
     while True:
         try:
             job = conn.recv()
@@ -102,6 +103,7 @@ def serve(conn) -> None:
             break
         started = time.perf_counter()
         payload: codec.Payload = job["payload"]
+        store = None
         try:
             # A fragment the trainer sent before comes as None: the same text as the last job's. Taken
             # first, whatever becomes of the job, so the writer always holds what the trainer last sent.
@@ -125,7 +127,7 @@ def serve(conn) -> None:
 
             try:
                 store = CheckpointStore(job["root"], job["keep"])
-                checkpoint = store.commit(payload.step, write, payload.meta)
+                checkpoint = store.commit(payload.step, write, payload.meta, collect=False)
             finally:
                 data.release()
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
@@ -139,10 +141,21 @@ def serve(conn) -> None:
         except Exception as exc:  # reported to the trainer, raised at its next consistent point
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
                       "step": payload.step}
+        if result["ok"] and unswept:
+            result["warning"] = unswept
+        unswept = None
         try:
             conn.send(result)
         except OSError:  # the trainer is gone (its kernel was killed): the commit is done, so stop
             break
+        if store is not None:  # after the answer: the trainer need not wait for packs to be deleted
+            try:
+                store.collect()
+                pools[job["root"]].forget_deleted()
+            except OSError as exc:  # the space is not freed; said with the next save's result
+                unswept = (f"colabkit could not delete the packs no kept checkpoint needs in {job['root']}/"
+                           f"{codec.POOL} ({type(exc).__name__}: {exc}), so they still take disk space; it tries "
+                           "again after the next save.")
     for mirror in mirrors.values():  # the last checkpoint reaches Drive before the writer goes
         mirror.drain()
 

@@ -1,0 +1,136 @@
+"""How a commit writes (issue 11): the pack in vectored writes hashed as it goes, a tensor the pool
+holds taken back out of it, the pack durable before any manifest names it, and the packs no kept
+checkpoint needs deleted once the writer has answered."""
+
+import errno
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xxhash
+
+from colabkit.checkpoint import codec, durable
+from colabkit.checkpoint.pool import Pool
+from colabkit.checkpoint.store import CheckpointStore
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from commit_loop import payload  # noqa: E402
+
+
+def test_an_appender_writes_every_buffer_in_order_and_a_large_one_before_add_returns(tmp_path):
+    rng = random.Random(11)
+    expected, offsets = bytearray(), []
+    with durable.Appender(tmp_path / "f") as out:
+        for n in range(3000):
+            if n % 1000 == 500:  # larger than SMALL: the caller reuses it as soon as add returns
+                big = bytearray(rng.randbytes(2 * durable.SMALL + 5))
+                offsets.append((out.add(big), len(expected)))
+                expected += big
+                big[:] = bytes(len(big))
+                continue
+            small = rng.randbytes(rng.choice([0, 1, 7, 4096, 70_000]))
+            offsets.append((out.add(np.frombuffer(small, dtype=np.uint8) if n % 2 else small), len(expected)))
+            expected += small
+        record = out.finish()
+    assert len(expected) > durable.WRITEBACK  # the writeback hint was given along the way
+    assert (tmp_path / "f").read_bytes() == expected
+    assert all(got == want for got, want in offsets)
+    assert record == durable.FileRecord(len(expected), xxhash.xxh3_128_hexdigest(bytes(expected)))
+    if sys.platform.startswith("linux"):
+        assert durable._sync_file_range  # found in libc, not silently skipped
+
+
+def test_undo_takes_back_what_was_appended_since_the_mark(tmp_path):
+    a, b, c = b"a" * 100, bytes(range(256)) * 10_000, b"c" * 3
+    with durable.Appender(tmp_path / "f") as out:
+        out.add(a)
+        mark = out.mark()
+        assert out.add_hashed(memoryview(b)) == (100, xxhash.xxh3_128_hexdigest(b))
+        out.undo(mark)
+        assert out.add(c) == 100
+        record = out.finish()
+    assert (tmp_path / "f").read_bytes() == a + c
+    assert record.hash == xxhash.xxh3_128_hexdigest(a + c)
+
+
+def save(store, pool, step, arrays):
+    state = {"structure": {}, "step": step, "position": 0}
+    encoded = codec.Payload(step, [f"t{i}" for i in range(len(arrays))], ["I32"] * len(arrays),
+                            [a.shape for a in arrays], [a.nbytes for a in arrays], [0] * len(arrays), 0, state, None,
+                            {"platform": "test"})
+    return store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
+                        encoded.meta)
+
+
+def test_a_staged_tensor_the_pool_holds_is_not_written_again(tmp_path):
+    """Tensors always staged (NumPy arrays) but unchanged, large (hashed as written, then taken
+    back out) and small (hashed first), and a large one staged twice in one save."""
+    store, pool = CheckpointStore(tmp_path, keep=2), Pool(tmp_path)
+    big, small = payload(1, 2), np.arange(50, dtype=np.int32)
+    save(store, pool, 1, [big, small])
+    new_big, new_small = payload(2, 2), np.arange(60, dtype=np.int32)
+    step2 = save(store, pool, 2, [big, new_big, small, new_small, new_big.copy()])
+    new_packs = set(step2.manifest["packs"]) - set(store.get("step-1").manifest["packs"])
+    assert len(new_packs) == 1
+    assert step2.manifest["packs"][new_packs.pop()]["size"] == new_big.nbytes + new_small.nbytes
+    store.verify(step2)
+    tensors = codec.read(step2.path, trust=False).tensors
+    for i, array in enumerate([big, new_big, small, new_small, new_big]):
+        assert np.array_equal(tensors[f"t{i}"], array)
+
+
+def test_a_pack_whose_fsync_fails_is_never_named_by_a_committed_manifest(tmp_path, monkeypatch):
+    store, pool = CheckpointStore(tmp_path, keep=2), Pool(tmp_path)
+    save(store, pool, 1, [payload(1, 1)])
+    finish = durable.Appender.finish
+
+    def full_disk(self):
+        if self.path.parent.name == codec.POOL:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return finish(self)
+
+    monkeypatch.setattr(durable.Appender, "finish", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save(store, pool, 2, [payload(2, 1)])
+    assert [c.step for c in store.list()] == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [codec.POOL, "step-1"]
+    assert len(list((tmp_path / codec.POOL).iterdir())) == 1  # no half-written pack left behind
+    monkeypatch.setattr(durable.Appender, "finish", finish)
+    step3 = save(store, pool, 3, [payload(3, 1)])
+    assert np.array_equal(codec.read(step3.path, trust=False).tensors["t0"], payload(3, 1))
+
+
+def test_the_writer_deletes_the_packs_no_kept_checkpoint_needs_after_answering(tmp_path, capsys):
+    """Deleting the pack of a checkpoint retention dropped comes after the writer's answer; a
+    failure to delete is said with the next save's result (the save itself is fine)."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    values = {"x": payload(1, 1)}
+    ck = Checkpointer(to=tmp_path, keep=1, state=values)
+    pools = tmp_path / codec.POOL
+
+    def packs():
+        return {p.name for p in pools.iterdir()}
+
+    written = {}
+    for step in (1, 2, 3):
+        values["x"] = payload(step, 1)
+        ck.step = step
+        ck.save(wait=True)
+        assert ck.last["ok"] and "warning" not in ck.last
+        written[step] = set(CheckpointStore(tmp_path).get(f"step-{step}").manifest["packs"])
+    assert not written[1] & packs()  # deleted after the answer to step 2, before step 3 was taken
+    stuck = pools / ("0" * 32 + codec.PACK_SUFFIX)
+    stuck.mkdir()  # a "pack" that can't be unlinked
+    for step in (4, 5):
+        values["x"] = payload(step, 1)
+        ck.step = step
+        ck.save(wait=True)
+        assert ck.last["ok"]
+    assert "could not delete the packs no kept checkpoint needs" in ck.last["warning"]
+    assert "could not delete the packs" in capsys.readouterr().err
+    stuck.rmdir()
+    ck.close()  # the writer deletes what is left before it exits
+    assert packs() == set(CheckpointStore(tmp_path).list()[0].manifest["packs"])
