@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import ColabkitError
-from . import collector, durable
+from . import collector, durable, readahead
 
 FORMAT_VERSION = 3  # 3: the pool of packs, XXH3-128; 2: one safetensors file per step, sha256
 READS = (2, 3)
@@ -66,6 +66,8 @@ _PACK = re.compile(r"[0-9a-f]{32}\.pack")
 
 class CheckpointDamaged(ColabkitError):
     """A checkpoint that can't be used: files that don't match its manifest, or can't be decoded."""
+
+    overwritten: tuple = ()  # the live objects it was being read straight into when that was found (inplace)
 
 
 def folder_name(step: int) -> str:
@@ -243,26 +245,35 @@ class Loaded:
     objects: dict | None  # unpickled objects.pkl, only when trusted
 
 
-def read(folder: Path, trust: bool, document: dict | None = None) -> Loaded:
+def read(folder: Path, trust: bool, document: dict | None = None, place: Callable | None = None) -> Loaded:
     """Decode a checkpoint folder, verifying every byte it reads against the manifest as it reads
-    it (one pass). objects.pkl is unpickled only when `trust`."""
+    it (one pass). objects.pkl is unpickled only when `trust`. `place(structure, described)`, once
+    state.json and the tensor index are decoded ({key: (dtype code, shape)}), names live tensors to
+    read tensors' bytes straight into ({key: tensor}; inplace.Plan.place)."""
     document = document or read_manifest(folder)
     check_sizes(folder, document)
-    raw_state = _verified(folder, document, STATE)
+    packs = sorted(document.get("packs", {}))  # the order tensors.json lists them in, and the loader reads them
+    ahead = readahead.Readahead([pack_path(folder.parent, name) for name in packs],
+                                [document["packs"][name]["size"] for name in packs])
     try:
-        state_document = json.loads(raw_state)
-        structure = state_document["structure"]
-        step, position, pace = state_document["step"], state_document["position"], state_document.get("pace")
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise CheckpointDamaged(f"{folder.name}: {STATE} cannot be decoded ({type(exc).__name__}: {exc}).") from None
-    from .state import needs_torch
+        raw_state = _verified(folder, document, STATE)
+        try:
+            state_document = json.loads(raw_state)
+            structure = state_document["structure"]
+            step, position, pace = state_document["step"], state_document["position"], state_document.get("pace")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise CheckpointDamaged(f"{folder.name}: {STATE} cannot be decoded ({type(exc).__name__}: {exc}).") from None
+        from .state import needs_torch
 
-    torch = needs_torch(structure)
-    if document["format"] >= 3:
-        tensors = _read_tensors(folder, document, torch)
-    else:
-        _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
-        tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
+        torch = needs_torch(structure)
+        if document["format"] >= 3:
+            tensors = _read_tensors(folder, document, torch, place and (lambda described: place(structure, described)),
+                                    ahead.reached)
+        else:
+            _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
+            tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
+    finally:
+        ahead.stop()
     objects = None
     if trust and OBJECTS in document["files"]:
         objects = pickle.loads(_verified(folder, document, OBJECTS))  # verified, and trusted by the user
@@ -285,8 +296,11 @@ def _verified(folder: Path, document: dict, name: str) -> bytes:
     return data
 
 
-def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
-    """Every tensor of tensors.json read into memory of its own, hashed as it is read."""
+def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | None = None,
+                  reached: Callable[[int], None] = lambda position: None) -> dict:
+    """Every tensor of tensors.json read into memory of its own, or into the live tensor
+    `place(described)` names for it, hashed as it is read; `reached(n)` after each read: the
+    loader is n bytes into the packs (taken one after another), for the readahead."""
     from . import state
 
     try:
@@ -295,9 +309,12 @@ def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
         # Each pack's size as the manifest records it (and check_sizes found it): no tensor may
         # reach outside its pack, so an edited index can't make the loader allocate more than is there.
         pack_sizes = [document.get("packs", {}).get(name, {}).get("size", -1) for name in index["packs"]]
+        pack_starts = [sum(pack_sizes[:n]) for n in range(len(pack_sizes))]
         rows = sorted(index["tensors"], key=lambda row: (row[3], row[4]))  # pack by pack, in file order
+        described = {row[0]: (row[1], tuple(row[2])) for row in rows} if place else None  # shapes as torch.Size compares
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
+    into = place(described) if place else {}
     tensors, run, open_pack, handle = {}, [], None, None
 
     def read_run():
@@ -318,16 +335,23 @@ def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
             if durable.digest(view) != expected:
                 raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][pack]} do not "
                                         "match their hash (damaged or edited).")
+        reached(pack_starts[pack] + begin + done)
         run.clear()
 
     try:
         run_end, run_bytes = None, 0
         for key, dtype, shape, pack, offset, size, expected in rows:
-            if not all(type(n) is int for n in (pack, offset, size)) or not 0 <= pack < len(packs) \
+            if type(pack) is not int or type(offset) is not int or type(size) is not int or not 0 <= pack < len(packs) \
                     or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
                 raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {key} outside the packs its "
                                         f"{MANIFEST} lists (edited).")
-            value, view = state.empty(dtype, shape, size, torch)
+            value = into.get(key)
+            if value is None:
+                value, view = state.empty(dtype, shape, size, torch)
+            elif value.nbytes != size:  # never read past a live tensor's memory
+                raise ValueError(f"{key} is {size} bytes, the tensor it is restored into {value.nbytes}")
+            else:
+                view = state.cpu_bytes(value) if size else bytearray()
             if run and (pack != run[0][0] or offset != run_end or len(run) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES):
                 read_run()
             if not run:
