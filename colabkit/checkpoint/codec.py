@@ -315,31 +315,32 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
     into = place(described) if place else {}
-    tensors, run, open_pack, handle = {}, [], None, None
+    tensors, views, checks = {}, [], []  # the run being gathered: its buffers, and (key, end, buffer, hash) of each
+    open_pack = handle = run_pack = run_begin = run_end = None
+    run_bytes = 0
 
     def read_run():
         """Read a run of tensors that lie one after another in one pack with one preadv, then
         check each against its hash."""
         nonlocal open_pack, handle
-        pack, begin = run[0][0], run[0][1]
-        if pack != open_pack:
+        if run_pack != open_pack:
             if handle is not None:
                 os.close(handle)
                 handle = None
-            handle, open_pack = os.open(packs[pack], os.O_RDONLY), pack
-        views = [view for _, _, _, _, view, _ in run]
-        done = _read_run(handle, views, begin)
-        for _, offset, size, key, view, expected in run:
-            if offset + size - begin > done:
-                raise CheckpointDamaged(f"{folder.name}: {POOL}/{index['packs'][pack]} ends before {key}'s bytes (cut short).")
+            handle, open_pack = os.open(packs[run_pack], os.O_RDONLY), run_pack
+        done = _read_run(handle, views, run_begin, run_end - run_begin)
+        for key, end, view, expected in checks:
+            if end - run_begin > done:
+                raise CheckpointDamaged(f"{folder.name}: {POOL}/{index['packs'][run_pack]} ends before {key}'s bytes "
+                                        "(cut short).")
             if durable.digest(view) != expected:
-                raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][pack]} do not "
-                                        "match their hash (damaged or edited).")
-        reached(pack_starts[pack] + begin + done)
-        run.clear()
+                raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][run_pack]} do "
+                                        "not match their hash (damaged or edited).")
+        reached(pack_starts[run_pack] + run_begin + done)
+        views.clear()
+        checks.clear()
 
     try:
-        run_end, run_bytes = None, 0
         for key, dtype, shape, pack, offset, size, expected in rows:
             if type(pack) is not int or type(offset) is not int or type(size) is not int or not 0 <= pack < len(packs) \
                     or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
@@ -352,14 +353,16 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
                 raise ValueError(f"{key} is {size} bytes, the tensor it is restored into {value.nbytes}")
             else:
                 view = state.cpu_bytes(value) if size else bytearray()
-            if run and (pack != run[0][0] or offset != run_end or len(run) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES):
-                read_run()
-            if not run:
-                run_bytes = 0
-            run.append((pack, offset, size, key, view, expected))
-            run_end, run_bytes = offset + size, run_bytes + size
+            if pack != run_pack or offset != run_end or len(views) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES:
+                if views:
+                    read_run()
+                run_pack, run_begin, run_bytes = pack, offset, 0
+            views.append(view)
+            run_end = offset + size
+            checks.append((key, run_end, view, expected))
+            run_bytes += size
             tensors[key] = value
-        if run:
+        if views:
             read_run()
     except FileNotFoundError as exc:
         raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
@@ -377,10 +380,9 @@ _RUN_VIEWS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1
 _RUN_BYTES = 8 << 20
 
 
-def _read_run(fd: int, views: list, offset: int) -> int:
-    """Read the bytes at `offset` into `views`, one after another; the bytes read (fewer at the
-    end of the file)."""
-    total = sum(len(memoryview(v)) for v in views)
+def _read_run(fd: int, views: list, offset: int, total: int) -> int:
+    """Read the `total` bytes at `offset` into `views`, one after another; the bytes read (fewer
+    at the end of the file)."""
     done, pending = 0, views
     while done < total:
         got = os.preadv(fd, pending, offset + done)

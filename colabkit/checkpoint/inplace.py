@@ -107,10 +107,9 @@ def _matched(state, live: dict, described: dict, torch) -> dict | None:
         return None
     tensors = [live[key] for key in keys]
     plain, strided = (torch.Tensor, torch.nn.Parameter), torch.strided
-    if len(set(file_keys)) != len(file_keys) or not all(type(t) in plain for t in tensors) \
-            or not all(t.is_cpu for t in tensors) or not all(t.layout is strided for t in tensors) \
-            or not all(t.is_contiguous() for t in tensors) or any(t.is_inference() for t in tensors) \
-            or any(t.is_neg() for t in tensors) \
-            or not all(code == torch_code(t.dtype) and t.shape == shape for t, (code, shape) in zip(tensors, saved)):
+    if len(set(file_keys)) != len(file_keys) or not all(
+            type(t) in plain and t.is_cpu and t.layout is strided and code == torch_code(t.dtype) and t.shape == shape
+            and t.is_contiguous() and not t.is_inference() and not t.is_neg()
+            for t, (code, shape) in zip(tensors, saved)):
         return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
     return dict(zip(file_keys, tensors))
