@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import ColabkitError
-from . import collector, durable, readahead
+from . import collector, durable
 
 FORMAT_VERSION = 3  # 3: the pool of packs, XXH3-128; 2: one safetensors file per step, sha256
 READS = (2, 3)
@@ -252,28 +252,21 @@ def read(folder: Path, trust: bool, document: dict | None = None, place: Callabl
     read tensors' bytes straight into ({key: tensor}; inplace.Plan.place)."""
     document = document or read_manifest(folder)
     check_sizes(folder, document)
-    packs = sorted(document.get("packs", {}))  # the order tensors.json lists them in, and the loader reads them
-    ahead = readahead.Readahead([pack_path(folder.parent, name) for name in packs],
-                                [document["packs"][name]["size"] for name in packs])
+    raw_state = _verified(folder, document, STATE)
     try:
-        raw_state = _verified(folder, document, STATE)
-        try:
-            state_document = json.loads(raw_state)
-            structure = state_document["structure"]
-            step, position, pace = state_document["step"], state_document["position"], state_document.get("pace")
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            raise CheckpointDamaged(f"{folder.name}: {STATE} cannot be decoded ({type(exc).__name__}: {exc}).") from None
-        from .state import needs_torch
+        state_document = json.loads(raw_state)
+        structure = state_document["structure"]
+        step, position, pace = state_document["step"], state_document["position"], state_document.get("pace")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise CheckpointDamaged(f"{folder.name}: {STATE} cannot be decoded ({type(exc).__name__}: {exc}).") from None
+    from .state import needs_torch
 
-        torch = needs_torch(structure)
-        if document["format"] >= 3:
-            tensors = _read_tensors(folder, document, torch, place and (lambda described: place(structure, described)),
-                                    ahead.reached)
-        else:
-            _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
-            tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
-    finally:
-        ahead.stop()
+    torch = needs_torch(structure)
+    if document["format"] >= 3:
+        tensors = _read_tensors(folder, document, torch, place and (lambda described: place(structure, described)))
+    else:
+        _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
+        tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
     objects = None
     if trust and OBJECTS in document["files"]:
         objects = pickle.loads(_verified(folder, document, OBJECTS))  # verified, and trusted by the user
@@ -296,11 +289,9 @@ def _verified(folder: Path, document: dict, name: str) -> bytes:
     return data
 
 
-def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | None = None,
-                  reached: Callable[[int], None] = lambda position: None) -> dict:
+def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | None = None) -> dict:
     """Every tensor of tensors.json read into memory of its own, or into the live tensor
-    `place(described)` names for it, hashed as it is read; `reached(n)` after each read: the
-    loader is n bytes into the packs (taken one after another), for the readahead."""
+    `place(described)` names for it, hashed as it is read."""
     from . import state
 
     try:
@@ -309,7 +300,6 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
         # Each pack's size as the manifest records it (and check_sizes found it): no tensor may
         # reach outside its pack, so an edited index can't make the loader allocate more than is there.
         pack_sizes = [document.get("packs", {}).get(name, {}).get("size", -1) for name in index["packs"]]
-        pack_starts = [sum(pack_sizes[:n]) for n in range(len(pack_sizes))]
         rows = sorted(index["tensors"], key=lambda row: (row[3], row[4]))  # pack by pack, in file order
         described = {row[0]: (row[1], tuple(row[2])) for row in rows} if place else None  # shapes as torch.Size compares
     except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -336,7 +326,6 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
             if durable.digest(view) != expected:
                 raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][run_pack]} do "
                                         "not match their hash (damaged or edited).")
-        reached(pack_starts[run_pack] + run_begin + done)
         views.clear()
         checks.clear()
 
