@@ -39,6 +39,7 @@ committing is the store's.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pickle
@@ -301,11 +302,13 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
         # reach outside its pack, so an edited index can't make the loader allocate more than is there.
         pack_sizes = [document.get("packs", {}).get(name, {}).get("size", -1) for name in index["packs"]]
         rows = sorted(index["tensors"], key=lambda row: (row[3], row[4]))  # pack by pack, in file order
-        described = {row[0]: (row[1], tuple(row[2])) for row in rows} if place else None  # shapes as torch.Size compares
+        # What place() matches live tensors against: each tensor's code and shape (a tuple, as torch.Size compares).
+        described = {row[0]: (row[1], tuple(row[2])) for row in rows} if place else None
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
     into = place(described) if place else {}
-    tensors, views, checks = {}, [], []  # the run being gathered: its buffers, and (key, end, buffer, hash) of each
+    tensors, arrays = {}, {}  # arrays: a ctypes array type per size, for live tensors' bytes
+    views, checks = [], []  # the run being gathered: its buffers, and (key, end, buffer, hash) of each
     open_pack = handle = run_pack = run_begin = run_end = None
     run_bytes = 0
 
@@ -340,8 +343,9 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
                 value, view = state.empty(dtype, shape, size, torch)
             elif value.nbytes != size:  # never read past a live tensor's memory
                 raise ValueError(f"{key} is {size} bytes, the tensor it is restored into {value.nbytes}")
-            else:
-                view = state.cpu_bytes(value) if size else bytearray()
+            else:  # its bytes where they are, as state.cpu_bytes gives them (one array type per size)
+                kind = arrays.get(size) or arrays.setdefault(size, ctypes.c_char * size)
+                view = kind.from_address(value.data_ptr()) if size else bytearray()
             if pack != run_pack or offset != run_end or len(views) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES:
                 if views:
                     read_run()

@@ -20,8 +20,9 @@ module again; when none does, it says the module holds a mix (checkpointer.resto
 from __future__ import annotations
 
 import sys
+from operator import attrgetter
 
-from .state import _torch_code as torch_code  # one table of dtype codes, state's
+from .state import _torch_dtype as torch_dtype  # one table of dtype codes, state's
 
 _HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 _OWN = ("state_dict", "load_state_dict", "_save_to_state_dict", "_load_from_state_dict", "get_extra_state")
@@ -44,7 +45,8 @@ class Plan:
         objects = structure.get("objects") if isinstance(structure, dict) else None
         for name, entry in objects.items() if isinstance(objects, dict) else ():
             target = self.targets.get(name)
-            if not isinstance(entry, dict) or entry.get("kind") != "state_dict" or not isinstance(target, torch.nn.Module):
+            if not isinstance(entry, dict) or entry.get("kind") != "state_dict" \
+                    or not isinstance(target, torch.nn.Module):
                 continue
             live = _live_tensors(target, torch)
             matched = live is not None and _matched(entry.get("state"), live, described, torch)
@@ -92,24 +94,28 @@ def _live_tensors(module, torch) -> dict | None:
 def _matched(state, live: dict, described: dict, torch) -> dict | None:
     """file key -> live tensor for every tensor of a saved state dict, when it is exactly the live
     one's keys with tensors of the same dtype and shape, each live one a plain contiguous CPU
-    tensor load_state_dict would copy into; None otherwise. (Column by column: 20,000 tensors.)"""
+    tensor load_state_dict would copy into; None otherwise. (Column by column, each check one
+    pass in C where it can be: 20,000 tensors.)"""
     try:
-        items = state["__dict__"]
-        keys = [key for key, _ in items]
+        pairs = state["__dict__"]
+        keys = [key for key, _ in pairs]
         if len(keys) != len(live) or set(keys) != live.keys():  # every live key, once
             return None
-        entries = [entry for _, entry in items]
+        entries = [entry for _, entry in pairs]
         if any(entry["device"] != "cpu" for entry in entries):
             return None
         file_keys = [entry["__tensor__"] for entry in entries]
         saved = [described[file_key] for file_key in file_keys]
-    except (TypeError, KeyError, ValueError):  # not a state dict of tensors alone
+        dtypes = {code: torch_dtype(code) for code in {code for code, _ in saved}}
+    except (TypeError, KeyError, ValueError, AttributeError):  # not tensors alone, or a dtype this torch lacks
         return None
-    tensors = [live[key] for key in keys]
-    plain, strided = (torch.Tensor, torch.nn.Parameter), torch.strided
-    if len(set(file_keys)) != len(file_keys) or not all(
-            type(t) in plain and t.is_cpu and t.layout is strided and code == torch_code(t.dtype) and t.shape == shape
-            and t.is_contiguous() and not t.is_inference() and not t.is_neg()
-            for t, (code, shape) in zip(tensors, saved)):
+    tensors, tensor = [live[key] for key in keys], torch.Tensor
+    if len(set(file_keys)) != len(file_keys) or not set(map(type, tensors)) <= {tensor, torch.nn.Parameter} \
+            or not all(map(attrgetter("is_cpu"), tensors)) \
+            or not set(map(attrgetter("layout"), tensors)) <= {torch.strided} \
+            or list(map(attrgetter("dtype"), tensors)) != [dtypes[code] for code, _ in saved] \
+            or list(map(attrgetter("shape"), tensors)) != [shape for _, shape in saved] \
+            or not all(map(tensor.is_contiguous, tensors)) or any(map(tensor.is_inference, tensors)) \
+            or any(map(tensor.is_neg, tensors)):
         return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
     return dict(zip(file_keys, tensors))
