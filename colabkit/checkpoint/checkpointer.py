@@ -825,8 +825,8 @@ def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
         except CheckpointDamaged as exc:
             if not plan.objects:
                 raise
-            damaged = CheckpointDamaged(f"{exc} {', '.join(plan.objects)} had been loaded from it in part when that "
-                                        "was found.")
+            damaged = CheckpointDamaged(f"{exc} It was being read straight into {', '.join(plan.objects)}, which may "
+                                        "already hold part of it.")
             damaged.overwritten = tuple(plan.objects)
             raise damaged from None
         plan.finish()

@@ -321,11 +321,12 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
                 os.close(handle)
                 handle = None
             handle, open_pack = os.open(packs[run_pack], os.O_RDONLY), run_pack
-        done = _read_run(handle, views, run_begin, run_end - run_begin)
-        for key, end, view, expected in checks:
-            if end - run_begin > done:
-                raise CheckpointDamaged(f"{folder.name}: {POOL}/{index['packs'][run_pack]} ends before {key}'s bytes "
-                                        "(cut short).")
+        done = run_begin + _read_run(handle, views, run_begin, run_end - run_begin)
+        if done < run_end:
+            key = next(key for key, end, _, _ in checks if end > done)
+            raise CheckpointDamaged(f"{folder.name}: {POOL}/{index['packs'][run_pack]} ends before {key}'s bytes "
+                                    "(cut short).")
+        for key, _, view, expected in checks:
             if durable.digest(view) != expected:
                 raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][run_pack]} do "
                                         "not match their hash (damaged or edited).")
