@@ -196,3 +196,26 @@ def test_modules_that_are_not_plain_or_do_not_match_are_loaded_by_load_state_dic
         extra.register_buffer("more", torch.zeros(1))
         Checkpointer(to=tmp_path, strided=extra).restore()
     assert load_state_dict_calls == ["Linear", "Linear"]
+
+
+def test_a_save_after_going_back_in_place_holds_the_weights_gone_back_to(tmp_path):
+    """The next save sees every tensor read in place as changed (its unchanged-tensor check trusts
+    no memory that was written behind it) and stores what was restored."""
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, keep=5, model=model)
+    ck.step = 1
+    ck.save(wait=True)
+    first = snapshot(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2)
+    ck.step = 2
+    ck.save(wait=True)
+    ck.restore("step-1")
+    assert same(first, model)
+    ck.step = 3
+    ck.save(wait=True)
+    ck.close()
+    fresh = Packed(4)
+    Checkpointer(to=tmp_path, model=fresh).restore("step-3")
+    assert same(first, fresh)
