@@ -36,7 +36,7 @@ from ..errors import ColabkitError, say, warn
 from ..sagemaker import job_secrets
 from ..units import format_bytes, format_duration
 from ..version import VERSION
-from . import adapters, codec, collector, lock, sink, state
+from . import adapters, codec, collector, inplace, lock, sink, state
 from .codec import CheckpointDamaged
 from .mirror import DriveSpace
 from .schedule import Schedule
@@ -795,11 +795,14 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
     damaged, or verifies but doesn't decode, is passed over for the one before. Reads only: a
     read-only store restores."""
     tried, skipped = candidates(stores, checkpoint_id)
+    overwritten = {}  # name -> the damaged checkpoint that was partly read straight into it
     for checkpoint in tried:
         try:
             loaded, outcome = _decode(checkpoint, trust, targets)
             break
         except CheckpointDamaged as exc:
+            for name in exc.overwritten:
+                overwritten.setdefault(name, checkpoint.id)
             if checkpoint_id != "latest":
                 raise
             skipped.append((checkpoint.step, str(exc)))
@@ -808,6 +811,11 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
             raise ColabkitError(f"No checkpoint in {stores[0].root} can be loaded: "
                                 + " ".join(why for _, why in skipped))
         return None
+    for name, damaged in overwritten.items():
+        if name not in loaded.structure["objects"] or name in outcome.unrestored:
+            outcome.unrestored[name] = (f"the damaged {damaged} was partly read into it before its damage was "
+                                        f"found, and {checkpoint.id} does not hold it, so it is a mix of the two: "
+                                        "create it again before training on")
     notes = [f"{why} (passed over: newer checkpoint damaged)" for step, why in skipped if step > checkpoint.step]
     notes += outcome.notes
     notes += [f"{name} was not restored: {why}." for name, why in outcome.unrestored.items()]
@@ -818,11 +826,21 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
 def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
     """Read a checkpoint into `targets`, verifying it as it is read; CheckpointDamaged when it is
     damaged, or verifies but doesn't decode (a crafted header, a structure too deep or missing a key)."""
+    plan = inplace.Plan(targets)
     with collector.paused():
-        loaded = codec.read(checkpoint.path, trust, checkpoint.manifest)
+        try:
+            loaded = codec.read(checkpoint.path, trust, checkpoint.manifest, plan.place)
+        except CheckpointDamaged as exc:
+            if not plan.objects:
+                raise
+            damaged = CheckpointDamaged(f"{exc} It was being read straight into {', '.join(plan.objects)}, which may "
+                                        "already hold part of it.")
+            damaged.overwritten = tuple(plan.objects)
+            raise damaged from None
+        plan.finish()
     try:
         with collector.paused():
-            return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects)
+            return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects, plan.objects)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise CheckpointDamaged(f"{checkpoint.id}: {codec.STATE} cannot be decoded ({type(exc).__name__}: "
                                 f"{str(exc)[:200]}).") from None

@@ -39,6 +39,7 @@ committing is the store's.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pickle
@@ -66,6 +67,8 @@ _PACK = re.compile(r"[0-9a-f]{32}\.pack")
 
 class CheckpointDamaged(ColabkitError):
     """A checkpoint that can't be used: files that don't match its manifest, or can't be decoded."""
+
+    overwritten: tuple = ()  # the live objects it was being read straight into when that was found (inplace)
 
 
 def folder_name(step: int) -> str:
@@ -257,9 +260,11 @@ class Loaded:
     objects: dict | None  # unpickled objects.pkl, only when trusted
 
 
-def read(folder: Path, trust: bool, document: dict | None = None) -> Loaded:
+def read(folder: Path, trust: bool, document: dict | None = None, place: Callable | None = None) -> Loaded:
     """Decode a checkpoint folder, verifying every byte it reads against the manifest as it reads
-    it (one pass). objects.pkl is unpickled only when `trust`."""
+    it (one pass). objects.pkl is unpickled only when `trust`. `place(structure, described)`, once
+    state.json and the tensor index are decoded ({key: (dtype code, shape)}), names live tensors to
+    read tensors' bytes straight into ({key: tensor}; inplace.Plan.place)."""
     document = document or read_manifest(folder)
     check_sizes(folder, document)
     raw_state = _verified(folder, document, STATE)
@@ -273,7 +278,7 @@ def read(folder: Path, trust: bool, document: dict | None = None) -> Loaded:
 
     torch = needs_torch(structure)
     if document["format"] >= 3:
-        tensors = _read_tensors(folder, document, torch)
+        tensors = _read_tensors(folder, document, torch, place and (lambda described: place(structure, described)))
     else:
         _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
         tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
@@ -299,8 +304,9 @@ def _verified(folder: Path, document: dict, name: str) -> bytes:
     return data
 
 
-def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
-    """Every tensor of tensors.json read into memory of its own, hashed as it is read."""
+def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | None = None) -> dict:
+    """Every tensor of tensors.json read into memory of its own, or into the live tensor
+    `place(described)` names for it, hashed as it is read."""
     from . import state
 
     try:
@@ -310,46 +316,61 @@ def _read_tensors(folder: Path, document: dict, torch: bool) -> dict:
         # reach outside its pack, so an edited index can't make the loader allocate more than is there.
         pack_sizes = [document.get("packs", {}).get(name, {}).get("size", -1) for name in index["packs"]]
         rows = sorted(index["tensors"], key=lambda row: (row[3], row[4]))  # pack by pack, in file order
+        # What place() matches live tensors against: each tensor's code and shape (a tuple, as torch.Size compares).
+        described = {row[0]: (row[1], tuple(row[2])) for row in rows} if place else None
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
-    tensors, run, open_pack, handle = {}, [], None, None
+    into = place(described) if place else {}
+    tensors, arrays = {}, {}  # arrays: a ctypes array type per size, for live tensors' bytes
+    views, checks = [], []  # the run being gathered: its buffers, and (key, end, buffer, hash) of each
+    open_pack = handle = run_pack = run_begin = run_end = None
+    run_bytes = 0
 
     def read_run():
         """Read a run of tensors that lie one after another in one pack with one preadv, then
         check each against its hash."""
         nonlocal open_pack, handle
-        pack, begin = run[0][0], run[0][1]
-        if pack != open_pack:
+        if run_pack != open_pack:
             if handle is not None:
                 os.close(handle)
                 handle = None
-            handle, open_pack = os.open(packs[pack], os.O_RDONLY), pack
-        views = [view for _, _, _, _, view, _ in run]
-        done = _read_run(handle, views, begin)
-        for _, offset, size, key, view, expected in run:
-            if offset + size - begin > done:
-                raise CheckpointDamaged(f"{folder.name}: {POOL}/{index['packs'][pack]} ends before {key}'s bytes (cut short).")
+            handle, open_pack = os.open(packs[run_pack], os.O_RDONLY), run_pack
+        done = run_begin + _read_run(handle, views, run_begin, run_end - run_begin)
+        if done < run_end:
+            key = next(key for key, end, _, _ in checks if end > done)
+            raise CheckpointDamaged(f"{folder.name}: {POOL}/{index['packs'][run_pack]} ends before {key}'s bytes "
+                                    "(cut short).")
+        for key, _, view, expected in checks:
             if durable.digest(view) != expected:
-                raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][pack]} do not "
-                                        "match their hash (damaged or edited).")
-        run.clear()
+                raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][run_pack]} do "
+                                        "not match their hash (damaged or edited).")
+        views.clear()
+        checks.clear()
 
     try:
-        run_end, run_bytes = None, 0
         for key, dtype, shape, pack, offset, size, expected in rows:
-            if not all(type(n) is int for n in (pack, offset, size)) or not 0 <= pack < len(packs) \
+            if type(pack) is not int or type(offset) is not int or type(size) is not int or not 0 <= pack < len(packs) \
                     or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
                 raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {key} outside the packs its "
                                         f"{MANIFEST} lists (edited).")
-            value, view = state.empty(dtype, shape, size, torch)
-            if run and (pack != run[0][0] or offset != run_end or len(run) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES):
-                read_run()
-            if not run:
-                run_bytes = 0
-            run.append((pack, offset, size, key, view, expected))
-            run_end, run_bytes = offset + size, run_bytes + size
+            value = into.get(key)
+            if value is None:
+                value, view = state.empty(dtype, shape, size, torch)
+            elif value.nbytes != size:  # never read past a live tensor's memory
+                raise ValueError(f"{key} is {size} bytes, the tensor it is restored into {value.nbytes}")
+            else:  # its bytes where they are, as state.cpu_bytes gives them (one array type per size)
+                kind = arrays.get(size) or arrays.setdefault(size, ctypes.c_char * size)
+                view = kind.from_address(value.data_ptr()) if size else bytearray()
+            if pack != run_pack or offset != run_end or len(views) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES:
+                if views:
+                    read_run()
+                run_pack, run_begin, run_bytes = pack, offset, 0
+            views.append(view)
+            run_end = offset + size
+            checks.append((key, run_end, view, expected))
+            run_bytes += size
             tensors[key] = value
-        if run:
+        if views:
             read_run()
     except FileNotFoundError as exc:
         raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
@@ -367,10 +388,9 @@ _RUN_VIEWS = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1
 _RUN_BYTES = 8 << 20
 
 
-def _read_run(fd: int, views: list, offset: int) -> int:
-    """Read the bytes at `offset` into `views`, one after another; the bytes read (fewer at the
-    end of the file)."""
-    total = sum(len(memoryview(v)) for v in views)
+def _read_run(fd: int, views: list, offset: int, total: int) -> int:
+    """Read the `total` bytes at `offset` into `views`, one after another; the bytes read (fewer
+    at the end of the file)."""
     done, pending = 0, views
     while done < total:
         got = os.preadv(fd, pending, offset + done)

@@ -465,11 +465,25 @@ def needs_torch(structure: dict) -> bool:
     """Torch tensors among the saved objects need torch; torch's random state alone does not
     (a job without torch restores the rest and leaves torch's random stream as it is)."""
     import importlib.util
-    import json
 
-    if '"__tensor__"' in json.dumps([structure.get("objects"), structure.get("extra")]):
+    if _holds_tensor([structure.get("objects"), structure.get("extra")]):
         return True
-    return "torch" in json.dumps(structure.get("rng")) and importlib.util.find_spec("torch") is not None
+    return _holds_tensor(structure.get("rng")) and importlib.util.find_spec("torch") is not None
+
+
+def _holds_tensor(encoded) -> bool:
+    """Whether encoded state holds a torch tensor ({"__tensor__": key}); stops at the first (a
+    state dict of 20,000 tensors is not walked, nor written out as JSON to be searched)."""
+    pending = [encoded]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            if "__tensor__" in value:
+                return True
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 # -- restoring ---------------------------------------------------------------------------------
@@ -554,9 +568,12 @@ class Outcome:
     random: RandomStates | None = None
 
 
-def restore(structure: dict, tensors: dict, objects: dict[str, object], pickled: dict | None) -> Outcome:
+def restore(structure: dict, tensors: dict, objects: dict[str, object], pickled: dict | None,
+            loaded_in_place=()) -> Outcome:
     """Put the saved state back: state-dict objects and framework objects in `objects` are restored
-    in place (or rebound, for immutable JAX trees), the random states are set."""
+    in place (or rebound, for immutable JAX trees), the random states are set. `loaded_in_place`:
+    the names of modules the loader read straight into (inplace), whose load_state_dict would only
+    copy their tensors onto themselves."""
     decoder = Decoder(tensors)
     outcome = Outcome()
     for name, why in structure.get("skipped", {}).items():
@@ -568,7 +585,8 @@ def restore(structure: dict, tensors: dict, objects: dict[str, object], pickled:
                 outcome.unrestored[name] = ("it was saved as a state dict, but there is no such object to load it "
                                             "into; create it first (same class and shapes), then restore")
                 continue
-            target.load_state_dict(decoder.decode(entry["state"]))
+            if name not in loaded_in_place:
+                target.load_state_dict(decoder.decode(entry["state"]))
         elif kind == "generator":
             if not _is_generator(target):
                 outcome.unrestored[name] = "it is a torch.Generator's state: create the generator first, then restore"

@@ -1,0 +1,121 @@
+"""Restoring a PyTorch module's tensors straight into the module's own memory.
+
+Otherwise a restore reads each tensor into new memory and load_state_dict copies it into the
+module: for 20,000 tensors that is 20,000 allocations (their pages faulted in as they are read),
+a second pass over every byte and load_state_dict's work per key, three times the read itself
+(benchmarks/bench_checkpoint_cost.py). When a module is plain (nn.Module's own state_dict and
+load_state_dict all the way down: no subclass that overrides how it saves or loads, no state-dict
+hooks, no extra state) and what was saved matches it exactly (the same keys, none missing or extra;
+each tensor's dtype and shape; every live one a plain contiguous CPU tensor), load_state_dict would
+do nothing but copy each saved tensor's bytes into its parameter or buffer. So the loader reads
+them there, verifying each as it is read, and load_state_dict is not called (the version counters
+it would bump are bumped). Anything else, the optimizer's state among it, is loaded by its own
+load_state_dict as before.
+
+The price: damage is found as the bytes are read, after the tensors before it went into the
+module. The restore then says so and goes back to an older checkpoint, which loads the whole
+module again; when none does, it says the module holds a mix (checkpointer.restore).
+"""
+
+from __future__ import annotations
+
+import sys
+from operator import attrgetter
+
+from .state import _torch_dtype as torch_dtype  # one table of dtype codes, state's
+
+_HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+_OWN = ("state_dict", "load_state_dict", "_save_to_state_dict", "_load_from_state_dict", "get_extra_state")
+
+
+class Plan:
+    """Which saved tensors go straight into which live ones; filled by `place`, which codec.read
+    calls once it has read what the checkpoint holds."""
+
+    def __init__(self, targets: dict):
+        self.targets = targets
+        self.into: dict = {}  # file key -> the live tensor its bytes are read into
+        self.objects: dict[str, list] = {}  # name -> its live tensors, all loaded in place
+
+    def place(self, structure: dict, described: dict) -> dict:
+        """`described`: file key -> (dtype code, shape) of each tensor the checkpoint holds."""
+        torch = sys.modules.get("torch")
+        if torch is None or torch.__future__.get_swap_module_params_on_conversion():
+            return self.into  # load_state_dict would swap the tensors, not copy into them
+        objects = structure.get("objects") if isinstance(structure, dict) else None
+        for name, entry in objects.items() if isinstance(objects, dict) else ():
+            target = self.targets.get(name)
+            if not isinstance(entry, dict) or entry.get("kind") != "state_dict" \
+                    or not isinstance(target, torch.nn.Module):
+                continue
+            live = _live_tensors(target, torch)
+            matched = live is not None and _matched(entry.get("state"), live, described, torch)
+            if matched:
+                self.into.update(matched)
+                self.objects[name] = list(live.values())
+        return self.into
+
+    def finish(self) -> None:
+        """Once every byte is read and verified: what load_state_dict's copies would have left
+        beside the bytes, each tensor's version counter bumped (autograd then refuses a graph
+        that used the values from before the restore)."""
+        if not self.objects:
+            return
+        increment = sys.modules["torch"].autograd.graph.increment_version
+        tensors = [tensor for loaded in self.objects.values() for tensor in loaded]
+        try:
+            increment(tensors)
+        except TypeError:  # torch before 2.5 takes one tensor at a time
+            for tensor in tensors:
+                increment(tensor)
+
+
+def _live_tensors(module, torch) -> dict | None:
+    """What module.state_dict() would hold (key -> the parameter or buffer itself, undetached),
+    when the module is plain all the way down; None otherwise."""
+    base, found = torch.nn.Module, {}
+    stack = [(module, "")]
+    while stack:
+        m, prefix = stack.pop()
+        cls = type(m)
+        if any(getattr(cls, name, None) is not getattr(base, name) for name in _OWN) \
+                or any(getattr(m, hooks, True) for hooks in _HOOKS):
+            return None
+        for name, tensor in m._parameters.items():
+            if tensor is not None:
+                found[prefix + name] = tensor
+        for name, tensor in m._buffers.items():
+            if tensor is not None and name not in m._non_persistent_buffers_set:
+                found[prefix + name] = tensor
+        stack.extend((child, f"{prefix}{name}.") for name, child in m._modules.items() if child is not None)
+    return found
+
+
+def _matched(state, live: dict, described: dict, torch) -> dict | None:
+    """file key -> live tensor for every tensor of a saved state dict, when it is exactly the live
+    one's keys with tensors of the same dtype and shape, each live one a plain contiguous CPU
+    tensor load_state_dict would copy into; None otherwise. (Column by column, each check one
+    pass in C where it can be: 20,000 tensors.)"""
+    try:
+        pairs = state["__dict__"]
+        keys = [key for key, _ in pairs]
+        if len(keys) != len(live) or set(keys) != live.keys():  # every live key, once
+            return None
+        entries = [entry for _, entry in pairs]
+        if any(entry["device"] != "cpu" for entry in entries):
+            return None
+        file_keys = [entry["__tensor__"] for entry in entries]
+        saved = [described[file_key] for file_key in file_keys]
+        dtypes = {code: torch_dtype(code) for code in {code for code, _ in saved}}
+    except (TypeError, KeyError, ValueError, AttributeError):  # not tensors alone, or a dtype this torch lacks
+        return None
+    tensors, tensor = [live[key] for key in keys], torch.Tensor
+    if len(set(file_keys)) != len(file_keys) or not set(map(type, tensors)) <= {tensor, torch.nn.Parameter} \
+            or not all(map(attrgetter("is_cpu"), tensors)) \
+            or not set(map(attrgetter("layout"), tensors)) <= {torch.strided} \
+            or list(map(attrgetter("dtype"), tensors)) != [dtypes[code] for code, _ in saved] \
+            or list(map(attrgetter("shape"), tensors)) != [shape for _, shape in saved] \
+            or not all(map(tensor.is_contiguous, tensors)) or any(map(tensor.is_inference, tensors)) \
+            or any(map(tensor.is_neg, tensors)):
+        return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
+    return dict(zip(file_keys, tensors))

@@ -1,0 +1,221 @@
+"""A plain module's tensors restored straight into its own memory (checkpoint/inplace.py): exact,
+verified, and everything else still loaded by load_state_dict."""
+
+import json
+
+import pytest
+import torch
+
+from colabkit.checkpoint import codec, inplace
+from colabkit.checkpoint.checkpointer import Checkpointer
+from colabkit.errors import ColabkitError
+
+
+class Packed(torch.nn.Module):
+    """Parameters that are views into one flat tensor at offsets (as flat-parameter wrappers make
+    them), tied weights, a bf16 weight, an int64 and a non-persistent buffer, an empty parameter,
+    and 1,500 small parameters: more than one read's worth of buffers."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        flat = torch.randn(64)
+        self.a = torch.nn.Parameter(flat[3:19].view(4, 4))
+        self.b = torch.nn.Parameter(flat[40:45])
+        self.embed = torch.nn.Embedding(10, 4)
+        self.head = torch.nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight  # tied: one tensor under two keys
+        self.low = torch.nn.Linear(4, 4).to(torch.bfloat16)
+        self.many = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(3)) for _ in range(1500))
+        self.empty = torch.nn.Parameter(torch.zeros(0, 4))
+        self.register_buffer("count", torch.tensor([seed, 7], dtype=torch.int64))
+        self.register_buffer("scratch", torch.full((2,), float(seed)), persistent=False)
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def same(state, module):
+    live = module.state_dict()
+    return state.keys() == live.keys() and all(
+        state[k].dtype == live[k].dtype and torch.equal(state[k], live[k]) for k in state)
+
+
+@pytest.fixture
+def load_state_dict_calls(monkeypatch):
+    """Every nn.Module.load_state_dict call, by module class (the class attribute stays nn.Module's own)."""
+    calls, original = [], torch.nn.Module.load_state_dict
+
+    def spy(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", spy)
+    return calls
+
+
+def test_a_plain_module_is_read_into_its_own_tensors_bit_for_bit_and_the_optimizer_by_its_own_loader(
+        tmp_path, load_state_dict_calls):
+    model = Packed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    loss = sum(p.float().sum() for p in model.parameters()) + model.embed.weight.pow(2).sum()
+    loss.backward()
+    opt.step()
+    ck = Checkpointer(to=tmp_path, model=model, opt=opt)
+    ck.save(wait=True)
+    saved, saved_opt = snapshot(model), opt.state_dict()
+    saved_opt = {k: {n: t.clone() for n, t in v.items()} for k, v in saved_opt["state"].items()}
+    ck.close()
+
+    fresh = Packed(2)
+    fresh_opt = torch.optim.Adam(fresh.parameters(), lr=0.1)
+    pointers = {k: v.data_ptr() for k, v in fresh.state_dict().items()}
+    versions = {k: v._version for k, v in fresh.named_parameters()}
+    restored = Checkpointer(to=tmp_path, model=fresh, opt=fresh_opt).restore()
+    assert restored.notes == [] and restored.unrestored == {}
+    assert same(saved, fresh) and fresh.low.weight.dtype == torch.bfloat16
+    assert fresh.head.weight is fresh.embed.weight and fresh.a.data_ptr() == fresh.a.untyped_storage().data_ptr() + 12
+    assert {k: v.data_ptr() for k, v in fresh.state_dict().items()} == pointers  # the module's own memory
+    assert torch.equal(fresh.scratch, torch.full((2,), 2.0))  # not saved, so not touched
+    assert all(p._version > versions[k] for k, p in fresh.named_parameters())  # as load_state_dict's copies leave them
+    assert load_state_dict_calls == []  # the model's tensors were read in place: nothing left to copy
+    state = fresh_opt.state_dict()["state"]
+    assert state.keys() == saved_opt.keys() and all(
+        torch.equal(state[k][n], t) for k, v in saved_opt.items() for n, t in v.items())
+
+
+def test_a_damaged_tensor_found_after_others_went_into_the_module_falls_back_to_the_one_before_whole(
+        tmp_path, load_state_dict_calls):
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, keep=3, model=model)
+    ck.step = 1
+    ck.save(wait=True)
+    older = snapshot(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1)
+    ck.step = 2
+    ck.save(wait=True)
+    ck.close()
+    newest = tmp_path / "step-2"
+    rows = {row[0]: row for row in json.loads((newest / codec.TENSORS).read_text())["tensors"]}
+    _, _, _, pack, offset, _, _ = rows["model.many.1400"]  # in the second read: 1,024 buffers come before it
+    pack_file = tmp_path / codec.POOL / json.loads((newest / codec.TENSORS).read_text())["packs"][pack]
+    data = bytearray(pack_file.read_bytes())
+    data[offset + 5] ^= 0x10
+    pack_file.write_bytes(bytes(data))
+
+    fresh = Packed(3)
+    restored = Checkpointer(to=tmp_path, model=fresh).restore()
+    assert restored.checkpoint.id == "step-1" and same(older, fresh)  # the first 1,024 too, read again
+    assert any("model.many.1400" in note and "read straight into model, which may already hold part of it" in note
+               for note in restored.notes), restored.notes
+    assert load_state_dict_calls == []
+
+    (tmp_path / "step-1" / codec.MANIFEST).unlink()  # nothing older to fall back to: said, loudly
+    with pytest.raises(ColabkitError, match=r"model\.many\.1400 .*do not match.* which may already hold part of it"):
+        Checkpointer(to=tmp_path, model=Packed(3)).restore()
+
+
+def test_a_module_partly_read_from_a_damaged_checkpoint_that_the_older_one_does_not_hold_is_unrestored(tmp_path):
+    ck = Checkpointer(to=tmp_path, keep=3, note={"epoch": 1})
+    ck.step = 1
+    ck.save(wait=True)
+    ck.close()
+    ck = Checkpointer(to=tmp_path, keep=3, model=Packed(1))
+    ck.step = 2
+    ck.save(wait=True)
+    ck.close()
+    index = json.loads((tmp_path / "step-2" / codec.TENSORS).read_text())
+    _, _, _, pack, offset, _, _ = {row[0]: row for row in index["tensors"]}["model.many.1400"]
+    pack_file = tmp_path / codec.POOL / index["packs"][pack]
+    data = bytearray(pack_file.read_bytes())
+    data[offset] ^= 1
+    pack_file.write_bytes(bytes(data))
+
+    restored = Checkpointer(to=tmp_path, model=Packed(3)).restore(namespace={})
+    assert restored.checkpoint.id == "step-1"
+    assert "a mix of the two" in restored.unrestored["model"] and "step-2" in restored.unrestored["model"]
+
+
+def test_a_pack_cut_short_under_a_module_read_in_place_is_refused(tmp_path):
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, model=model)
+    ck.save(wait=True)
+    ck.close()
+    folder = next(tmp_path.glob("step-*"))
+    (pack_file,) = (tmp_path / codec.POOL).glob("*.pack")
+    manifest = codec.read_manifest(folder)
+    pack_file.write_bytes(pack_file.read_bytes()[:-40])  # after the sizes were checked
+    plan = inplace.Plan({"model": Packed(2)})
+    with pytest.raises(codec.CheckpointDamaged, match="ends before"):
+        codec._read_tensors(folder, manifest, True, lambda described: plan.place(
+            json.loads((folder / codec.STATE).read_text())["structure"], described))
+    assert plan.objects.keys() == {"model"}
+
+
+class Hooked(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+        self.lin._register_load_state_dict_pre_hook(self.shift)
+
+    @staticmethod
+    def shift(state_dict, prefix, *args):
+        state_dict[prefix + "bias"] = state_dict[prefix + "bias"] + 1  # what a checkpoint converter does
+
+
+def test_modules_that_are_not_plain_or_do_not_match_are_loaded_by_load_state_dict_as_before(
+        tmp_path, load_state_dict_calls):
+    torch.manual_seed(0)
+    objects = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)),  # its own loader
+               "hooked": Hooked(),
+               "strided": torch.nn.Linear(3, 4)}
+    objects["strided"].weight = torch.nn.Parameter(torch.randn(3, 4).t())  # not contiguous
+    objects["bn"][1].running_mean.add_(3)
+    ck = Checkpointer(to=tmp_path, **objects)
+    ck.save(wait=True)
+    ck.close()
+    saved = {name: snapshot(module) for name, module in objects.items()}
+
+    torch.manual_seed(1)
+    fresh = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)), "hooked": Hooked(),
+             "strided": torch.nn.Linear(3, 4)}
+    fresh["strided"].weight = torch.nn.Parameter(torch.randn(3, 4).t())
+    Checkpointer(to=tmp_path, **fresh).restore()
+    assert sorted(load_state_dict_calls) == ["Hooked", "Linear", "Sequential"]
+    assert same(saved["bn"], fresh["bn"]) and same(saved["strided"], fresh["strided"])
+    assert torch.equal(fresh["hooked"].lin.bias, saved["hooked"]["lin.bias"] + 1)  # through the hook
+
+    load_state_dict_calls.clear()
+    with pytest.raises(RuntimeError, match="size mismatch"):  # what load_state_dict says, as before
+        Checkpointer(to=tmp_path, strided=torch.nn.Linear(3, 5)).restore()
+    with pytest.raises(RuntimeError, match="Missing key"):
+        extra = torch.nn.Linear(3, 4)
+        extra.register_buffer("more", torch.zeros(1))
+        Checkpointer(to=tmp_path, strided=extra).restore()
+    assert load_state_dict_calls == ["Linear", "Linear"]
+
+
+def test_a_save_after_going_back_in_place_holds_the_weights_gone_back_to(tmp_path):
+    """The next save sees every tensor read in place as changed (its unchanged-tensor check trusts
+    no memory that was written behind it) and stores what was restored."""
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, keep=5, model=model)
+    ck.step = 1
+    ck.save(wait=True)
+    first = snapshot(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2)
+    ck.step = 2
+    ck.save(wait=True)
+    ck.restore("step-1")
+    assert same(first, model)
+    ck.step = 3
+    ck.save(wait=True)
+    ck.close()
+    fresh = Packed(4)
+    Checkpointer(to=tmp_path, model=fresh).restore("step-3")
+    assert same(first, fresh)
