@@ -219,3 +219,36 @@ def test_a_save_after_going_back_in_place_holds_the_weights_gone_back_to(tmp_pat
     fresh = Packed(4)
     Checkpointer(to=tmp_path, model=fresh).restore("step-3")
     assert same(first, fresh)
+
+
+def test_a_disk_error_in_the_middle_of_reading_into_a_module_falls_back_and_says_so(tmp_path, monkeypatch):
+    """An I/O error (EIO) after some tensors went into the module is not raised bare: the module may
+    hold part of the newest checkpoint, so the one before is loaded whole, and that is said."""
+    import errno
+    import os
+
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, keep=3, model=model)
+    ck.step = 1
+    ck.save(wait=True)
+    older = snapshot(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1)
+    ck.step = 2
+    ck.save(wait=True)
+    ck.close()
+    reads, real_preadv = [], os.preadv
+
+    def failing_preadv(fd, buffers, offset):
+        reads.append(offset)
+        if len(reads) == 2:  # the second read of step-2, after 1,024 tensors went into the module
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", failing_preadv)
+    fresh = Packed(3)
+    restored = Checkpointer(to=tmp_path, model=fresh).restore()
+    assert restored.checkpoint.id == "step-1" and same(older, fresh)
+    assert any("step-2: reading it failed" in note and "Input/output error" in note
+               and "which may already hold part of it" in note for note in restored.notes), restored.notes

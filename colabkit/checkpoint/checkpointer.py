@@ -830,9 +830,11 @@ def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
     with collector.paused():
         try:
             loaded = codec.read(checkpoint.path, trust, checkpoint.manifest, plan.place)
-        except CheckpointDamaged as exc:
+        except (CheckpointDamaged, OSError) as exc:
             if not plan.objects:
                 raise
+            if isinstance(exc, OSError):  # a disk that fails mid-read (EIO): this checkpoint can't be used
+                exc = f"{checkpoint.id}: reading it failed ({exc})."
             damaged = CheckpointDamaged(f"{exc} It was being read straight into {', '.join(plan.objects)}, which may "
                                         "already hold part of it.")
             damaged.overwritten = tuple(plan.objects)
