@@ -1,6 +1,7 @@
 """Saving and restoring real PyTorch and NumPy training state through the Checkpointer."""
 
 import copy
+import json
 import random
 import warnings
 
@@ -269,6 +270,9 @@ def test_a_model_whose_layout_changes_between_saves_is_saved_as_it_is_now(tmp_pa
     saved_and_restored()  # the same layout: reused
     model.to(torch.float64)  # every dtype changes
     saved_and_restored()
+    newest = max(tmp_path.glob("step-*"), key=lambda p: int(p.name[5:]))
+    keys = [row[0] for row in json.loads((newest / "tensors.json").read_text())["tensors"]]
+    assert "model.0.weight" in keys and not any("#" in k for k in keys)  # encoded afresh under its own keys
     model[3] = torch.nn.Linear(4, 4, bias=False).to(torch.float64)  # a tensor fewer
     saved_and_restored()
     model[5].weight = torch.nn.Parameter(torch.randn(4, 4, dtype=torch.float64).t())  # same shape, strided

@@ -145,13 +145,15 @@ class Layouts:
         if last is None:
             return None
         keys, metas, file_keys, sources, items, text = last
-        if list(value) != keys or not encoder.claims(file_keys):
+        if list(value) != keys:
             return None
         tensors = list(value.values())
         try:
             if [(t.dtype, t.shape, t.device, t.requires_grad) for t in tensors] != metas:
                 return None
         except AttributeError:  # not all tensors now
+            return None
+        if not encoder.claims(file_keys):  # last, so a dict encoded afresh gets its keys as they are
             return None
         for source, tensor in zip(sources, tensors):
             source.value = tensor
@@ -233,6 +235,8 @@ class Encoder:
                 for k, v in value.items()]
 
     def _remembered_items(self, value: dict, key: str) -> list | str:
+        """A large dict's items: the last save's, as a placeholder (Layouts), or encoded now and
+        remembered when they are all tensors."""
         items = self.layouts.reuse(self, value, key)
         if items is None:
             before = len(self.capture.sources)
