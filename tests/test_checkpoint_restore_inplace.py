@@ -42,6 +42,22 @@ def same(state, module):
         state[k].dtype == live[k].dtype and torch.equal(state[k], live[k]) for k in state)
 
 
+def two_checkpoints(tmp_path):
+    """step-1 and step-2 of a Packed model, every parameter changed between them; step-1's state."""
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, keep=3, model=model)
+    ck.step = 1
+    ck.save(wait=True)
+    older = snapshot(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1)
+    ck.step = 2
+    ck.save(wait=True)
+    ck.close()
+    return older
+
+
 @pytest.fixture
 def load_state_dict_calls(monkeypatch):
     """Every nn.Module.load_state_dict call, by module class (the class attribute stays nn.Module's own)."""
@@ -87,17 +103,7 @@ def test_a_plain_module_is_read_into_its_own_tensors_bit_for_bit_and_the_optimiz
 
 def test_a_damaged_tensor_found_after_others_went_into_the_module_falls_back_to_the_one_before_whole(
         tmp_path, load_state_dict_calls):
-    model = Packed(1)
-    ck = Checkpointer(to=tmp_path, keep=3, model=model)
-    ck.step = 1
-    ck.save(wait=True)
-    older = snapshot(model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1)
-    ck.step = 2
-    ck.save(wait=True)
-    ck.close()
+    older = two_checkpoints(tmp_path)
     newest = tmp_path / "step-2"
     rows = {row[0]: row for row in json.loads((newest / codec.TENSORS).read_text())["tensors"]}
     _, _, _, pack, offset, _, _ = rows["model.many.1400"]  # in the second read: 1,024 buffers come before it
@@ -227,17 +233,7 @@ def test_a_disk_error_in_the_middle_of_reading_into_a_module_falls_back_and_says
     import errno
     import os
 
-    model = Packed(1)
-    ck = Checkpointer(to=tmp_path, keep=3, model=model)
-    ck.step = 1
-    ck.save(wait=True)
-    older = snapshot(model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1)
-    ck.step = 2
-    ck.save(wait=True)
-    ck.close()
+    older = two_checkpoints(tmp_path)
     reads, real_preadv = [], os.preadv
 
     def failing_preadv(fd, buffers, offset):
