@@ -39,7 +39,6 @@ committing is the store's.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import pickle
@@ -321,7 +320,7 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
     into = place(described) if place else {}
-    tensors, arrays = {}, {}  # arrays: a ctypes array type per size, for live tensors' bytes
+    tensors = {}
     views, checks = [], []  # the run being gathered: its buffers, and (key, end, buffer, hash) of each
     open_pack = handle = run_pack = run_begin = run_end = None
     run_bytes = 0
@@ -358,9 +357,8 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
                 value, view = state.empty(dtype, shape, size, torch)
             elif value.nbytes != size:  # never read past a live tensor's memory
                 raise ValueError(f"{key} is {size} bytes, the tensor it is restored into {value.nbytes}")
-            else:  # its bytes where they are, as state.cpu_bytes gives them (one array type per size)
-                kind = arrays.get(size) or arrays.setdefault(size, ctypes.c_char * size)
-                view = kind.from_address(value.data_ptr()) if size else bytearray()
+            else:
+                view = state.cpu_bytes(value)
             if pack != run_pack or offset != run_end or len(views) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES:
                 if views:
                     read_run()

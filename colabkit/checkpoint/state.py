@@ -404,12 +404,18 @@ def host_bytes(value) -> np.ndarray:
     return np.ascontiguousarray(value).reshape(-1).view(np.uint8)
 
 
+_BYTE_ARRAYS: dict = {}  # size -> the ctypes array type of that many bytes (making one costs more than using it)
+
+
 def cpu_bytes(tensor):
-    """The bytes of a contiguous CPU tensor, in place and without making views (hashing 20,000
-    of them through host_bytes costs more than the hashing). It doesn't keep the tensor alive:
-    hold the tensor while it is used."""
+    """The bytes of a contiguous CPU tensor, in place and writable, without making views (hashing
+    or reading into 20,000 of them through host_bytes costs more than the hashing). It doesn't
+    keep the tensor alive: hold the tensor while it is used."""
     size = tensor.nbytes
-    return (ctypes.c_char * size).from_address(tensor.data_ptr()) if size else b""
+    if not size:
+        return bytearray()
+    kind = _BYTE_ARRAYS.get(size) or _BYTE_ARRAYS.setdefault(size, ctypes.c_char * size)
+    return kind.from_address(tensor.data_ptr())
 
 
 def empty(code: str, shape, nbytes: int, torch: bool):
@@ -422,9 +428,7 @@ def empty(code: str, shape, nbytes: int, torch: bool):
     if torch:
         dtype = _torch_dtype(code)
         value = _torch().empty(shape, dtype=dtype)
-        if nbytes == 0:
-            return value, bytearray()
-        return value, (ctypes.c_char * nbytes).from_address(value.data_ptr())  # no views to make
+        return value, cpu_bytes(value)
     value = np.empty(shape, dtype=numpy_dtype(code))
     return value, memoryview(value.reshape(-1).view(np.uint8)).cast("B")
 
