@@ -428,14 +428,14 @@ def table(rows: dict[tuple[float, int], dict[str, float]]) -> None:
         print(f"| {size_name(int(gib * 2**30))} | {parts} | " + " | ".join(cells) + " |")
 
 
-def first_vs_later(folder: Path, gib: float, runs: int):
+def first_vs_later(folder: Path, gib: float, parts: int, runs: int):
     """The first scheduled save's stall against the later ones', each Checkpointer fresh: with the
     staging buffer prepared in the background since %checkpoint (as now), and without (a
     Checkpointer with no schedule prepares nothing, as every one did before)."""
     for prepared in (True, False):
         firsts, laters, ratios, ready = [], [], [], []
         for run in range(runs):
-            model = Weights(gib, 64)
+            model = Weights(gib, parts)
             tensors = [p.detach() for p in model.parameters()]
             started = time.perf_counter()
             ck = Checkpointer(every="1 steps" if prepared else None, to=folder / f"first-{prepared}-{run}", keep=2,
@@ -452,7 +452,7 @@ def first_vs_later(folder: Path, gib: float, runs: int):
             ratios.append(first / statistics.median(later))
         how = (f"prepared in the background (ready {spread(ready)} s after %checkpoint)" if prepared
                else "not prepared (before)")
-        print(f"{gib * 1024:.0f} MiB in 64 tensors, staging {how}: first save stall {spread(firsts)} s, "
+        print(f"{gib * 1024:.0f} MiB in {parts} tensors, staging {how}: first save stall {spread(firsts)} s, "
               f"later {spread(laters)} s; first / later {spread(ratios)}")
 
 
@@ -521,9 +521,9 @@ def main():
                     if case in args.cases:
                         rows.setdefault((gib, parts), {}).update(measure(folder, gib, parts, args.runs))
                         gc.collect()
-            if "first" in args.cases:
-                first_vs_later(folder, gib, args.runs)
-                gc.collect()
+                if "first" in args.cases:
+                    first_vs_later(folder, gib, parts, args.runs)
+                    gc.collect()
             if "budget" in args.cases and gib * 1024 <= args.ring_mib:
                 print(f"budget case skipped at {size_name(int(gib * 2**30))}: not larger than "
                       f"--ring-mib {args.ring_mib}")
