@@ -3,6 +3,7 @@ few large tensors): every byte lands where it belongs whoever copies it, and whe
 interrupted the helper lets go of the caller's memory before the caller goes on."""
 
 import ctypes
+import os
 import threading
 import time
 
@@ -82,3 +83,31 @@ def test_a_stage_of_large_and_small_tensors_copies_each_to_its_offset(monkeypatc
     flat = np.frombuffer(buffer, dtype=np.uint8)
     for value, offset in zip(values, offsets):
         assert bytes(flat[offset:offset + value.nbytes]) == value.numpy().tobytes()
+
+
+def test_a_forked_child_copies_without_the_parents_helper(monkeypatch):
+    monkeypatch.setattr(parallel_copy, "SHARED", 1)
+    monkeypatch.setattr(parallel_copy, "_cpus", lambda: 2)
+    source = np.arange(1 << 20, dtype=np.uint8)
+    target = np.zeros_like(source)
+    parallel_copy.memmove_all(addresses([source], target, [0]))  # the parent's helper exists
+    helper = parallel_copy._helper
+    helper._lock.acquire()  # as if fork came while the helper thread held it
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: its copy must not wait on a lock no thread will release
+            target[:] = 0
+            parallel_copy.memmove_all(addresses([source], target, [0]))
+            os._exit(0 if bytes(target) == bytes(source) and parallel_copy._helper is not helper else 1)
+    finally:
+        helper._lock.release()
+    for _ in range(100):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the parent's helper")
+    assert os.waitstatus_to_exitcode(status) == 0

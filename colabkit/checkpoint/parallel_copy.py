@@ -91,6 +91,16 @@ _helper: _Helper | None = None
 _starting = threading.Lock()
 
 
+def _forget_helper() -> None:
+    """In a forked child the helper thread is gone (and may have held its lock): start afresh."""
+    global _helper, _starting
+    _helper, _starting = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
+
+
 def memmove_all(copies: list[tuple[int, int, int]]) -> None:
     """memmove each (to, from, size) of `copies`: memory that does not overlap and that stays valid
     until this returns. Shared with the helper thread when there are enough bytes and a second CPU."""
