@@ -2,7 +2,7 @@
 
 Medians of --runs rounds, with the spread (min-max) beside them; the machine is shared, so the load
 average is printed at the start, with each case and at the end. --gib takes several sizes: `full`,
-`loop`, `first` and `budget` run once per size (and `full` and `loop` per --tensors count), and a
+`loop`, `busy` and `first` run once per size and --tensors count, `budget` once per size, and a
 sweep ends with one Markdown table of the ratios (rows: size x tensors), to paste into README.md.
 
 1. hashes: MB/s of XXH3-128 (what colabkit uses), sha256, blake2b and BLAKE3 (when installed)
@@ -29,9 +29,12 @@ sweep ends with one Markdown table of the ratios (rows: size x tensors), to past
    per second relative to the loop alone (the mean of its rates alone just before and just
    after, each over about a commit's time). Goal: >= 0.93 beside the commit, and no worse than
    beside a saver thread.
-5. first: the first scheduled save's stall against the later ones' (first / later), with the
+5. busy: the stall beside a busy process (a CPU-bound loop on the other core, as a data loader
+   is on a 2-core Colab VM), against the copy loop beside the same process, with torch's threads
+   and with one.
+6. first: the first scheduled save's stall against the later ones' (first / later), with the
    staging buffer prepared in the background and without.
-6. budget: a state larger than the staging budget (--ring-mib): the pause of a save streamed
+7. budget: a state larger than the staging budget (--ring-mib): the pause of a save streamed
    through the ring, against a copy of the same tensors and a raw fsync'd write.
 
 Memory: at most about 3x the largest --gib (12 GiB for --gib 4), during colabkit's restore in
@@ -418,6 +421,36 @@ def loop_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, floa
     return {f"loop: {name}": statistics.median(values) for name, values in ratios.items()}
 
 
+def busy_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
+    """The stall beside a busy process (a CPU-bound loop, as a data loader is on a 2-core Colab
+    VM), against the copy loop beside the same process, with torch's threads (the baseline
+    elsewhere) and with one thread (torch.set_num_threads(1)); returns both ratios for the table."""
+    model = Weights(gib, parts)
+    tensors = [p.detach() for p in model.parameters()]
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    threads = torch.get_num_threads()
+    try:
+        time.sleep(0.5)
+        copies = copy_loop_times(tensors, runs)
+        torch.set_num_threads(1)
+        singles = copy_loop_times(tensors, runs)
+        torch.set_num_threads(threads)
+        ck = Checkpointer(every="1 steps", to=folder / f"busy-{parts}", keep=2, model=model)
+        ck.sink.prepared.wait(60)
+        _, stalls, _ = changed_saves(ck, tensors, runs)
+        ck.close()
+    finally:
+        torch.set_num_threads(threads)
+        busy.kill()
+        busy.wait()
+    shutil.rmtree(folder / f"busy-{parts}")
+    print(f"{size_name(sum(t.numel() * 4 for t in tensors))} in {parts} tensors beside a busy process "
+          f"({load_average()}): copy loop {spread(copies)} s, with one thread {spread(singles)} s; "
+          f"stall {spread(stalls)} s = {ratio(stalls, copies):.2f}x the copy loop, "
+          f"{ratio(stalls, singles):.2f}x the one-thread copy")
+    return {"busy: stall / copy": ratio(stalls, copies), "busy: stall / 1-thread copy": ratio(stalls, singles)}
+
+
 def table(rows: dict[tuple[float, int], dict[str, float]]) -> None:
     """The sweep as one Markdown table: rows size (GiB) x tensors, a column per ratio measured."""
     columns = list(dict.fromkeys(column for row in rows.values() for column in row))
@@ -502,8 +535,8 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--dir", default=None)
     parser.add_argument("--ring-mib", type=int, default=64, help="the staging budget of the larger-than-budget case")
-    parser.add_argument("--cases", nargs="+", default=["hashes", "lora", "full", "loop", "first", "budget"],
-                        choices=["hashes", "lora", "full", "loop", "first", "budget"])
+    parser.add_argument("--cases", nargs="+", default=["hashes", "lora", "full", "loop", "busy", "first", "budget"],
+                        choices=["hashes", "lora", "full", "loop", "busy", "first", "budget"])
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-cost-", dir=args.dir or "."))
     rss_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
@@ -517,7 +550,7 @@ def main():
             lora(folder, args.base_mb, args.runs)
         for gib in args.gib:
             for parts in args.tensors:
-                for case, measure in (("full", full), ("loop", loop_case)):
+                for case, measure in (("full", full), ("loop", loop_case), ("busy", busy_case)):
                     if case in args.cases:
                         rows.setdefault((gib, parts), {}).update(measure(folder, gib, parts, args.runs))
                         gc.collect()
