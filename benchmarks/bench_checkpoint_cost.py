@@ -14,6 +14,9 @@ sweep ends with one Markdown table of the ratios (rows: size x tensors), to past
    tensors into a preallocated buffer; the commit against a raw fsync'd write; the restore
    (verified as it reads) against a raw cold read; beside them, against the same baselines:
    torch.save and safetensors.save_file of the same state (+ fsync of the file and its folder);
+   the raw write (with its cold read), the commit, torch.save and safetensors run by run, each in
+   turn, the first rotating (the disk here has a fast and a slow mode: all of one before all of
+   the next compared them in different modes);
    PyTorch Distributed Checkpoint in this one process (no process group; DCP's no_dist mode):
    dcp.save (the whole call, which fsyncs its files, + fsync of the folder) against the raw
    write, dcp.async_save's stall (until the call returns: it copies the state first) against the
@@ -37,9 +40,10 @@ sweep ends with one Markdown table of the ratios (rows: size x tensors), to past
 7. budget: a state larger than the staging budget (--ring-mib): the pause of a save streamed
    through the ring, against a copy of the same tensors and a raw fsync'd write.
 
-Memory: at most about 3x the largest --gib (12 GiB for --gib 4), during colabkit's restore in
-the full case (the state, a fresh model, and the checkpoint the restore reads); elsewhere the state
-and one other copy (colabkit's staging buffer, a raw write's bytes, safetensors' or
+Memory: at most about 3x the largest --gib (12 GiB for --gib 4): during colabkit's restore in
+the full case (the state, a fresh model, and the checkpoint the restore reads), and during its
+runs in turn (the state, colabkit's staging buffer, and a raw write's bytes or safetensors'
+copy); elsewhere the state and one other copy (colabkit's staging buffer, a raw write's bytes,
 dcp.async_save's copy). Everything is freed between cases; the peak is printed at the end. Disk:
 about 3x the largest --gib.
 """
@@ -186,26 +190,27 @@ def copy_loop_times(tensors: list, runs: int) -> list[float]:
     return timed(copy_loop, runs)
 
 
+def changed_save(ck, tensors: list, streamed: bool | None = None) -> tuple[float, float]:
+    """One save at the next step, every tensor changed before it: its stall and commit time.
+    `streamed`: whether it must have gone through the ring."""
+    with torch.no_grad():
+        for t in tensors:
+            t.add_(1.0)
+    ck.step += 1
+    start = time.perf_counter()
+    ck.save()
+    stall = time.perf_counter() - start
+    ck.wait()
+    assert ck.last["ok"] and (streamed is None or bool(ck.last.get("streamed")) == streamed)
+    return stall, ck.last["seconds"]
+
+
 def changed_saves(ck, tensors: list, runs: int, streamed: bool | None = None) -> tuple[float, list, list]:
-    """runs + 1 saves, every tensor changed before each: the first save's stall, then each later
-    save's stall and commit time. `streamed`: whether every save must have gone through the ring."""
-    first, stalls, commits = None, [], []
-    for step in range(runs + 1):
-        with torch.no_grad():
-            for t in tensors:
-                t.add_(1.0)
-        ck.step = step + 1
-        start = time.perf_counter()
-        ck.save()
-        stall = time.perf_counter() - start
-        ck.wait()
-        assert ck.last["ok"] and (streamed is None or bool(ck.last.get("streamed")) == streamed)
-        if step == 0:
-            first = stall
-        else:
-            stalls.append(stall)
-            commits.append(ck.last["seconds"])
-    return first, stalls, commits
+    """runs + 1 saves (changed_save): the first save's stall, then each later save's stall and
+    commit time."""
+    first, _ = changed_save(ck, tensors, streamed)
+    later = [changed_save(ck, tensors, streamed) for _ in range(runs)]
+    return first, [stall for stall, _ in later], [commit for _, commit in later]
 
 
 def load_average() -> str:
@@ -293,13 +298,31 @@ def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
     tensors = [p.detach() for p in model.parameters()]
     nbytes = sum(t.numel() * 4 for t in tensors)
     copies = copy_loop_times(tensors, runs)
-    writes, colds = [], []
-    for _ in range(runs):
-        writes.append(raw_write(folder, nbytes))
-        colds.append(raw_cold_read(folder))
     store = folder / f"full-{parts}"
     ck = Checkpointer(every="1 steps", to=store, keep=2, model=model)
-    first, stalls, commits = changed_saves(ck, tensors, runs)
+    first, _ = changed_save(ck, tensors)
+    state = model.state_dict()
+    writes, colds, stalls, commits, tsaves, stsaves = [], [], [], [], [], []
+
+    def raw():
+        writes.append(raw_write(folder, nbytes))
+        colds.append(raw_cold_read(folder))
+
+    def commit():
+        stall, seconds = changed_save(ck, tensors)
+        stalls.append(stall)
+        commits.append(seconds)
+
+    # Run by run, each writer in turn, the first one rotating: the disk here has a fast and a slow
+    # mode, and measuring all of one writer's runs before the next's compared them in different modes.
+    writers = [raw, commit, lambda: tsaves.extend(durable_save_times(lambda path: torch.save(state, path),
+                                                                     folder / "t.pt", 1)),
+               lambda: stsaves.extend(durable_save_times(lambda path: save_file(state, str(path)),
+                                                         folder / "s.safetensors", 1))]
+    for run in range(runs):
+        for measure in writers[run % len(writers):] + writers[:run % len(writers)]:
+            measure()
+    del state
     ck.close()  # frees the staging buffer before the fresh model exists
     fresh = Weights(gib, parts)
     restores = []
@@ -313,10 +336,8 @@ def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
         restores.append(time.perf_counter() - start)
         assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))
     shutil.rmtree(store)
-    del fresh  # safetensors and dcp.async_save copy the state: at most 2x it from here
+    del fresh  # dcp.async_save copies the state: at most 2x it from here
     state = model.state_dict()
-    tsaves = durable_save_times(lambda path: torch.save(state, path), folder / "t.pt", runs)
-    stsaves = durable_save_times(lambda path: save_file(state, str(path)), folder / "s.safetensors", runs)
     dcps = dcp_figures(folder, state, lambda: Weights(gib, parts), runs)
     print(f"{size_name(nbytes)} of float32 in {parts} tensors, all changed between saves ({load_average()}):")
     print(f"  copy loop (baseline) {spread(copies)} s; stall {spread(stalls)} s = "
