@@ -20,7 +20,7 @@ module again; when none does, it says the module holds a mix (checkpointer.resto
 from __future__ import annotations
 
 import sys
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from .state import _torch_dtype as torch_dtype  # one table of dtype codes, state's
 
@@ -37,8 +37,8 @@ class Plan:
         self.into: dict = {}  # file key -> the live tensor its bytes are read into
         self.objects: dict[str, list] = {}  # name -> its live tensors, all loaded in place
 
-    def place(self, structure: dict, described: dict) -> dict:
-        """`described`: file key -> (dtype code, shape) of each tensor the checkpoint holds."""
+    def place(self, structure: dict, index) -> dict:
+        """`index`: the checkpoint's tensors (codec.Index: each one's key, dtype code and shape)."""
         torch = sys.modules.get("torch")
         if torch is None or torch.__future__.get_swap_module_params_on_conversion():
             return self.into  # load_state_dict would swap the tensors, not copy into them
@@ -49,7 +49,7 @@ class Plan:
                     or not isinstance(target, torch.nn.Module):
                 continue
             live = _live_tensors(target, torch)
-            matched = live is not None and _matched(entry.get("state"), live, described, torch)
+            matched = live is not None and _matched(entry.get("state"), live, index, torch)
             if matched:
                 self.into.update(matched)
                 self.objects[name] = list(live.values())
@@ -91,30 +91,34 @@ def _live_tensors(module, torch) -> dict | None:
     return found
 
 
-def _matched(state, live: dict, described: dict, torch) -> dict | None:
+def _matched(state, live: dict, index, torch) -> dict | None:
     """file key -> live tensor for every tensor of a saved state dict, when it is exactly the live
     one's keys with tensors of the same dtype and shape, each live one a plain contiguous CPU
     tensor load_state_dict would copy into; None otherwise. (Column by column, each check one
-    pass in C where it can be: 20,000 tensors.)"""
+    pass in C: 20,000 tensors.)"""
     try:
         pairs = state["__dict__"]
-        keys = [key for key, _ in pairs]
+        if not set(map(len, pairs)) <= {2}:
+            return None
+        keys = list(map(itemgetter(0), pairs))
         if len(keys) != len(live) or set(keys) != live.keys():  # every live key, once
             return None
-        entries = [entry for _, entry in pairs]
-        if any(entry["device"] != "cpu" for entry in entries):
+        entries = list(map(itemgetter(1), pairs))
+        if not set(map(itemgetter("device"), entries)) <= {"cpu"}:
             return None
-        file_keys = [entry["__tensor__"] for entry in entries]
-        saved = [described[file_key] for file_key in file_keys]
-        dtypes = {code: torch_dtype(code) for code in {code for code, _ in saved}}
+        file_keys = list(map(itemgetter("__tensor__"), entries))
+        rows = index.rows_of(file_keys)
+        codes = index.pick(index.codes, rows)
+        shapes = list(map(tuple, index.pick(index.shapes, rows)))  # as torch.Size compares
+        dtypes = {code: torch_dtype(code) for code in set(codes)}
     except (TypeError, KeyError, ValueError, AttributeError):  # not tensors alone, or a dtype this torch lacks
         return None
-    tensors, tensor = [live[key] for key in keys], torch.Tensor
+    tensors, tensor = list(map(live.__getitem__, keys)), torch.Tensor
     if len(set(file_keys)) != len(file_keys) or not set(map(type, tensors)) <= {tensor, torch.nn.Parameter} \
             or not all(map(attrgetter("is_cpu"), tensors)) \
             or not set(map(attrgetter("layout"), tensors)) <= {torch.strided} \
-            or list(map(attrgetter("dtype"), tensors)) != [dtypes[code] for code, _ in saved] \
-            or list(map(attrgetter("shape"), tensors)) != [shape for _, shape in saved] \
+            or list(map(attrgetter("dtype"), tensors)) != list(map(dtypes.__getitem__, codes)) \
+            or list(map(attrgetter("shape"), tensors)) != shapes \
             or not all(map(tensor.is_contiguous, tensors)) or any(map(tensor.is_inference, tensors)) \
             or any(map(tensor.is_neg, tensors)):
         return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
