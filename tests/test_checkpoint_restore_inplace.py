@@ -2,6 +2,7 @@
 verified, and everything else still loaded by load_state_dict."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -129,6 +130,31 @@ def test_a_module_is_read_in_place_whether_its_tensors_lie_in_the_index_in_order
         Checkpointer(to=tmp_path, model=fresh).restore(checkpoint)
         assert same(saved, fresh), checkpoint
     assert load_state_dict_calls == []
+
+
+def test_a_checkpoint_whose_state_names_every_tensor_s_device_and_grad_is_read_in_place_too(
+        tmp_path, load_state_dict_calls):
+    """Checkpoints of this format written before state.json left out "device": "cpu" and
+    "requires_grad": false say them for every tensor: read the same."""
+    from colabkit.checkpoint import durable
+
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, model=model)
+    ck.save(wait=True)
+    ck.close()
+    (folder,) = tmp_path.glob("step-*")
+    text = (folder / codec.STATE).read_text()
+    older = re.sub(r'(\{"__tensor__": "[^"]*")\}', r'\1, "device": "cpu", "requires_grad": false}', text)
+    assert older.count('"device": "cpu"') > 1500
+    (folder / codec.STATE).write_text(older)
+    manifest = json.loads((folder / codec.MANIFEST).read_text())
+    record = durable.hash_file(folder / codec.STATE)
+    manifest["files"][codec.STATE] = {"size": record.size, "hash": record.hash}
+    (folder / codec.MANIFEST).write_text(json.dumps(manifest))
+
+    fresh = Packed(2)
+    restored = Checkpointer(to=tmp_path, model=fresh).restore()
+    assert restored.notes == [] and same(snapshot(model), fresh) and load_state_dict_calls == []
 
 
 def test_a_damaged_tensor_found_after_others_went_into_the_module_falls_back_to_the_one_before_whole(

@@ -13,8 +13,11 @@ the pool their tensors live in:
                          the pool (a tensor unchanged since an earlier save points at the same bytes)
       state.json         {"structure": what state.capture described: "objects" (each tracked name:
                           its kind, e.g. state_dict, value, jax, sklearn, keras.Model,
-                          transformers.Trainer, lightning.Trainer, and its state with tensors
-                          referenced by key), "skipped" (names that could not be saved, and why),
+                          transformers.Trainer, lightning.Trainer, and its state with each tensor
+                          as {"__tensor__": key}, plus "device" when it was not on the CPU and
+                          "requires_grad": true when it required grad (earlier checkpoints of
+                          this format have both always: read the same)), "skipped" (names that
+                          could not be saved, and why),
                           "rng" (the random states), "extra" (the loop's data position and, for a
                           save inside an iteration, where in it);
                           "step" (optimizer steps), "position" (loop iterations done), "pace"

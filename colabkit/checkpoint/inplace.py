@@ -20,7 +20,7 @@ module again; when none does, it says the module holds a mix (checkpointer.resto
 from __future__ import annotations
 
 import sys
-from operator import attrgetter, itemgetter
+from operator import attrgetter, itemgetter, methodcaller
 
 from .state import _torch_dtype as torch_dtype  # one table of dtype codes, state's
 
@@ -104,7 +104,7 @@ def _matched(state, live: dict, index, torch) -> dict | None:
         if len(keys) != len(live) or set(keys) != live.keys():  # every live key, once
             return None
         entries = list(map(itemgetter(1), pairs))
-        if not set(map(itemgetter("device"), entries)) <= {"cpu"}:
+        if not set(map(methodcaller("get", "device", "cpu"), entries)) <= {"cpu"}:
             return None
         file_keys = list(map(itemgetter("__tensor__"), entries))
         rows = index.rows_of(file_keys)

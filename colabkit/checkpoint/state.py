@@ -263,9 +263,12 @@ class Encoder:
         if requires_grad:  # a state dict's tensors are detached already
             tensor = tensor.detach()
         self.capture.sources.append(Source(key, tensor, code, tuple(tensor.shape), tensor.nbytes))
-        if tensor.is_cpu:
-            return {"__tensor__": key, "device": "cpu", "requires_grad": requires_grad}
-        return {"__tensor__": key, "device": str(tensor.device), "requires_grad": requires_grad}
+        if tensor.is_cpu and not requires_grad:  # most of them: a restore decodes 20,000 of these
+            return {"__tensor__": key}
+        entry = {"__tensor__": key} if tensor.is_cpu else {"__tensor__": key, "device": str(tensor.device)}
+        if requires_grad:
+            entry["requires_grad"] = True
+        return entry
 
     def _array(self, array: np.ndarray, key: str):
         code = NUMPY_CODES.get(array.dtype.name)
