@@ -46,7 +46,6 @@ import json
 import os
 import pickle
 import re
-import threading
 import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
@@ -274,27 +273,21 @@ def read(folder: Path, trust: bool, document: dict | None = None, place: Callabl
     bytes straight into ({key: tensor}; inplace.Plan.place)."""
     document = document or read_manifest(folder)
     check_sizes(folder, document)
-    index = _read_index(folder, document) if document["format"] >= 3 else None
     raw_state = _verified(folder, document, STATE)
-    packs = _Packs(folder, index) if index is not None else None  # the disk reads the first tensors meanwhile
     try:
-        try:
-            state_document = json.loads(raw_state)
-            structure = state_document["structure"]
-            step, position, pace = state_document["step"], state_document["position"], state_document.get("pace")
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            raise CheckpointDamaged(f"{folder.name}: {STATE} cannot be decoded ({type(exc).__name__}: {exc}).") from None
-        from .state import needs_torch
+        state_document = json.loads(raw_state)
+        structure = state_document["structure"]
+        step, position, pace = state_document["step"], state_document["position"], state_document.get("pace")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise CheckpointDamaged(f"{folder.name}: {STATE} cannot be decoded ({type(exc).__name__}: {exc}).") from None
+    from .state import needs_torch
 
-        torch = needs_torch(structure)
-        if packs is not None:
-            tensors = _read_from(folder, packs, torch, place and (lambda index: place(structure, index)))
-        else:
-            _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
-            tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
-    finally:
-        if packs is not None:
-            packs.close()
+    torch = needs_torch(structure)
+    if document["format"] >= 3:
+        tensors = _read_tensors(folder, document, torch, place and (lambda index: place(structure, index)))
+    else:
+        _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
+        tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
     objects = None
     if trust and OBJECTS in document["files"]:
         objects = pickle.loads(_verified(folder, document, OBJECTS))  # verified, and trusted by the user
@@ -418,77 +411,12 @@ def _runs(index: Index) -> list[tuple[int, int]]:
     return runs
 
 
-class _Packs:
-    """The packs an index points into, open, with the runs the loader reads them by (_runs). The
-    disk is asked to read the first _AHEAD bytes of them ahead (posix_fadvise WILLNEED, on a
-    thread: the call waits while the disk's queue is full), so they come off the disk while
-    state.json is decoded and live tensors are matched; the kernel's own read-ahead keeps on
-    from there."""
-
-    def __init__(self, folder: Path, index: Index):
-        self.folder, self.index, self.runs = folder, index, _runs(index)
-        self._handles: dict[int, int] = {}
-        self._ahead = None
-        try:
-            asked, ranges = 0, []
-            for first, end in self.runs:
-                if asked >= _AHEAD or not _ADVISE:
-                    break
-                begin, stop = index.offsets[first], index.offsets[end - 1] + index.sizes[end - 1]
-                ranges.append((self.handle(index.pack[first]), begin, stop - begin))
-                asked += stop - begin
-        except BaseException:
-            self.close()
-            raise
-        if ranges:
-            self._ahead = threading.Thread(target=_advise, args=(ranges,), name="colabkit-read-ahead", daemon=True)
-            self._ahead.start()
-
-    def handle(self, pack: int) -> int:
-        if pack not in self._handles:
-            try:
-                self._handles[pack] = os.open(self.index.packs[pack], os.O_RDONLY)
-            except FileNotFoundError:
-                raise CheckpointDamaged(f"{self.folder.name}: {POOL}/{self.index.pack_names[pack]} is missing.") from None
-        return self._handles[pack]
-
-    def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead.join()  # it uses the handles
-        for handle in self._handles.values():
-            os.close(handle)
-        self._handles.clear()
-
-
-def _advise(ranges: list) -> None:
-    for handle, offset, length in ranges:
-        try:
-            os.posix_fadvise(handle, offset, length, os.POSIX_FADV_WILLNEED)
-        except OSError:  # advice only: a file system that takes none is read as it comes
-            return
-
-
-# How much the disk is asked to read ahead: about what it reads while the index and state of
-# 20,000 tensors are decoded and matched (60 ms here), little against the memory a model needs.
-_AHEAD = 64 << 20
-_ADVISE = hasattr(os, "posix_fadvise")
-
-
 def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | None = None) -> dict:
     """Every tensor of tensors.json read into memory of its own, or into the live tensor
     `place(index)` names for it, hashed as it is read."""
-    packs = _Packs(folder, _read_index(folder, document))
-    try:
-        return _read_from(folder, packs, torch, place)
-    finally:
-        packs.close()
-
-
-def _read_from(folder: Path, packs: _Packs, torch: bool, place: Callable | None) -> dict:
-    """_read_tensors, from packs open already."""
     from . import state
 
-    index = packs.index
+    index = _read_index(folder, document)
     into = place(index) if place else {}
     keys, sizes, hashes = index.keys, index.sizes, index.hashes
     values = list(map(into.get, keys)) if into else [None] * len(keys)
@@ -504,18 +432,30 @@ def _read_from(folder: Path, packs: _Packs, torch: bool, place: Callable | None)
             views = state.cpu_bytes_of(values, sizes)
     except (ValueError, TypeError, KeyError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} describes a tensor that can't be ({exc}).") from None
-    for first, end in packs.runs:
-        pack, begin, stop = index.pack[first], index.offsets[first], index.offsets[end - 1] + sizes[end - 1]
-        views_of_run = views[first:end]
-        done = begin + _read_run(packs.handle(pack), views_of_run, begin, stop - begin)
-        if done < stop:
-            key = next(keys[i] for i in range(first, end) if index.offsets[i] + sizes[i] > done)
-            raise CheckpointDamaged(f"{folder.name}: {POOL}/{index.pack_names[pack]} ends before {key}'s bytes "
-                                    "(cut short).")
-        if list(map(durable.digest, views_of_run)) != hashes[first:end]:
-            key = next(keys[i] for i in range(first, end) if durable.digest(views[i]) != hashes[i])
-            raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index.pack_names[pack]} do "
-                                    "not match their hash (damaged or edited).")
+    open_pack = handle = None
+    try:
+        for first, end in _runs(index):
+            pack, begin, stop = index.pack[first], index.offsets[first], index.offsets[end - 1] + sizes[end - 1]
+            if pack != open_pack:  # the runs come pack by pack
+                if handle is not None:
+                    os.close(handle)
+                    handle = None
+                handle, open_pack = os.open(index.packs[pack], os.O_RDONLY), pack
+            run = views[first:end]
+            done = begin + _read_run(handle, run, begin, stop - begin)
+            if done < stop:
+                key = next(keys[i] for i in range(first, end) if index.offsets[i] + sizes[i] > done)
+                raise CheckpointDamaged(f"{folder.name}: {POOL}/{index.pack_names[pack]} ends before {key}'s bytes "
+                                        "(cut short).")
+            if list(map(durable.digest, run)) != hashes[first:end]:
+                key = next(keys[i] for i in range(first, end) if durable.digest(views[i]) != hashes[i])
+                raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index.pack_names[pack]} do "
+                                        "not match their hash (damaged or edited).")
+    except FileNotFoundError as exc:
+        raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
+    finally:
+        if handle is not None:
+            os.close(handle)
     return dict(zip(keys, values))
 
 
