@@ -217,6 +217,60 @@ def test_a_pack_cut_short_under_a_module_read_in_place_is_refused(tmp_path):
     assert plan.objects.keys() == {"model"}
 
 
+class Net(torch.nn.Module):
+    """A small CNN of plain torch layers, BatchNorm among them (its own _load_from_state_dict),
+    one BatchNorm that tracks no running stats, and one whose num_batches_tracked was dropped."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8, track_running_stats=False),
+            torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.head = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 4))
+
+
+def test_a_cnn_with_batchnorm_is_read_in_place_as_load_state_dict_would_leave_it(tmp_path, load_state_dict_calls):
+    model = Net(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):  # running statistics and num_batches_tracked move in training
+        loss = model.head(model.features(torch.randn(4, 3, 8, 8))).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ck = Checkpointer(to=tmp_path, model=model)
+    ck.save(wait=True)
+    ck.close()
+    saved = snapshot(model)
+    assert saved["features.1.num_batches_tracked"].item() == 3 and "features.4.running_mean" not in saved
+
+    fresh, expected = Net(1), Net(1)
+    expected.load_state_dict(saved)  # what load_state_dict leaves: values and version counters
+    pointers = {k: v.data_ptr() for k, v in fresh.state_dict().items()}
+    restored = Checkpointer(to=tmp_path, model=fresh).restore()
+    assert restored.notes == [] and load_state_dict_calls == ["Net"]  # the expected one's, above
+    assert same(saved, fresh) and {k: v.data_ptr() for k, v in fresh.state_dict().items()} == pointers
+    assert {k: v._version for k, v in fresh.state_dict(keep_vars=True).items()} == \
+        {k: v._version for k, v in expected.state_dict(keep_vars=True).items()}
+    fresh.eval(), model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(fresh.head(fresh.features(x)), model.head(model.features(x)))
+
+    def dropped(seed):  # tracking running stats without num_batches_tracked
+        net = Net(seed)
+        net.features[1].num_batches_tracked = None
+        return net
+
+    ck = Checkpointer(to=tmp_path / "dropped", model=dropped(2))
+    ck.save(wait=True)
+    ck.close()
+    load_state_dict_calls.clear()
+    with pytest.raises(RuntimeError, match='Unexpected key.*"features.1.num_batches_tracked"'):  # as load_state_dict says
+        Checkpointer(to=tmp_path / "dropped", model=dropped(3)).restore()
+    assert load_state_dict_calls == ["Net"]
+
+
 class Hooked(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -231,8 +285,8 @@ class Hooked(torch.nn.Module):
 def test_modules_that_are_not_plain_or_do_not_match_are_loaded_by_load_state_dict_as_before(
         tmp_path, load_state_dict_calls):
     torch.manual_seed(0)
-    objects = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)),  # its own loader
-               "hooked": Hooked(),
+    objects = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.InstanceNorm1d(3, track_running_stats=True)),
+               "hooked": Hooked(),  # InstanceNorm: its own loader
                "strided": torch.nn.Linear(3, 4)}
     objects["strided"].weight = torch.nn.Parameter(torch.randn(3, 4).t())  # not contiguous
     objects["bn"][1].running_mean.add_(3)
@@ -242,7 +296,8 @@ def test_modules_that_are_not_plain_or_do_not_match_are_loaded_by_load_state_dic
     saved = {name: snapshot(module) for name, module in objects.items()}
 
     torch.manual_seed(1)
-    fresh = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)), "hooked": Hooked(),
+    fresh = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.InstanceNorm1d(3, track_running_stats=True)),
+             "hooked": Hooked(),
              "strided": torch.nn.Linear(3, 4)}
     fresh["strided"].weight = torch.nn.Parameter(torch.randn(3, 4).t())
     Checkpointer(to=tmp_path, **fresh).restore()

@@ -5,7 +5,8 @@ module: for 20,000 tensors that is 20,000 allocations (their pages faulted in as
 a second pass over every byte and load_state_dict's work per key, three times the read itself
 (benchmarks/bench_checkpoint_cost.py). When a module is plain (nn.Module's own state_dict and
 load_state_dict all the way down: no subclass that overrides how it saves or loads, no state-dict
-hooks, no extra state) and what was saved matches it exactly (the same keys, none missing or extra;
+hooks, no extra state; BatchNorm's override counts as nn.Module's own, `_loads_as_module`) and
+what was saved matches it exactly (the same keys, none missing or extra;
 each tensor's dtype and shape; every live one a plain contiguous CPU tensor), load_state_dict would
 do nothing but copy each saved tensor's bytes into its parameter or buffer. So the loader reads
 them there, verifying each as it is read, and load_state_dict is not called (the version counters
@@ -78,7 +79,8 @@ def _live_tensors(module, torch) -> dict | None:
     while stack:
         m, prefix = stack.pop()
         cls = type(m)
-        if any(getattr(cls, name, None) is not getattr(base, name) for name in _OWN) \
+        own = [name for name in _OWN if getattr(cls, name, None) is not getattr(base, name)]
+        if own and not (own == ["_load_from_state_dict"] and _loads_as_module(m, torch)) \
                 or any(getattr(m, hooks, True) for hooks in _HOOKS):
             return None
         for name, tensor in m._parameters.items():
@@ -89,6 +91,18 @@ def _live_tensors(module, torch) -> dict | None:
                 found[prefix + name] = tensor
         stack.extend((child, f"{prefix}{name}.") for name, child in m._modules.items() if child is not None)
     return found
+
+
+def _loads_as_module(module, torch) -> bool:
+    """Whether a module's own _load_from_state_dict does just what nn.Module's does with a state
+    dict of exactly the module's keys (what _matched asks for). _NormBase's (BatchNorm1d/2d/3d,
+    SyncBatchNorm; not InstanceNorm, which has its own) only adds num_batches_tracked to a state
+    dict that lacks it, and one of the module's keys has it whenever the module has the buffer. A
+    module tracking running stats without the buffer (set to None) would have load_state_dict
+    refuse the key added: left to load_state_dict, to say so."""
+    norm = getattr(getattr(torch.nn.modules, "batchnorm", None), "_NormBase", None)
+    return norm is not None and type(module)._load_from_state_dict is norm._load_from_state_dict \
+        and (not module.track_running_stats or module.num_batches_tracked is not None)
 
 
 def _matched(state, live: dict, index, torch) -> dict | None:
