@@ -136,8 +136,6 @@ def test_a_checkpoint_whose_state_names_every_tensor_s_device_and_grad_is_read_i
         tmp_path, load_state_dict_calls):
     """Checkpoints of this format written before state.json left out "device": "cpu" and
     "requires_grad": false say them for every tensor: read the same."""
-    from colabkit.checkpoint import durable
-
     model = Packed(1)
     ck = Checkpointer(to=tmp_path, model=model)
     ck.save(wait=True)
@@ -146,15 +144,48 @@ def test_a_checkpoint_whose_state_names_every_tensor_s_device_and_grad_is_read_i
     text = (folder / codec.STATE).read_text()
     older = re.sub(r'(\{"__tensor__": "[^"]*")\}', r'\1, "device": "cpu", "requires_grad": false}', text)
     assert older.count('"device": "cpu"') > 1500
-    (folder / codec.STATE).write_text(older)
+    rewrite_state(folder, older)
+
+    fresh = Packed(2)
+    restored = Checkpointer(to=tmp_path, model=fresh).restore()
+    assert restored.notes == [] and same(snapshot(model), fresh) and load_state_dict_calls == []
+
+
+def rewrite_state(folder, text):
+    """state.json replaced, its new hash in the manifest: it verifies, whatever it says."""
+    from colabkit.checkpoint import durable
+
+    (folder / codec.STATE).write_text(text)
     manifest = json.loads((folder / codec.MANIFEST).read_text())
     record = durable.hash_file(folder / codec.STATE)
     manifest["files"][codec.STATE] = {"size": record.size, "hash": record.hash}
     (folder / codec.MANIFEST).write_text(json.dumps(manifest))
 
-    fresh = Packed(2)
-    restored = Checkpointer(to=tmp_path, model=fresh).restore()
-    assert restored.notes == [] and same(snapshot(model), fresh) and load_state_dict_calls == []
+
+class Pair(torch.nn.Module):
+    def __init__(self, first):
+        super().__init__()
+        for name in (first, "b" if first == "a" else "a"):  # the other order: state_dict's keys too
+            self.add_module(name, torch.nn.Linear(3, 3))
+
+
+def test_a_module_whose_keys_come_in_another_order_is_read_in_place_and_two_keys_of_one_file_key_are_not(
+        tmp_path, load_state_dict_calls):
+    torch.manual_seed(0)
+    model = Pair("a")
+    ck = Checkpointer(to=tmp_path, model=model)
+    ck.save(wait=True)
+    ck.close()
+    fresh = Pair("b")
+    assert list(fresh.state_dict()) != list(model.state_dict())
+    Checkpointer(to=tmp_path, model=fresh).restore()
+    assert same(snapshot(model), fresh) and load_state_dict_calls == []
+
+    (folder,) = tmp_path.glob("step-*")  # both weights said to be one tensor: load_state_dict loads it twice
+    rewrite_state(folder, (folder / codec.STATE).read_text().replace('"model.b.weight"', '"model.a.weight"'))
+    fresh = Pair("a")
+    Checkpointer(to=tmp_path, model=fresh).restore()
+    assert torch.equal(fresh.b.weight, model.a.weight) and load_state_dict_calls == ["Pair"]
 
 
 def test_a_damaged_tensor_found_after_others_went_into_the_module_falls_back_to_the_one_before_whole(

@@ -89,8 +89,8 @@ def _live_tensors(module, torch) -> dict | None:
         for name, tensor in m._buffers.items():
             if tensor is not None and name not in m._non_persistent_buffers_set:
                 found[prefix + name] = tensor
-        stack.extend((child, f"{prefix}{name}.") for name, child in m._modules.items() if child is not None)
-    return found
+        stack.extend(reversed([(child, f"{prefix}{name}.") for name, child in m._modules.items() if child is not None]))
+    return found  # in state_dict's order: each module's own, then its children's, depth first
 
 
 def _loads_as_module(module, torch) -> bool:
@@ -115,7 +115,8 @@ def _matched(state, live: dict, index, torch) -> dict | None:
         if not set(map(len, pairs)) <= {2}:
             return None
         keys = list(map(itemgetter(0), pairs))
-        if len(keys) != len(live) or set(keys) != live.keys():  # every live key, once
+        in_order = keys == list(live)  # as the same module saves them: no set needed
+        if not in_order and (len(keys) != len(live) or set(keys) != live.keys()):  # every live key, once
             return None
         entries = list(map(itemgetter(1), pairs))
         if not set(map(methodcaller("get", "device", "cpu"), entries)) <= {"cpu"}:
@@ -127,8 +128,8 @@ def _matched(state, live: dict, index, torch) -> dict | None:
         dtypes = {code: torch_dtype(code) for code in set(codes)}
     except (TypeError, KeyError, ValueError, AttributeError):  # not tensors alone, or a dtype this torch lacks
         return None
-    tensors, tensor = list(map(live.__getitem__, keys)), torch.Tensor
-    if len(set(file_keys)) != len(file_keys) or not set(map(type, tensors)) <= {tensor, torch.nn.Parameter} \
+    tensors, tensor = list(live.values()) if in_order else list(map(live.__getitem__, keys)), torch.Tensor
+    if not set(map(type, tensors)) <= {tensor, torch.nn.Parameter} \
             or not all(map(attrgetter("is_cpu"), tensors)) \
             or not set(map(attrgetter("layout"), tensors)) <= {torch.strided} \
             or list(map(attrgetter("dtype"), tensors)) != list(map(dtypes.__getitem__, codes)) \
@@ -136,4 +137,5 @@ def _matched(state, live: dict, index, torch) -> dict | None:
             or not all(map(tensor.is_contiguous, tensors)) or any(map(tensor.is_inference, tensors)) \
             or any(map(tensor.is_neg, tensors)):
         return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
-    return dict(zip(file_keys, tensors))
+    matched = dict(zip(file_keys, tensors))
+    return matched if len(matched) == len(file_keys) else None  # no file key twice
