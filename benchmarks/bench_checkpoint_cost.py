@@ -2,7 +2,7 @@
 
 Medians of --runs rounds, with the spread (min-max) beside them; the machine is shared, so the load
 average is printed at the start, with each case and at the end. --gib takes several sizes: `full`,
-`loop`, `first` and `budget` run once per size (and `full` and `loop` per --tensors count), and a
+`loop`, `busy` and `first` run once per size and --tensors count, `budget` once per size, and a
 sweep ends with one Markdown table of the ratios (rows: size x tensors), to paste into README.md.
 
 1. hashes: MB/s of XXH3-128 (what colabkit uses), sha256, blake2b and BLAKE3 (when installed)
@@ -14,6 +14,9 @@ sweep ends with one Markdown table of the ratios (rows: size x tensors), to past
    tensors into a preallocated buffer; the commit against a raw fsync'd write; the restore
    (verified as it reads) against a raw cold read; beside them, against the same baselines:
    torch.save and safetensors.save_file of the same state (+ fsync of the file and its folder);
+   the raw write (with its cold read), the commit, torch.save and safetensors run by run, each in
+   turn, the first rotating (the disk here has a fast and a slow mode: all of one before all of
+   the next compared them in different modes);
    PyTorch Distributed Checkpoint in this one process (no process group; DCP's no_dist mode):
    dcp.save (the whole call, which fsyncs its files, + fsync of the folder) against the raw
    write, dcp.async_save's stall (until the call returns: it copies the state first) against the
@@ -29,14 +32,18 @@ sweep ends with one Markdown table of the ratios (rows: size x tensors), to past
    per second relative to the loop alone (the mean of its rates alone just before and just
    after, each over about a commit's time). Goal: >= 0.93 beside the commit, and no worse than
    beside a saver thread.
-5. first: the first scheduled save's stall against the later ones' (first / later), with the
+5. busy: the stall beside a busy process (a CPU-bound loop on the other core, as a data loader
+   is on a 2-core Colab VM), against the copy loop beside the same process, with torch's threads
+   and with one.
+6. first: the first scheduled save's stall against the later ones' (first / later), with the
    staging buffer prepared in the background and without.
-6. budget: a state larger than the staging budget (--ring-mib): the pause of a save streamed
+7. budget: a state larger than the staging budget (--ring-mib): the pause of a save streamed
    through the ring, against a copy of the same tensors and a raw fsync'd write.
 
-Memory: at most about 3x the largest --gib (12 GiB for --gib 4), during colabkit's restore in
-the full case (the state, a fresh model, and the checkpoint the restore reads); elsewhere the state
-and one other copy (colabkit's staging buffer, a raw write's bytes, safetensors' or
+Memory: at most about 3x the largest --gib (12 GiB for --gib 4): during colabkit's restore in
+the full case (the state, a fresh model, and the checkpoint the restore reads), and during its
+runs in turn (the state, colabkit's staging buffer, and a raw write's bytes or safetensors'
+copy); elsewhere the state and one other copy (colabkit's staging buffer, a raw write's bytes,
 dcp.async_save's copy). Everything is freed between cases; the peak is printed at the end. Disk:
 about 3x the largest --gib.
 """
@@ -183,26 +190,27 @@ def copy_loop_times(tensors: list, runs: int) -> list[float]:
     return timed(copy_loop, runs)
 
 
+def changed_save(ck, tensors: list, streamed: bool | None = None) -> tuple[float, float]:
+    """One save at the next step, every tensor changed before it: its stall and commit time.
+    `streamed`: whether it must have gone through the ring."""
+    with torch.no_grad():
+        for t in tensors:
+            t.add_(1.0)
+    ck.step += 1
+    start = time.perf_counter()
+    ck.save()
+    stall = time.perf_counter() - start
+    ck.wait()
+    assert ck.last["ok"] and (streamed is None or bool(ck.last.get("streamed")) == streamed)
+    return stall, ck.last["seconds"]
+
+
 def changed_saves(ck, tensors: list, runs: int, streamed: bool | None = None) -> tuple[float, list, list]:
-    """runs + 1 saves, every tensor changed before each: the first save's stall, then each later
-    save's stall and commit time. `streamed`: whether every save must have gone through the ring."""
-    first, stalls, commits = None, [], []
-    for step in range(runs + 1):
-        with torch.no_grad():
-            for t in tensors:
-                t.add_(1.0)
-        ck.step = step + 1
-        start = time.perf_counter()
-        ck.save()
-        stall = time.perf_counter() - start
-        ck.wait()
-        assert ck.last["ok"] and (streamed is None or bool(ck.last.get("streamed")) == streamed)
-        if step == 0:
-            first = stall
-        else:
-            stalls.append(stall)
-            commits.append(ck.last["seconds"])
-    return first, stalls, commits
+    """runs + 1 saves (changed_save): the first save's stall, then each later save's stall and
+    commit time."""
+    first, _ = changed_save(ck, tensors, streamed)
+    later = [changed_save(ck, tensors, streamed) for _ in range(runs)]
+    return first, [stall for stall, _ in later], [commit for _, commit in later]
 
 
 def load_average() -> str:
@@ -290,13 +298,31 @@ def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
     tensors = [p.detach() for p in model.parameters()]
     nbytes = sum(t.numel() * 4 for t in tensors)
     copies = copy_loop_times(tensors, runs)
-    writes, colds = [], []
-    for _ in range(runs):
-        writes.append(raw_write(folder, nbytes))
-        colds.append(raw_cold_read(folder))
     store = folder / f"full-{parts}"
     ck = Checkpointer(every="1 steps", to=store, keep=2, model=model)
-    first, stalls, commits = changed_saves(ck, tensors, runs)
+    first, _ = changed_save(ck, tensors)
+    state = model.state_dict()
+    writes, colds, stalls, commits, tsaves, stsaves = [], [], [], [], [], []
+
+    def raw():
+        writes.append(raw_write(folder, nbytes))
+        colds.append(raw_cold_read(folder))
+
+    def commit():
+        stall, seconds = changed_save(ck, tensors)
+        stalls.append(stall)
+        commits.append(seconds)
+
+    # Run by run, each writer in turn, the first one rotating: the disk here has a fast and a slow
+    # mode, and measuring all of one writer's runs before the next's compared them in different modes.
+    writers = [raw, commit, lambda: tsaves.extend(durable_save_times(lambda path: torch.save(state, path),
+                                                                     folder / "t.pt", 1)),
+               lambda: stsaves.extend(durable_save_times(lambda path: save_file(state, str(path)),
+                                                         folder / "s.safetensors", 1))]
+    for run in range(runs):
+        for measure in writers[run % len(writers):] + writers[:run % len(writers)]:
+            measure()
+    del state
     ck.close()  # frees the staging buffer before the fresh model exists
     fresh = Weights(gib, parts)
     restores = []
@@ -310,10 +336,8 @@ def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
         restores.append(time.perf_counter() - start)
         assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))
     shutil.rmtree(store)
-    del fresh  # safetensors and dcp.async_save copy the state: at most 2x it from here
+    del fresh  # dcp.async_save copies the state: at most 2x it from here
     state = model.state_dict()
-    tsaves = durable_save_times(lambda path: torch.save(state, path), folder / "t.pt", runs)
-    stsaves = durable_save_times(lambda path: save_file(state, str(path)), folder / "s.safetensors", runs)
     dcps = dcp_figures(folder, state, lambda: Weights(gib, parts), runs)
     print(f"{size_name(nbytes)} of float32 in {parts} tensors, all changed between saves ({load_average()}):")
     print(f"  copy loop (baseline) {spread(copies)} s; stall {spread(stalls)} s = "
@@ -418,6 +442,36 @@ def loop_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, floa
     return {f"loop: {name}": statistics.median(values) for name, values in ratios.items()}
 
 
+def busy_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
+    """The stall beside a busy process (a CPU-bound loop, as a data loader is on a 2-core Colab
+    VM), against the copy loop beside the same process, with torch's threads (the baseline
+    elsewhere) and with one thread (torch.set_num_threads(1)); returns both ratios for the table."""
+    model = Weights(gib, parts)
+    tensors = [p.detach() for p in model.parameters()]
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    threads = torch.get_num_threads()
+    try:
+        time.sleep(0.5)
+        copies = copy_loop_times(tensors, runs)
+        torch.set_num_threads(1)
+        singles = copy_loop_times(tensors, runs)
+        torch.set_num_threads(threads)
+        ck = Checkpointer(every="1 steps", to=folder / f"busy-{parts}", keep=2, model=model)
+        ck.sink.prepared.wait(60)
+        _, stalls, _ = changed_saves(ck, tensors, runs)
+        ck.close()
+    finally:
+        torch.set_num_threads(threads)
+        busy.kill()
+        busy.wait()
+    shutil.rmtree(folder / f"busy-{parts}")
+    print(f"{size_name(sum(t.numel() * 4 for t in tensors))} in {parts} tensors beside a busy process "
+          f"({load_average()}): copy loop {spread(copies)} s, with one thread {spread(singles)} s; "
+          f"stall {spread(stalls)} s = {ratio(stalls, copies):.2f}x the copy loop, "
+          f"{ratio(stalls, singles):.2f}x the one-thread copy")
+    return {"busy: stall / copy": ratio(stalls, copies), "busy: stall / 1-thread copy": ratio(stalls, singles)}
+
+
 def table(rows: dict[tuple[float, int], dict[str, float]]) -> None:
     """The sweep as one Markdown table: rows size (GiB) x tensors, a column per ratio measured."""
     columns = list(dict.fromkeys(column for row in rows.values() for column in row))
@@ -428,14 +482,14 @@ def table(rows: dict[tuple[float, int], dict[str, float]]) -> None:
         print(f"| {size_name(int(gib * 2**30))} | {parts} | " + " | ".join(cells) + " |")
 
 
-def first_vs_later(folder: Path, gib: float, runs: int):
+def first_vs_later(folder: Path, gib: float, parts: int, runs: int):
     """The first scheduled save's stall against the later ones', each Checkpointer fresh: with the
     staging buffer prepared in the background since %checkpoint (as now), and without (a
     Checkpointer with no schedule prepares nothing, as every one did before)."""
     for prepared in (True, False):
         firsts, laters, ratios, ready = [], [], [], []
         for run in range(runs):
-            model = Weights(gib, 64)
+            model = Weights(gib, parts)
             tensors = [p.detach() for p in model.parameters()]
             started = time.perf_counter()
             ck = Checkpointer(every="1 steps" if prepared else None, to=folder / f"first-{prepared}-{run}", keep=2,
@@ -452,7 +506,7 @@ def first_vs_later(folder: Path, gib: float, runs: int):
             ratios.append(first / statistics.median(later))
         how = (f"prepared in the background (ready {spread(ready)} s after %checkpoint)" if prepared
                else "not prepared (before)")
-        print(f"{gib * 1024:.0f} MiB in 64 tensors, staging {how}: first save stall {spread(firsts)} s, "
+        print(f"{gib * 1024:.0f} MiB in {parts} tensors, staging {how}: first save stall {spread(firsts)} s, "
               f"later {spread(laters)} s; first / later {spread(ratios)}")
 
 
@@ -502,8 +556,8 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--dir", default=None)
     parser.add_argument("--ring-mib", type=int, default=64, help="the staging budget of the larger-than-budget case")
-    parser.add_argument("--cases", nargs="+", default=["hashes", "lora", "full", "loop", "first", "budget"],
-                        choices=["hashes", "lora", "full", "loop", "first", "budget"])
+    parser.add_argument("--cases", nargs="+", default=["hashes", "lora", "full", "loop", "busy", "first", "budget"],
+                        choices=["hashes", "lora", "full", "loop", "busy", "first", "budget"])
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-cost-", dir=args.dir or "."))
     rss_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
@@ -517,13 +571,13 @@ def main():
             lora(folder, args.base_mb, args.runs)
         for gib in args.gib:
             for parts in args.tensors:
-                for case, measure in (("full", full), ("loop", loop_case)):
+                for case, measure in (("full", full), ("loop", loop_case), ("busy", busy_case)):
                     if case in args.cases:
                         rows.setdefault((gib, parts), {}).update(measure(folder, gib, parts, args.runs))
                         gc.collect()
-            if "first" in args.cases:
-                first_vs_later(folder, gib, args.runs)
-                gc.collect()
+                if "first" in args.cases:
+                    first_vs_later(folder, gib, parts, args.runs)
+                    gc.collect()
             if "budget" in args.cases and gib * 1024 <= args.ring_mib:
                 print(f"budget case skipped at {size_name(int(gib * 2**30))}: not larger than "
                       f"--ring-mib {args.ring_mib}")

@@ -3,6 +3,7 @@ holds taken back out of it, the pack durable before any manifest names it, and t
 checkpoint needs deleted once the writer has answered."""
 
 import errno
+import json
 import random
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from colabkit.checkpoint.pool import Pool
 from colabkit.checkpoint.store import CheckpointStore
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from commit_loop import payload  # noqa: E402
+from commit_loop import payload, staged  # noqa: E402
 
 
 def test_an_appender_writes_every_buffer_in_order_and_a_large_one_before_add_returns(tmp_path):
@@ -56,12 +57,8 @@ def test_undo_takes_back_what_was_appended_since_the_mark(tmp_path):
 
 
 def save(store, pool, step, arrays):
-    state = {"structure": {}, "step": step, "position": 0}
-    encoded = codec.Payload(step, [f"t{i}" for i in range(len(arrays))], ["I32"] * len(arrays),
-                            [a.shape for a in arrays], [a.nbytes for a in arrays], [0] * len(arrays), 0, state, None,
-                            {"platform": "test"})
-    return store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
-                        encoded.meta)
+    encoded, data = staged(step, [f"t{i}" for i in range(len(arrays))], arrays)
+    return store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, data), encoded.meta)
 
 
 def test_a_staged_tensor_the_pool_holds_is_not_written_again(tmp_path):
@@ -134,3 +131,49 @@ def test_the_writer_deletes_the_packs_no_kept_checkpoint_needs_after_answering(t
     stuck.rmdir()
     ck.close()  # the writer deletes what is left before it exits
     assert packs() == set(CheckpointStore(tmp_path).list()[0].manifest["packs"])
+
+
+def test_many_small_tensors_are_written_in_runs_and_only_once(tmp_path):
+    """20,000-tensor models go a megabyte at a time: tensors back to back in the staged bytes as
+    one piece, others (an odd size leaves a gap before the next) one by one; a tensor twice in a
+    save, or one the pool holds, is written once; a large one among them in pieces of its own."""
+    store, pool = CheckpointStore(tmp_path, keep=2), Pool(tmp_path)
+    rng = np.random.default_rng(11)
+    arrays = [rng.integers(0, 2**31, size=int(rng.choice([2, 3, 64, 838, 5000])), dtype=np.int32)
+              for _ in range(3000)]
+    arrays[1500] = payload(1, 2)  # 2 MiB: larger than durable.SMALL
+    arrays[700] = arrays[10].copy()  # in an earlier megabyte of the same save
+    arrays[11] = arrays[12].copy()  # beside it
+    step1 = save(store, pool, 1, arrays)
+    unique = {a.tobytes() for a in arrays}
+    assert [record["size"] for record in step1.manifest["packs"].values()] == [sum(map(len, unique))]
+    later = [a if i % 3 else a + 1 for i, a in enumerate(arrays)]  # one in three changed, all staged
+    step2 = save(store, pool, 2, later)
+    new_pack = (set(step2.manifest["packs"]) - set(step1.manifest["packs"])).pop()
+    assert step2.manifest["packs"][new_pack]["size"] == sum(map(len, {a.tobytes() for a in later} - unique))
+    for step, saved in ((step1, arrays), (step2, later)):
+        store.verify(step)
+        tensors = codec.read(step.path, trust=False).tensors
+        assert all(np.array_equal(tensors[f"t{i}"], a) for i, a in enumerate(saved))
+
+
+def test_the_tensor_index_is_what_json_writes_and_follows_a_changed_layout():
+    """tensors.json's rows are made from heads kept between saves; a save whose tensors differ
+    (a key, a dtype or a shape) gets its own."""
+    index = codec.TensorIndex()
+
+    def payload_of(keys, dtypes, shapes):
+        return codec.Payload(1, keys, dtypes, shapes, [4 * int(np.prod(s)) for s in shapes], [0] * len(keys), 0,
+                             {}, None, {})
+
+    saves = [payload_of(["a", "b.ü\"\\"], ["F32", "I32"], [(2, 3), ()]),
+             payload_of(["a", "b.ü\"\\"], ["F32", "I32"], [(2, 3), ()]),
+             payload_of(["a", "c"], ["F32", "I32"], [(2, 3), ()]),
+             payload_of(["a", "c"], ["F32", "F16"], [(2, 3), ()]),
+             payload_of(["a", "c"], ["F32", "F16"], [(6,), ()])]
+    for n, each in enumerate(saves):
+        hashes = [f"{n}" * 32, "f" * 32]
+        text = index.text(each, ["p" * 32, "q" * 32], [1, 0], [n, 24], hashes)
+        rows = [[key, dtype, list(shape), number, offset, size, h] for key, dtype, shape, number, offset, size, h in
+                zip(each.keys, each.dtypes, each.shapes, [1, 0], [n, 24], each.sizes, hashes)]
+        assert text == json.dumps({"packs": ["p" * 32, "q" * 32], "tensors": rows}, separators=(",", ":")).encode()

@@ -18,7 +18,7 @@ from colabkit.errors import ColabkitError
 
 HELPER = Path(__file__).parent / "helpers" / "commit_loop.py"
 sys.path.insert(0, str(HELPER.parent))
-from commit_loop import frozen, payload  # noqa: E402
+from commit_loop import frozen, payload, staged  # noqa: E402
 
 PHASES = ["payload", "manifest", "synced", "renamed", "retained"]
 
@@ -66,11 +66,8 @@ def test_a_long_sessions_writer_forgets_the_tensors_of_deleted_packs(tmp_path):
     store, pool, base = CheckpointStore(tmp_path, keep=2), Pool(tmp_path), frozen(1)
     for step in range(1, 9):
         arrays = [np.full(64, step, dtype=np.int32), np.full(64, -step, dtype=np.int32), base]
-        state = {"structure": {}, "step": step, "position": 0}
-        encoded = codec.Payload(step, ["x", "y", "base"], ["I32"] * 3, [a.shape for a in arrays],
-                                [a.nbytes for a in arrays], [0, 0, 0], 0, state, None, {"platform": "test"})
-        store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
-                     encoded.meta)
+        encoded, data = staged(step, ["x", "y", "base"], arrays)
+        store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, data), encoded.meta)
     index = pool.forget_deleted()
     on_disk = {path.name for path in (tmp_path / codec.POOL).iterdir()}
     assert {pack for pack, _ in index.values()} <= on_disk  # nothing of the packs retention deleted

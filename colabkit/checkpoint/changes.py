@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from . import durable, state
 
-ALIGN = 64  # staged tensors start at multiples of this in the staging buffer
+# Staged tensors start at multiples of this in the staging buffer: the largest element size, so
+# each starts aligned for its dtype, and tensors whose sizes are multiples of it lie back to back
+# (the writer writes and hashes such a run as one piece: pool.Pool._write_new).
+ALIGN = 8
 
 
 def kept_hashes(checkpoint, written) -> list | None:

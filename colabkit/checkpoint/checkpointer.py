@@ -239,9 +239,20 @@ class Checkpointer:
             self._prepare()
 
     def _prepare(self) -> None:
-        """Size and prefault the staging buffer in the background by what is tracked now."""
+        """Size and prefault the staging buffer in the background by what is tracked now, and
+        encode the large state dicts there too (state.Layouts): the first save then takes no
+        longer than a later one, even for a model of 20,000 tensors."""
         tracked = self.tracked()
-        self.sink.prepare(lambda: sink.staging_size(state.capture(tracked).sources))
+
+        def estimate() -> int:
+            layouts = state.Layouts()
+            captured = state.capture(tracked, layouts=layouts)
+            layouts.release()
+            layouts.encode_texts()
+            self._layouts = layouts  # a save meanwhile kept its own: each reuse checks the layout anyway
+            return sink.staging_size(captured.sources)
+
+        self.sink.prepare(estimate)
 
     def _stepped(self) -> None:
         """Training stepped for the first time since %checkpoint: the optimizer's state (Adam's
@@ -392,14 +403,15 @@ class Checkpointer:
             extra = {"source": self._source_saved}
         if self._loop is not None and self._loop.seeded:
             extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
+        layouts = self._layouts
         with collector.paused():
             try:
-                captured = state.capture(self.tracked(), random, extra, job_secrets.given(), self._layouts)
+                captured = state.capture(self.tracked(), random, extra, job_secrets.given(), layouts)
                 self._say_skipped(captured.skipped)
                 streamed = self.sink.save(captured, self.step, self.position, self.pace, self._meta())
                 nbytes = captured.nbytes if streamed is not None else None
             finally:
-                self._layouts.release()
+                layouts.release()
             del captured  # its per-tensor objects go before the collector runs again, not through it
         if streamed is not None:
             self.say_once("streamed", f"checkpoint step-{self.step} ({format_bytes(nbytes)}) is larger than "

@@ -13,7 +13,10 @@ within about twice what the kept checkpoints hold.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import operator
 import os
 import threading
 import uuid
@@ -62,10 +65,13 @@ class Pool:
                     self._remember(pack, offsets)
         return self._blobs
 
-    def _remember(self, pack: str, offsets: dict[str, int]) -> None:
-        """Record in the index that these hashes are in `pack` at these offsets (a later place wins)."""
-        self._index().update({h: (pack, offset) for h, offset in offsets.items()})
+    def _remember(self, pack: str, offsets: dict[str, int]) -> dict[str, tuple[str, int]]:
+        """Record in the index that these hashes are in `pack` at these offsets (a later place
+        wins); returns hash -> (pack, offset) for them."""
+        placed = dict(zip(offsets, zip(itertools.repeat(pack), offsets.values())))
+        self._index().update(placed)
         self._held.setdefault(pack, []).extend(offsets)
+        return placed
 
     def forget_deleted(self) -> dict[str, tuple[str, int]]:
         """The index without the packs retention deleted since the last save: a long session's
@@ -90,16 +96,16 @@ class Pool:
                 pass
         return present
 
-    def place(self, sizes: list[int], places: list, staged: Callable[[int], memoryview]
+    def place(self, sizes: list[int], places: list, staged: memoryview
               ) -> tuple[list[str], dict[str, tuple[str, int]], dict[str, durable.FileRecord], Callable[[], None]]:
         """Where each tensor's bytes are: in a pack already, or written now into a new one.
-        `places[i]` is a staged tensor's offset (`staged(i)` a memoryview of its bytes) or an
-        unchanged tensor's hash. A staged tensor is hashed and, if the pool lacks it, written
-        in the same pass (its bytes read once, the write finding them in the CPU's cache). Returns
-        every tensor's hash, hash -> (pack, offset) for every hash, the records of every pack
-        pointed into, and `sealed()`: wait until the new pack is durable in place (_new_pack)."""
+        `places[i]` is a staged tensor's offset in `staged` (the staged bytes) or an unchanged
+        tensor's hash. Staged tensors are hashed and, those the pool lacks, written a megabyte at a
+        time (their bytes read once from memory, the write finding them in the CPU's cache).
+        Returns every tensor's hash, hash -> (pack, offset) for every hash, the records of every
+        pack pointed into, and `sealed()`: wait until the new pack is durable in place (_new_pack)."""
         blobs = self.forget_deleted()
-        unchanged = [i for i, place in enumerate(places) if type(place) is str]
+        unchanged = [i for i, place in enumerate(places) if type(place) is str] if str in set(map(type, places)) else []
         held = {places[i]: blobs[places[i]] for i in unchanged if places[i] in blobs}
         present = self._present({pack for pack, _ in held.values()})
         for i in unchanged:  # said before anything is written
@@ -110,30 +116,26 @@ class Pool:
         fresh: dict[str, int] = {}  # hash -> offset in the new pack
         known = list(unchanged)  # tensors the pool holds: referenced, or copied forward from a sparse pack
         where: dict[str, tuple[str, int]] = {}
+        if staged.format != "B" or staged.ndim != 1:
+            staged = staged.cast("B")
+
+        def view(i: int) -> memoryview:
+            return staged[places[i]:places[i] + sizes[i]]
 
         def fill(pack: durable.Appender) -> bool:
-            digest, add, append, small = durable.digest, pack.add, pack.append_small, durable.SMALL
-            for i, place in enumerate(places):
-                if type(place) is str:
-                    continue
-                view = staged(i)
-                if view.format != "B" or view.ndim != 1:
-                    view = view.cast("B")
-                if len(view) < small:  # hashed first: bytes the pool holds are never written
-                    h = digest(view)
-                    if h not in fresh and h not in blobs:
-                        fresh[h] = append(view)
-                else:  # hashed as it is written, and taken back out if the pool holds it
-                    mark = pack.mark()
-                    offset, h = pack.add_hashed(view)
-                    if h in fresh or h in blobs:
-                        pack.undo(mark)
-                    else:
-                        fresh[h] = offset
-                hashes[i] = h
-                if h not in fresh:
-                    known.append(i)
-                    held[h] = blobs[h]
+            order = [i for i, place in enumerate(places) if type(place) is int] if unchanged else range(len(places))
+            found = self._write_new(pack, staged, [places[i] for i in order] if unchanged else places,
+                                    [sizes[i] for i in order] if unchanged else sizes, blobs, fresh)
+            if unchanged:
+                for i, h in zip(order, found):
+                    hashes[i] = h
+            else:
+                hashes[:] = found
+            if len(fresh) < len(order):  # some staged tensor's bytes are in the pool already
+                for i in order:
+                    if hashes[i] not in fresh:
+                        known.append(i)
+                        held[hashes[i]] = blobs[hashes[i]]
             present.update(self._present({pack for pack, _ in held.values()} - present))
             where.update((h, at) for h, at in held.items() if at[0] in present)
             used: dict[str, int] = {}
@@ -146,21 +148,63 @@ class Pool:
                 if h in fresh or (h in where and where[h][0] not in sparse):
                     continue
                 if type(places[i]) is int:  # its pack deleted, or mostly unused
-                    fresh[h] = add(staged(i))
+                    fresh[h] = pack.add(view(i))
                 elif h in where:  # unchanged, in a pack mostly unused: copied forward from it
                     fresh[h] = pack.size
                     for chunk in self._read_blob(*where[h], sizes[i], h):
-                        add(chunk)
+                        pack.add(chunk)
                 else:
                     raise FileNotFoundError(f"the pool no longer holds the bytes of {h}: its pack was deleted")
             return bool(fresh)
 
         made = self._new_pack(fill)
-        if made is None:
-            return hashes, where, {pack: self._packs[pack] for pack, _ in where.values()}, _nothing
-        self._remember(made[0], fresh)
-        where.update((h, blobs[h]) for h in fresh)
-        return hashes, where, {pack: self._packs[pack] for pack, _ in where.values()}, made[2]
+        if made is not None:
+            where.update(self._remember(made[0], fresh))
+        packs = {pack: self._packs[pack] for pack in set(map(operator.itemgetter(0), where.values()))}
+        return hashes, where, packs, _nothing if made is None else made[2]
+
+    @staticmethod
+    def _write_new(pack: durable.Appender, staged: memoryview, starts: list[int], lengths: list[int], blobs: dict,
+                   fresh: dict[str, int]) -> list[str]:
+        """Hash the tensors at `starts` in `staged` and append those whose bytes neither the pool
+        (`blobs`) nor the new pack (`fresh`, hash -> offset, updated) holds; their hashes. Small
+        ones go a megabyte's worth at a time, hashed just before their write (which finds them in
+        the CPU's cache), and those that lie back to back in `staged` as one piece (20,000 small
+        tensors: a few calls per megabyte, not per tensor); a large one is hashed as it is
+        written, and taken back out if the pool holds it."""
+        digest, found, cut = durable.digest, [], staged.__getitem__
+        totals = list(itertools.accumulate(lengths))
+        begin, count = 0, len(starts)
+        while begin < count:
+            before = totals[begin - 1] if begin else 0
+            end = min(bisect.bisect_right(totals, before + durable.SMALL, begin), begin + durable.IOV_MAX)
+            if end == begin:  # larger than SMALL
+                mark = pack.mark()
+                offset, h = pack.add_hashed(staged[starts[begin]:starts[begin] + lengths[begin]])
+                if h in fresh or h in blobs:
+                    pack.undo(mark)
+                else:
+                    fresh[h] = offset
+                found.append(h)
+                begin += 1
+                continue
+            first, last = starts[begin], starts[end - 1] + lengths[end - 1]
+            views = list(map(cut, map(slice, starts[begin:end], map(operator.add, starts[begin:end], lengths[begin:end]))))
+            hashes = list(map(digest, views))
+            if len(set(hashes)) == len(views) and blobs.keys().isdisjoint(hashes) \
+                    and fresh.keys().isdisjoint(hashes):  # all new: the common case
+                if last - first == totals[end - 1] - before:  # back to back
+                    fresh.update(zip(hashes, itertools.accumulate(lengths[begin:end - 1], initial=pack.size)))
+                    pack.extend([staged[first:last]])
+                else:
+                    fresh.update(zip(hashes, pack.extend(views)))
+            else:
+                for view, h in zip(views, hashes):
+                    if h not in fresh and h not in blobs:
+                        fresh[h] = pack.extend([view])[0]
+            found += hashes
+            begin = end
+        return found
 
     def place_stream(self, sizes: list[int], places: list, pieces) -> tuple[list[str], dict, dict, Callable[[], None]]:
         """place() for a streamed save: the staged tensors (places[i] an offset) come as `pieces`
@@ -194,7 +238,7 @@ class Pool:
             where = {h: (made[0], offset) for h, offset in placed.items()}
             packs[made[0]] = made[1]
         unchanged = [i for i, place in enumerate(places) if isinstance(place, str)]
-        _, found, more, sealed = self.place([sizes[i] for i in unchanged], [places[i] for i in unchanged], lambda i: None)
+        _, found, more, sealed = self.place([sizes[i] for i in unchanged], [places[i] for i in unchanged], memoryview(b""))
         return hashes, {**found, **where}, {**more, **packs}, sealed
 
     def _new_pack(self, fill: Callable[[durable.Appender], bool]

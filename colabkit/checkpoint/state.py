@@ -33,7 +33,7 @@ from secrets import token_hex
 import numpy as np
 
 from ..errors import ColabkitError
-from . import adapters
+from . import adapters, parallel_copy
 
 # safetensors dtype codes.
 NUMPY_CODES = {
@@ -176,6 +176,13 @@ class Layouts:
         for last in self._last.values():
             for source in last[3]:
                 source.value = None
+
+    def encode_texts(self) -> None:
+        """Make each remembered encoding's JSON now (on a thread that prepares the first save),
+        not at its first reuse."""
+        for last in self._last.values():
+            if last[5] is None:
+                last[5] = json.dumps(last[4], allow_nan=True)
 
 
 class Encoder:
@@ -368,15 +375,17 @@ def _secret_in(entry: dict, pickled, secrets: dict[str, str] | None) -> str | No
 def stage(placed: list[tuple[Source, int]], buffer) -> None:
     """Copy each source into `buffer` at its offset: the one stall of the training thread.
 
-    Bytes are copied on this one thread (a memmove per contiguous CPU tensor, NumPy for arrays),
-    not by torch's copy_ (several threads): when other work shares the cores, as a data loader
-    does on a 2-core Colab VM, torch's threads wait on each other (measured, 147 MiB on this
-    machine under load: 137-160 ms against 30-33 ms). The memmove also spares the three views per
+    Bytes are copied by memmove (contiguous CPU tensors; NumPy for arrays), not by torch's copy_
+    (several threads): when other work shares the cores, as a data loader does on a 2-core Colab
+    VM, torch's threads wait on each other (measured, 147 MiB on this machine under load: 137-160
+    ms against 30-33 ms). Tensors of PARALLEL bytes or more are copied last, shared with a helper
+    thread that yields to such work (parallel_copy); the memmove also spares the three views per
     tensor a NumPy copy needs (20,000 small tensors: 0.13 s of them)."""
     torch = _torch()
     tensor_type = torch.Tensor if torch is not None else ()
     flat = np.frombuffer(buffer, dtype=np.uint8)
     base, limit, memmove = flat.ctypes.data, len(flat), ctypes.memmove
+    large = []  # (to, from, size) of the large tensors, copied at the end
     for s, begin in placed:
         size = s.nbytes
         if size == 0:
@@ -388,12 +397,19 @@ def stage(placed: list[tuple[Source, int]], buffer) -> None:
             if value.is_cpu and value.is_contiguous():
                 if value.nbytes != size:  # never read past a tensor's memory
                     raise ValueError(f"{s.key} changed size while it was being saved")
-                memmove(base + begin, value.data_ptr(), size)
+                if size >= PARALLEL:
+                    large.append((base + begin, value.data_ptr(), size))
+                else:
+                    memmove(base + begin, value.data_ptr(), size)
                 continue
             target = torch.frombuffer(buffer, dtype=value.dtype, count=value.numel(), offset=begin)
             target.copy_(value.reshape(-1))  # from a GPU, or gathered from strides
             continue
         np.copyto(flat[begin:begin + size], host_bytes(value), casting="no")
+    parallel_copy.memmove_all(large)
+
+
+PARALLEL = 1 << 20  # a tensor this large is copied by parallel_copy (a smaller one costs more to hand out than to copy)
 
 
 def host_bytes(value) -> np.ndarray:

@@ -88,6 +88,7 @@ def serve(conn) -> None:
     mirrors: dict[tuple[str, str], Mirror] = {}
     pools: dict[str, Pool] = {}  # a store's pool index, kept between saves
     fragments: dict[str, str] = {}  # the last job's reused encodings (state.Layouts), by placeholder
+    index = codec.TensorIndex()  # the tensor index's rows as the last job described them
     unswept = None  # why the last collect after a save failed
     while True:
         try:
@@ -118,11 +119,9 @@ def serve(conn) -> None:
                 if streamed:
                     chunks = stream.received(conn, data, streamed["slot"], payload.data_size)
                     written.append(codec.write_payload(folder, pool, payload, streamed=stream.tensor_pieces(
-                        payload.places, payload.sizes, chunks)))
+                        payload.places, payload.sizes, chunks), index=index))
                 else:
-                    written.append(codec.write_payload(
-                        folder, pool, payload,
-                        lambda i: data[payload.places[i]:payload.places[i] + payload.sizes[i]]))
+                    written.append(codec.write_payload(folder, pool, payload, data, index=index))
                 return written[0]
 
             try:

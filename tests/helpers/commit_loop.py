@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from colabkit.checkpoint import codec
+from colabkit.checkpoint.changes import ALIGN
 from colabkit.checkpoint.pool import Pool
 from colabkit.checkpoint.store import CheckpointStore
 
@@ -30,6 +31,21 @@ def frozen(megabytes: int) -> np.ndarray:
     return np.random.default_rng(10**9).integers(0, 2**31, size=megabytes * (1 << 18), dtype=np.int32)
 
 
+def staged(step: int, keys: list[str], arrays: list[np.ndarray]) -> tuple[codec.Payload, memoryview]:
+    """A payload of `arrays` (int32) and its staged bytes: the arrays one after another, each at
+    an offset aligned as the trainer's staging buffer aligns it."""
+    places, size = [], 0
+    for array in arrays:
+        places.append(size)
+        size += array.nbytes + (-array.nbytes % ALIGN)
+    data = bytearray(size)
+    for array, place in zip(arrays, places):
+        data[place:place + array.nbytes] = array.tobytes()
+    encoded = codec.Payload(step, keys, ["I32"] * len(arrays), [a.shape for a in arrays], [a.nbytes for a in arrays],
+                            places, size, {"structure": {}, "step": step, "position": 0}, None, {"platform": "test"})
+    return encoded, memoryview(data)
+
+
 def commit_forever(root: str, step: int, megabytes: int, kill_after: str | None) -> None:
     def phase(name):
         if name == kill_after:
@@ -39,12 +55,8 @@ def commit_forever(root: str, step: int, megabytes: int, kill_after: str | None)
     pool = Pool(root)
     base = frozen(megabytes)
     while True:
-        arrays = [payload(step, megabytes), base]
-        state = {"structure": {}, "step": step, "position": 0}
-        encoded = codec.Payload(step, ["x", "base"], ["I32", "I32"], [a.shape for a in arrays],
-                                [a.nbytes for a in arrays], [0, 0], 0, state, None, {"platform": "test"})
-        store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, lambda i: memoryview(arrays[i])),
-                     encoded.meta, phase=phase)
+        encoded, data = staged(step, ["x", "base"], [payload(step, megabytes), base])
+        store.commit(step, lambda folder: codec.write_payload(folder, pool, encoded, data), encoded.meta, phase=phase)
         step += 1
 
 
