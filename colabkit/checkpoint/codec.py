@@ -445,42 +445,50 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     keys, sizes, hashes = index.keys, index.sizes, index.hashes
     values = list(map(into.get, keys)) if into else [None] * len(keys)
     views = [None] * len(keys)
+    open_pack = handle = None
     try:
         for i in compress(range(len(keys)), map(is_, values, repeat(None))):
             values[i], views[i] = state.empty(index.codes[i], index.shapes[i], sizes[i], torch)
-        if into:  # every value a torch tensor now: checked and made buffers all at once
-            have = list(map(attrgetter("nbytes"), values))
-            if have != sizes:  # never read past a live tensor's memory
-                i = next(i for i, nbytes in enumerate(have) if nbytes != sizes[i])
-                raise ValueError(f"{keys[i]} is {sizes[i]} bytes, the tensor it is restored into {have[i]}")
-            views = state.cpu_bytes_of(values, sizes)
-    except (ValueError, TypeError, KeyError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
-        raise CheckpointDamaged(f"{folder.name}: {TENSORS} describes a tensor that can't be ({exc}).") from None
-    open_pack = handle = None
-    try:
         for first, end in _runs(index):
             pack, begin, stop = index.pack[first], index.offsets[first], index.offsets[end - 1] + sizes[end - 1]
+            if into:  # every value a torch tensor now: their buffers made run by run, while the disk reads ahead
+                run = _live_bytes(values[first:end], sizes[first:end], keys[first:end])
+            else:
+                run = views[first:end]
             if pack != open_pack:  # the runs come pack by pack
                 if handle is not None:
                     os.close(handle)
                     handle = None
                 handle, open_pack = os.open(index.packs[pack], os.O_RDONLY), pack
-            run = views[first:end]
             done = begin + _read_run(handle, run, begin, stop - begin)
             if done < stop:
                 key = next(keys[i] for i in range(first, end) if index.offsets[i] + sizes[i] > done)
                 raise CheckpointDamaged(f"{folder.name}: {POOL}/{index.pack_names[pack]} ends before {key}'s bytes "
                                         "(cut short).")
             if list(map(durable.digest, run)) != hashes[first:end]:
-                key = next(keys[i] for i in range(first, end) if durable.digest(views[i]) != hashes[i])
+                key = next(keys[first + i] for i, view in enumerate(run) if durable.digest(view) != hashes[first + i])
                 raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index.pack_names[pack]} do "
                                         "not match their hash (damaged or edited).")
     except FileNotFoundError as exc:
         raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
+    except (ValueError, TypeError, KeyError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
+        raise CheckpointDamaged(f"{folder.name}: {TENSORS} describes a tensor that can't be ({exc}).") from None
     finally:
         if handle is not None:
             os.close(handle)
     return dict(zip(keys, values))
+
+
+def _live_bytes(tensors: list, sizes: list, keys: list) -> list:
+    """The buffers of tensors read into (state.cpu_bytes_of), each checked to be its row's size:
+    never read past a tensor's memory."""
+    from . import state
+
+    have = list(map(attrgetter("nbytes"), tensors))
+    if have != sizes:
+        i = next(i for i, nbytes in enumerate(have) if nbytes != sizes[i])
+        raise ValueError(f"{keys[i]} is {sizes[i]} bytes, the tensor it is restored into {have[i]}")
+    return state.cpu_bytes_of(tensors, sizes)
 
 
 # A run of tensors read with one preadv: at most the system's limit of buffers per call, and about
