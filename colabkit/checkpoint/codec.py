@@ -293,7 +293,7 @@ class Loaded:
 def read(folder: Path, trust: bool, document: dict | None = None, place: Callable | None = None) -> Loaded:
     """Decode a checkpoint folder, verifying every byte it reads against the manifest as it reads
     it (one pass). objects.pkl is unpickled only when `trust`. `place(structure, index)`, once
-    state.json and the tensor index (Index) are decoded, names live tensors to read tensors'
+    state.json and the tensor index (IndexColumns) are decoded, names live tensors to read tensors'
     bytes straight into ({key: tensor}; inplace.Plan.place)."""
     document = document or read_manifest(folder)
     check_sizes(folder, document)
@@ -335,7 +335,7 @@ def _verified(folder: Path, document: dict, name: str) -> bytes:
 
 
 @dataclass
-class Index:
+class IndexColumns:
     """tensors.json as columns (row i of each is tensor i), sorted pack by pack in file order,
     every tensor checked to lie inside its pack: what the loader reads by, and what
     inplace.Plan.place matches live tensors against. Columns, not rows: 20,000 tensors are then
@@ -374,7 +374,7 @@ class Index:
         return dict(zip(self.keys, range(len(self.keys))))
 
 
-def _read_index(folder: Path, document: dict) -> Index:
+def _read_index(folder: Path, document: dict) -> IndexColumns:
     """tensors.json, verified, decoded and checked against the manifest's packs; CheckpointDamaged otherwise."""
     try:
         index = json.loads(_verified(folder, document, TENSORS))
@@ -390,7 +390,7 @@ def _read_index(folder: Path, document: dict) -> Index:
         columns = [list(column) for column in zip(*rows)] if rows else [[] for _ in range(7)]
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
-    index = Index(paths, names, *columns)
+    index = IndexColumns(paths, names, *columns)
     outside = _outside(index, pack_sizes)
     if outside is not None:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {outside} outside the packs its {MANIFEST} lists "
@@ -398,7 +398,7 @@ def _read_index(folder: Path, document: dict) -> Index:
     return index
 
 
-def _outside(index: Index, pack_sizes: list) -> str | None:
+def _outside(index: IndexColumns, pack_sizes: list) -> str | None:
     """The key of the first tensor that doesn't lie inside its pack (pack, offset and size ints,
     the pack one of the index's, the bytes within its size), None when all do."""
     packs, offsets, sizes = index.pack, index.offsets, index.sizes
@@ -417,7 +417,7 @@ def _outside(index: Index, pack_sizes: list) -> str | None:
     return None
 
 
-def _runs(index: Index) -> list[tuple[int, int]]:
+def _runs(index: IndexColumns) -> list[tuple[int, int]]:
     """The rows read with one preadv each, as (first, end): tensors that lie one after another in
     one pack, at most _RUN_VIEWS of them and about _RUN_BYTES."""
     packs, offsets, sizes = index.pack, index.offsets, index.sizes

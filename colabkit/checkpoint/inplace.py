@@ -39,7 +39,7 @@ class Plan:
         self.objects: dict[str, list] = {}  # name -> its live tensors, all loaded in place
 
     def place(self, structure: dict, index) -> dict:
-        """`index`: the checkpoint's tensors (codec.Index: each one's key, dtype code and shape)."""
+        """`index`: the checkpoint's tensors (codec.IndexColumns: each one's key, dtype code and shape)."""
         torch = sys.modules.get("torch")
         if torch is None or torch.__future__.get_swap_module_params_on_conversion():
             return self.into  # load_state_dict would swap the tensors, not copy into them
