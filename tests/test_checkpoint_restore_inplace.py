@@ -2,6 +2,7 @@
 verified, and everything else still loaded by load_state_dict."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -101,6 +102,92 @@ def test_a_plain_module_is_read_into_its_own_tensors_bit_for_bit_and_the_optimiz
         torch.equal(state[k][n], t) for k, v in saved_opt.items() for n, t in v.items())
 
 
+def test_a_module_is_read_in_place_whether_its_tensors_lie_in_the_index_in_order_or_not(tmp_path,
+                                                                                    load_state_dict_calls):
+    """A state dict saved whole lies in the index in its own order (matched by one slice); after a
+    save that changed only some tensors, its rows are in two packs, out of order (matched key by key)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(30)))
+    ck = Checkpointer(to=tmp_path, keep=3, model=model)
+    ck.step = 1
+    ck.save(wait=True)
+    first = snapshot(model)
+    with torch.no_grad():
+        for layer in model[::2]:
+            layer.weight.add_(1)
+    ck.step = 2
+    ck.save(wait=True)
+    ck.close()
+    second = snapshot(model)
+
+    def rows(checkpoint):
+        index = codec._read_index(tmp_path / checkpoint, codec.read_manifest(tmp_path / checkpoint))
+        return index.rows_of([f"model.{key}" for key in first])
+
+    assert isinstance(rows("step-1"), slice) and not isinstance(rows("step-2"), slice)
+    for checkpoint, saved in (("step-1", first), ("step-2", second)):
+        fresh = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(30)))
+        Checkpointer(to=tmp_path, model=fresh).restore(checkpoint)
+        assert same(saved, fresh), checkpoint
+    assert load_state_dict_calls == []
+
+
+def test_a_checkpoint_whose_state_names_every_tensor_s_device_and_grad_is_read_in_place_too(
+        tmp_path, load_state_dict_calls):
+    """Checkpoints of this format written before state.json left out "device": "cpu" and
+    "requires_grad": false say them for every tensor: read the same."""
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, model=model)
+    ck.save(wait=True)
+    ck.close()
+    (folder,) = tmp_path.glob("step-*")
+    text = (folder / codec.STATE).read_text()
+    older = re.sub(r'(\{"__tensor__": "[^"]*")\}', r'\1, "device": "cpu", "requires_grad": false}', text)
+    assert older.count('"device": "cpu"') > 1500
+    rewrite_state(folder, older)
+
+    fresh = Packed(2)
+    restored = Checkpointer(to=tmp_path, model=fresh).restore()
+    assert restored.notes == [] and same(snapshot(model), fresh) and load_state_dict_calls == []
+
+
+def rewrite_state(folder, text):
+    """state.json replaced, its new hash in the manifest: it verifies, whatever it says."""
+    from colabkit.checkpoint import durable
+
+    (folder / codec.STATE).write_text(text)
+    manifest = json.loads((folder / codec.MANIFEST).read_text())
+    record = durable.hash_file(folder / codec.STATE)
+    manifest["files"][codec.STATE] = {"size": record.size, "hash": record.hash}
+    (folder / codec.MANIFEST).write_text(json.dumps(manifest))
+
+
+class Pair(torch.nn.Module):
+    def __init__(self, first):
+        super().__init__()
+        for name in (first, "b" if first == "a" else "a"):  # the other order: state_dict's keys too
+            self.add_module(name, torch.nn.Linear(3, 3))
+
+
+def test_a_module_whose_keys_come_in_another_order_is_read_in_place_and_two_keys_of_one_file_key_are_not(
+        tmp_path, load_state_dict_calls):
+    torch.manual_seed(0)
+    model = Pair("a")
+    ck = Checkpointer(to=tmp_path, model=model)
+    ck.save(wait=True)
+    ck.close()
+    fresh = Pair("b")
+    assert list(fresh.state_dict()) != list(model.state_dict())
+    Checkpointer(to=tmp_path, model=fresh).restore()
+    assert same(snapshot(model), fresh) and load_state_dict_calls == []
+
+    (folder,) = tmp_path.glob("step-*")  # both weights said to be one tensor: load_state_dict loads it twice
+    rewrite_state(folder, (folder / codec.STATE).read_text().replace('"model.b.weight"', '"model.a.weight"'))
+    fresh = Pair("a")
+    Checkpointer(to=tmp_path, model=fresh).restore()
+    assert torch.equal(fresh.b.weight, model.a.weight) and load_state_dict_calls == ["Pair"]
+
+
 def test_a_damaged_tensor_found_after_others_went_into_the_module_falls_back_to_the_one_before_whole(
         tmp_path, load_state_dict_calls):
     older = two_checkpoints(tmp_path)
@@ -161,6 +248,60 @@ def test_a_pack_cut_short_under_a_module_read_in_place_is_refused(tmp_path):
     assert plan.objects.keys() == {"model"}
 
 
+class Net(torch.nn.Module):
+    """A small CNN of plain torch layers, BatchNorm among them (its own _load_from_state_dict),
+    one BatchNorm that tracks no running stats, and one whose num_batches_tracked was dropped."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8, track_running_stats=False),
+            torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.head = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 4))
+
+
+def test_a_cnn_with_batchnorm_is_read_in_place_as_load_state_dict_would_leave_it(tmp_path, load_state_dict_calls):
+    model = Net(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):  # running statistics and num_batches_tracked move in training
+        loss = model.head(model.features(torch.randn(4, 3, 8, 8))).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ck = Checkpointer(to=tmp_path, model=model)
+    ck.save(wait=True)
+    ck.close()
+    saved = snapshot(model)
+    assert saved["features.1.num_batches_tracked"].item() == 3 and "features.4.running_mean" not in saved
+
+    fresh, expected = Net(1), Net(1)
+    expected.load_state_dict(saved)  # what load_state_dict leaves: values and version counters
+    pointers = {k: v.data_ptr() for k, v in fresh.state_dict().items()}
+    restored = Checkpointer(to=tmp_path, model=fresh).restore()
+    assert restored.notes == [] and load_state_dict_calls == ["Net"]  # the expected one's, above
+    assert same(saved, fresh) and {k: v.data_ptr() for k, v in fresh.state_dict().items()} == pointers
+    assert {k: v._version for k, v in fresh.state_dict(keep_vars=True).items()} == \
+        {k: v._version for k, v in expected.state_dict(keep_vars=True).items()}
+    fresh.eval(), model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(fresh.head(fresh.features(x)), model.head(model.features(x)))
+
+    def dropped(seed):  # tracking running stats without num_batches_tracked
+        net = Net(seed)
+        net.features[1].num_batches_tracked = None
+        return net
+
+    ck = Checkpointer(to=tmp_path / "dropped", model=dropped(2))
+    ck.save(wait=True)
+    ck.close()
+    load_state_dict_calls.clear()
+    with pytest.raises(RuntimeError, match='Unexpected key.*"features.1.num_batches_tracked"'):  # as load_state_dict says
+        Checkpointer(to=tmp_path / "dropped", model=dropped(3)).restore()
+    assert load_state_dict_calls == ["Net"]
+
+
 class Hooked(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -175,8 +316,8 @@ class Hooked(torch.nn.Module):
 def test_modules_that_are_not_plain_or_do_not_match_are_loaded_by_load_state_dict_as_before(
         tmp_path, load_state_dict_calls):
     torch.manual_seed(0)
-    objects = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)),  # its own loader
-               "hooked": Hooked(),
+    objects = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.InstanceNorm1d(3, track_running_stats=True)),
+               "hooked": Hooked(),  # InstanceNorm: its own loader
                "strided": torch.nn.Linear(3, 4)}
     objects["strided"].weight = torch.nn.Parameter(torch.randn(3, 4).t())  # not contiguous
     objects["bn"][1].running_mean.add_(3)
@@ -186,7 +327,8 @@ def test_modules_that_are_not_plain_or_do_not_match_are_loaded_by_load_state_dic
     saved = {name: snapshot(module) for name, module in objects.items()}
 
     torch.manual_seed(1)
-    fresh = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)), "hooked": Hooked(),
+    fresh = {"bn": torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.InstanceNorm1d(3, track_running_stats=True)),
+             "hooked": Hooked(),
              "strided": torch.nn.Linear(3, 4)}
     fresh["strided"].weight = torch.nn.Parameter(torch.randn(3, 4).t())
     Checkpointer(to=tmp_path, **fresh).restore()

@@ -132,6 +132,19 @@ def test_a_state_dict_with_nowhere_to_go_is_a_note(tmp_path):
     assert "no such object to load it into" in restored.notes[0]
 
 
+def test_a_tensor_that_requires_grad_comes_back_requiring_it_and_the_rest_do_not(tmp_path):
+    """state.json says requires_grad only for a tensor that has it (and a device only off the CPU)."""
+    leaf, plain = torch.randn(3, requires_grad=True), torch.randn(2)
+    Checkpointer(to=tmp_path, pair={"leaf": leaf, "plain": plain}).save(wait=True)
+    namespace = {}
+    Checkpointer(to=tmp_path).restore(namespace=namespace)
+    restored = namespace["pair"]
+    assert restored["leaf"].requires_grad and restored["leaf"].is_leaf and torch.equal(restored["leaf"], leaf)
+    assert not restored["plain"].requires_grad and torch.equal(restored["plain"], plain)
+    (folder,) = tmp_path.glob("step-*")
+    assert '"__tensor__": "pair.plain"}' in (folder / "state.json").read_text()
+
+
 def test_loop_saves_when_due_and_resumes_after_the_done_iterations(tmp_path, capsys):
     model, opt, sched = make()
     ck = Checkpointer(every="2 steps", to=tmp_path, model=model, optimizer=opt)

@@ -13,8 +13,11 @@ the pool their tensors live in:
                          the pool (a tensor unchanged since an earlier save points at the same bytes)
       state.json         {"structure": what state.capture described: "objects" (each tracked name:
                           its kind, e.g. state_dict, value, jax, sklearn, keras.Model,
-                          transformers.Trainer, lightning.Trainer, and its state with tensors
-                          referenced by key), "skipped" (names that could not be saved, and why),
+                          transformers.Trainer, lightning.Trainer, and its state with each tensor
+                          as {"__tensor__": key}, plus "device" when it was not on the CPU and
+                          "requires_grad": true when it required grad (earlier checkpoints of
+                          this format have both always: read the same)), "skipped" (names that
+                          could not be saved, and why),
                           "rng" (the random states), "extra" (the loop's data position and, for a
                           save inside an iteration, where in it);
                           "step" (optimizer steps), "position" (loop iterations done), "pace"
@@ -45,7 +48,11 @@ import os
 import pickle
 import re
 import time
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import accumulate, compress, islice, repeat
+from operator import add, attrgetter, is_, itemgetter, ne, or_
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -285,9 +292,9 @@ class Loaded:
 
 def read(folder: Path, trust: bool, document: dict | None = None, place: Callable | None = None) -> Loaded:
     """Decode a checkpoint folder, verifying every byte it reads against the manifest as it reads
-    it (one pass). objects.pkl is unpickled only when `trust`. `place(structure, described)`, once
-    state.json and the tensor index are decoded ({key: (dtype code, shape)}), names live tensors to
-    read tensors' bytes straight into ({key: tensor}; inplace.Plan.place)."""
+    it (one pass). objects.pkl is unpickled only when `trust`. `place(structure, index)`, once
+    state.json and the tensor index (IndexColumns) are decoded, names live tensors to read tensors'
+    bytes straight into ({key: tensor}; inplace.Plan.place)."""
     document = document or read_manifest(folder)
     check_sizes(folder, document)
     raw_state = _verified(folder, document, STATE)
@@ -301,7 +308,7 @@ def read(folder: Path, trust: bool, document: dict | None = None, place: Callabl
 
     torch = needs_torch(structure)
     if document["format"] >= 3:
-        tensors = _read_tensors(folder, document, torch, place and (lambda described: place(structure, described)))
+        tensors = _read_tensors(folder, document, torch, place and (lambda index: place(structure, index)))
     else:
         _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
         tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
@@ -327,73 +334,141 @@ def _verified(folder: Path, document: dict, name: str) -> bytes:
     return data
 
 
-def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | None = None) -> dict:
-    """Every tensor of tensors.json read into memory of its own, or into the live tensor
-    `place(described)` names for it, hashed as it is read."""
-    from . import state
+@dataclass
+class IndexColumns:
+    """tensors.json as columns (row i of each is tensor i), sorted pack by pack in file order,
+    every tensor checked to lie inside its pack: what the loader reads by, and what
+    inplace.Plan.place matches live tensors against. Columns, not rows: 20,000 tensors are then
+    checked and read by a few passes in C each, not by Python work per tensor."""
 
+    packs: list[Path]  # pack number -> its path in the pool
+    pack_names: list[str]
+    keys: list[str]
+    codes: list  # safetensors dtype codes
+    shapes: list  # each a list of ints
+    pack: list  # each tensor's pack number
+    offsets: list
+    sizes: list
+    hashes: list
+
+    def rows_of(self, keys: list) -> slice | list:
+        """The rows of `keys` (KeyError for a key it lacks): a slice when they lie one after
+        another, as a save writes a state dict's tensors, so a column's values for them are one
+        copy (`pick`)."""
+        if keys:
+            try:
+                first = self.keys.index(keys[0])
+            except ValueError:
+                raise KeyError(keys[0]) from None
+            if self.keys[first:first + len(keys)] == keys:
+                return slice(first, first + len(keys))
+        return list(map(self._rows.__getitem__, keys))
+
+    @staticmethod
+    def pick(column: list, rows: slice | list) -> list:
+        return column[rows] if isinstance(rows, slice) else list(map(column.__getitem__, rows))
+
+    @cached_property
+    def _rows(self) -> dict:
+        """key -> its row."""
+        return dict(zip(self.keys, range(len(self.keys))))
+
+
+def _read_index(folder: Path, document: dict) -> IndexColumns:
+    """tensors.json, verified, decoded and checked against the manifest's packs; CheckpointDamaged otherwise."""
     try:
         index = json.loads(_verified(folder, document, TENSORS))
-        packs = [pack_path(folder.parent, name) for name in index["packs"]]
+        names = index["packs"]
+        paths = [pack_path(folder.parent, name) for name in names]
         # Each pack's size as the manifest records it (and check_sizes found it): no tensor may
         # reach outside its pack, so an edited index can't make the loader allocate more than is there.
-        pack_sizes = [document.get("packs", {}).get(name, {}).get("size", -1) for name in index["packs"]]
-        rows = sorted(index["tensors"], key=lambda row: (row[3], row[4]))  # pack by pack, in file order
-        # What place() matches live tensors against: each tensor's code and shape (a tuple, as torch.Size compares).
-        described = {row[0]: (row[1], tuple(row[2])) for row in rows} if place else None
+        pack_sizes = [document.get("packs", {}).get(name, {}).get("size", -1) for name in names]
+        rows = index["tensors"]
+        if type(rows) is not list or not set(map(type, rows)) <= {list} or not set(map(len, rows)) <= {7}:
+            raise TypeError("its tensors are not rows of 7 values")
+        rows.sort(key=itemgetter(3, 4))  # pack by pack, in file order
+        columns = [list(column) for column in zip(*rows)] if rows else [[] for _ in range(7)]
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
-    into = place(described) if place else {}
-    tensors = {}
-    views, checks = [], []  # the run being gathered: its buffers, and (key, end, buffer, hash) of each
-    open_pack = handle = run_pack = run_begin = run_end = None
-    run_bytes = 0
+    index = IndexColumns(paths, names, *columns)
+    outside = _outside(index, pack_sizes)
+    if outside is not None:
+        raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {outside} outside the packs its {MANIFEST} lists "
+                                "(edited).")
+    return index
 
-    def read_run():
-        """Read a run of tensors that lie one after another in one pack with one preadv, then
-        check each against its hash."""
-        nonlocal open_pack, handle
-        if run_pack != open_pack:
-            if handle is not None:
-                os.close(handle)
-                handle = None
-            handle, open_pack = os.open(packs[run_pack], os.O_RDONLY), run_pack
-        done = run_begin + _read_run(handle, views, run_begin, run_end - run_begin)
-        if done < run_end:
-            key = next(key for key, end, _, _ in checks if end > done)
-            raise CheckpointDamaged(f"{folder.name}: {POOL}/{index['packs'][run_pack]} ends before {key}'s bytes "
-                                    "(cut short).")
-        for key, _, view, expected in checks:
-            if durable.digest(view) != expected:
-                raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index['packs'][run_pack]} do "
-                                        "not match their hash (damaged or edited).")
-        views.clear()
-        checks.clear()
 
+def _outside(index: IndexColumns, pack_sizes: list) -> str | None:
+    """The key of the first tensor that doesn't lie inside its pack (pack, offset and size ints,
+    the pack one of the index's, the bytes within its size), None when all do."""
+    packs, offsets, sizes = index.pack, index.offsets, index.sizes
+    if not packs:
+        return None
+    if set(map(type, packs)) | set(map(type, offsets)) | set(map(type, sizes)) == {int} \
+            and 0 <= packs[0] and packs[-1] < len(pack_sizes) and min(offsets) >= 0 and min(sizes) >= 0:
+        ends = list(map(add, offsets, sizes))
+        if all(max(ends[bisect_left(packs, n):bisect_right(packs, n)], default=0) <= pack_sizes[n]
+               for n in range(packs[0], packs[-1] + 1)):
+            return None
+    for key, pack, offset, size in zip(index.keys, packs, offsets, sizes):  # which one, to say so
+        if type(pack) is not int or type(offset) is not int or type(size) is not int or not 0 <= pack < len(pack_sizes) \
+                or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
+            return key
+    return None
+
+
+def _runs(index: IndexColumns) -> list[tuple[int, int]]:
+    """The rows read with one preadv each, as (first, end): tensors that lie one after another in
+    one pack, at most _RUN_VIEWS of them and about _RUN_BYTES."""
+    packs, offsets, sizes = index.pack, index.offsets, index.sizes
+    count = len(offsets)
+    ends = map(add, offsets, sizes)
+    apart = map(or_, map(ne, islice(offsets, 1, None), ends), map(ne, islice(packs, 1, None), packs))
+    cuts = list(compress(range(1, count), apart))  # where a tensor doesn't follow the one before
+    reached = [0, *accumulate(sizes)]  # reached[i]: the bytes of the rows before row i
+    runs = []
+    for first, end in zip([0, *cuts], [*cuts, count]):
+        while first < end:
+            last = min(end, first + _RUN_VIEWS, max(first + 1, bisect_left(reached, reached[first] + _RUN_BYTES, first + 1)))
+            runs.append((first, last))
+            first = last
+    return runs
+
+
+def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | None = None) -> dict:
+    """Every tensor of tensors.json read into memory of its own, or into the live tensor
+    `place(index)` names for it, hashed as it is read."""
+    from . import state
+
+    index = _read_index(folder, document)
+    into = place(index) if place else {}
+    keys, sizes, hashes = index.keys, index.sizes, index.hashes
+    values = list(map(into.get, keys)) if into else [None] * len(keys)
+    views = [None] * len(keys)
+    open_pack = handle = None
     try:
-        for key, dtype, shape, pack, offset, size, expected in rows:
-            if type(pack) is not int or type(offset) is not int or type(size) is not int or not 0 <= pack < len(packs) \
-                    or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
-                raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {key} outside the packs its "
-                                        f"{MANIFEST} lists (edited).")
-            value = into.get(key)
-            if value is None:
-                value, view = state.empty(dtype, shape, size, torch)
-            elif value.nbytes != size:  # never read past a live tensor's memory
-                raise ValueError(f"{key} is {size} bytes, the tensor it is restored into {value.nbytes}")
+        for i in compress(range(len(keys)), map(is_, values, repeat(None))):
+            values[i], views[i] = state.empty(index.codes[i], index.shapes[i], sizes[i], torch)
+        for first, end in _runs(index):
+            pack, begin, stop = index.pack[first], index.offsets[first], index.offsets[end - 1] + sizes[end - 1]
+            if into:  # every value a torch tensor now: their buffers made run by run, while the disk reads ahead
+                run = _live_bytes(values[first:end], sizes[first:end], keys[first:end])
             else:
-                view = state.cpu_bytes(value)
-            if pack != run_pack or offset != run_end or len(views) >= _RUN_VIEWS or run_bytes >= _RUN_BYTES:
-                if views:
-                    read_run()
-                run_pack, run_begin, run_bytes = pack, offset, 0
-            views.append(view)
-            run_end = offset + size
-            checks.append((key, run_end, view, expected))
-            run_bytes += size
-            tensors[key] = value
-        if views:
-            read_run()
+                run = views[first:end]
+            if pack != open_pack:  # the runs come pack by pack
+                if handle is not None:
+                    os.close(handle)
+                    handle = None
+                handle, open_pack = os.open(index.packs[pack], os.O_RDONLY), pack
+            done = begin + _read_run(handle, run, begin, stop - begin)
+            if done < stop:
+                key = next(keys[i] for i in range(first, end) if index.offsets[i] + sizes[i] > done)
+                raise CheckpointDamaged(f"{folder.name}: {POOL}/{index.pack_names[pack]} ends before {key}'s bytes "
+                                        "(cut short).")
+            if list(map(durable.digest, run)) != hashes[first:end]:
+                key = next(keys[first + i] for i, view in enumerate(run) if durable.digest(view) != hashes[first + i])
+                raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index.pack_names[pack]} do "
+                                        "not match their hash (damaged or edited).")
     except FileNotFoundError as exc:
         raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
     except (ValueError, TypeError, KeyError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
@@ -401,7 +476,19 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     finally:
         if handle is not None:
             os.close(handle)
-    return tensors
+    return dict(zip(keys, values))
+
+
+def _live_bytes(tensors: list, sizes: list, keys: list) -> list:
+    """The buffers of tensors read into (state.cpu_bytes_of), each checked to be its row's size:
+    never read past a tensor's memory."""
+    from . import state
+
+    have = list(map(attrgetter("nbytes"), tensors))
+    if have != sizes:
+        i = next(i for i, nbytes in enumerate(have) if nbytes != sizes[i])
+        raise ValueError(f"{keys[i]} is {sizes[i]} bytes, the tensor it is restored into {have[i]}")
+    return state.cpu_bytes_of(tensors, sizes)
 
 
 # A run of tensors read with one preadv: at most the system's limit of buffers per call, and about

@@ -5,7 +5,8 @@ module: for 20,000 tensors that is 20,000 allocations (their pages faulted in as
 a second pass over every byte and load_state_dict's work per key, three times the read itself
 (benchmarks/bench_checkpoint_cost.py). When a module is plain (nn.Module's own state_dict and
 load_state_dict all the way down: no subclass that overrides how it saves or loads, no state-dict
-hooks, no extra state) and what was saved matches it exactly (the same keys, none missing or extra;
+hooks, no extra state; BatchNorm's override counts as nn.Module's own, `_loads_as_module`) and
+what was saved matches it exactly (the same keys, none missing or extra;
 each tensor's dtype and shape; every live one a plain contiguous CPU tensor), load_state_dict would
 do nothing but copy each saved tensor's bytes into its parameter or buffer. So the loader reads
 them there, verifying each as it is read, and load_state_dict is not called (the version counters
@@ -20,7 +21,7 @@ module again; when none does, it says the module holds a mix (checkpointer.resto
 from __future__ import annotations
 
 import sys
-from operator import attrgetter
+from operator import attrgetter, itemgetter, methodcaller
 
 from .state import _torch_dtype as torch_dtype  # one table of dtype codes, state's
 
@@ -37,8 +38,8 @@ class Plan:
         self.into: dict = {}  # file key -> the live tensor its bytes are read into
         self.objects: dict[str, list] = {}  # name -> its live tensors, all loaded in place
 
-    def place(self, structure: dict, described: dict) -> dict:
-        """`described`: file key -> (dtype code, shape) of each tensor the checkpoint holds."""
+    def place(self, structure: dict, index) -> dict:
+        """`index`: the checkpoint's tensors (codec.IndexColumns: each one's key, dtype code and shape)."""
         torch = sys.modules.get("torch")
         if torch is None or torch.__future__.get_swap_module_params_on_conversion():
             return self.into  # load_state_dict would swap the tensors, not copy into them
@@ -49,7 +50,7 @@ class Plan:
                     or not isinstance(target, torch.nn.Module):
                 continue
             live = _live_tensors(target, torch)
-            matched = live is not None and _matched(entry.get("state"), live, described, torch)
+            matched = live is not None and _matched(entry.get("state"), live, index, torch)
             if matched:
                 self.into.update(matched)
                 self.objects[name] = list(live.values())
@@ -78,7 +79,8 @@ def _live_tensors(module, torch) -> dict | None:
     while stack:
         m, prefix = stack.pop()
         cls = type(m)
-        if any(getattr(cls, name, None) is not getattr(base, name) for name in _OWN) \
+        own = [name for name in _OWN if getattr(cls, name, None) is not getattr(base, name)]
+        if own and not (own == ["_load_from_state_dict"] and _loads_as_module(m, torch)) \
                 or any(getattr(m, hooks, True) for hooks in _HOOKS):
             return None
         for name, tensor in m._parameters.items():
@@ -87,35 +89,53 @@ def _live_tensors(module, torch) -> dict | None:
         for name, tensor in m._buffers.items():
             if tensor is not None and name not in m._non_persistent_buffers_set:
                 found[prefix + name] = tensor
-        stack.extend((child, f"{prefix}{name}.") for name, child in m._modules.items() if child is not None)
-    return found
+        stack.extend(reversed([(child, f"{prefix}{name}.") for name, child in m._modules.items() if child is not None]))
+    return found  # in state_dict's order: each module's own, then its children's, depth first
 
 
-def _matched(state, live: dict, described: dict, torch) -> dict | None:
+def _loads_as_module(module, torch) -> bool:
+    """Whether a module's own _load_from_state_dict does just what nn.Module's does with a state
+    dict of exactly the module's keys (what _matched asks for). _NormBase's (BatchNorm1d/2d/3d,
+    SyncBatchNorm; not InstanceNorm, which has its own) only adds num_batches_tracked to a state
+    dict that lacks it, and one of the module's keys has it whenever the module has the buffer. A
+    module tracking running stats without the buffer (set to None) would have load_state_dict
+    refuse the key added: left to load_state_dict, to say so."""
+    norm = getattr(getattr(torch.nn.modules, "batchnorm", None), "_NormBase", None)
+    return norm is not None and type(module)._load_from_state_dict is norm._load_from_state_dict \
+        and (not module.track_running_stats or module.num_batches_tracked is not None)
+
+
+def _matched(state, live: dict, index, torch) -> dict | None:
     """file key -> live tensor for every tensor of a saved state dict, when it is exactly the live
     one's keys with tensors of the same dtype and shape, each live one a plain contiguous CPU
     tensor load_state_dict would copy into; None otherwise. (Column by column, each check one
-    pass in C where it can be: 20,000 tensors.)"""
+    pass in C: 20,000 tensors.)"""
     try:
         pairs = state["__dict__"]
-        keys = [key for key, _ in pairs]
-        if len(keys) != len(live) or set(keys) != live.keys():  # every live key, once
+        if not set(map(len, pairs)) <= {2}:
             return None
-        entries = [entry for _, entry in pairs]
-        if any(entry["device"] != "cpu" for entry in entries):
+        keys = list(map(itemgetter(0), pairs))
+        in_order = keys == list(live)  # as the same module saves them: no set needed
+        if not in_order and (len(keys) != len(live) or set(keys) != live.keys()):  # every live key, once
             return None
-        file_keys = [entry["__tensor__"] for entry in entries]
-        saved = [described[file_key] for file_key in file_keys]
-        dtypes = {code: torch_dtype(code) for code in {code for code, _ in saved}}
+        entries = list(map(itemgetter(1), pairs))
+        if not set(map(methodcaller("get", "device", "cpu"), entries)) <= {"cpu"}:
+            return None
+        file_keys = list(map(itemgetter("__tensor__"), entries))
+        rows = index.rows_of(file_keys)
+        codes = index.pick(index.codes, rows)
+        shapes = list(map(tuple, index.pick(index.shapes, rows)))  # as torch.Size compares
+        dtypes = {code: torch_dtype(code) for code in set(codes)}
     except (TypeError, KeyError, ValueError, AttributeError):  # not tensors alone, or a dtype this torch lacks
         return None
-    tensors, tensor = [live[key] for key in keys], torch.Tensor
-    if len(set(file_keys)) != len(file_keys) or not set(map(type, tensors)) <= {tensor, torch.nn.Parameter} \
+    tensors, tensor = list(live.values()) if in_order else list(map(live.__getitem__, keys)), torch.Tensor
+    if not set(map(type, tensors)) <= {tensor, torch.nn.Parameter} \
             or not all(map(attrgetter("is_cpu"), tensors)) \
             or not set(map(attrgetter("layout"), tensors)) <= {torch.strided} \
-            or list(map(attrgetter("dtype"), tensors)) != [dtypes[code] for code, _ in saved] \
-            or list(map(attrgetter("shape"), tensors)) != [shape for _, shape in saved] \
+            or list(map(attrgetter("dtype"), tensors)) != list(map(dtypes.__getitem__, codes)) \
+            or list(map(attrgetter("shape"), tensors)) != shapes \
             or not all(map(tensor.is_contiguous, tensors)) or any(map(tensor.is_inference, tensors)) \
             or any(map(tensor.is_neg, tensors)):
         return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
-    return dict(zip(file_keys, tensors))
+    matched = dict(zip(file_keys, tensors))
+    return matched if len(matched) == len(file_keys) else None  # no file key twice
