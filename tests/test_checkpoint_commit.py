@@ -4,8 +4,10 @@ checkpoint needs deleted once the writer has answered."""
 
 import errno
 import json
+import os
 import random
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -158,22 +160,85 @@ def test_many_small_tensors_are_written_in_runs_and_only_once(tmp_path):
 
 
 def test_the_tensor_index_is_what_json_writes_and_follows_a_changed_layout():
-    """tensors.json's rows are made from heads kept between saves; a save whose tensors differ
-    (a key, a dtype or a shape) gets its own."""
+    """tensors.json's rows are made from heads, and rows up to their hash, kept between saves; a
+    save whose tensors differ (a key, a dtype or a shape) or lie elsewhere (a pack number, an
+    offset) gets its own."""
     index = codec.TensorIndex()
 
     def payload_of(keys, dtypes, shapes):
         return codec.Payload(1, keys, dtypes, shapes, [4 * int(np.prod(s)) for s in shapes], [0] * len(keys), 0,
                              {}, None, {})
 
-    saves = [payload_of(["a", "b.ü\"\\"], ["F32", "I32"], [(2, 3), ()]),
-             payload_of(["a", "b.ü\"\\"], ["F32", "I32"], [(2, 3), ()]),
-             payload_of(["a", "c"], ["F32", "I32"], [(2, 3), ()]),
-             payload_of(["a", "c"], ["F32", "F16"], [(2, 3), ()]),
-             payload_of(["a", "c"], ["F32", "F16"], [(6,), ()])]
-    for n, each in enumerate(saves):
-        hashes = [f"{n}" * 32, "f" * 32]
-        text = index.text(each, ["p" * 32, "q" * 32], [1, 0], [n, 24], hashes)
+    same = payload_of(["a", "b.ü\"\\"], ["F32", "I32"], [(2, 3), ()])
+    saves = [(same, [1, 0], [0, 24]),
+             (payload_of(["a", "b.ü\"\\"], ["F32", "I32"], [(2, 3), ()]), [1, 0], [0, 24]),  # all reused
+             (same, [1, 0], [8, 24]),  # an offset moved
+             (same, [0, 0], [8, 24]),  # a pack number changed
+             (payload_of(["a", "c"], ["F32", "I32"], [(2, 3), ()]), [0, 0], [8, 24]),
+             (payload_of(["a", "c"], ["F32", "F16"], [(2, 3), ()]), [0, 0], [8, 24]),
+             (payload_of(["a", "c"], ["F32", "F16"], [(6,), ()]), [0, 0], [8, 24]),
+             (payload_of([], [], []), [], [])]
+    for n, (each, numbers, offsets) in enumerate(saves):
+        hashes = [f"{n}" * 32, "f" * 32][:len(each.keys)]
+        text = index.text(each, ["p" * 32, "q" * 32], iter(numbers), iter(offsets), hashes)
         rows = [[key, dtype, list(shape), number, offset, size, h] for key, dtype, shape, number, offset, size, h in
-                zip(each.keys, each.dtypes, each.shapes, [1, 0], [n, 24], each.sizes, hashes)]
+                zip(each.keys, each.dtypes, each.shapes, numbers, offsets, each.sizes, hashes)]
         assert text == json.dumps({"packs": ["p" * 32, "q" * 32], "tensors": rows}, separators=(",", ":")).encode()
+
+
+def drop_cached(path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="asks the page cache through preadv2 (Linux)")
+def test_a_cold_restore_asks_the_disk_for_every_byte_it_reads_ahead_and_leaves_no_thread(tmp_path, monkeypatch):
+    """Read-ahead (codec._read_ahead): cold, the kernel is asked for exactly the bytes the loader
+    reads, in pieces no larger than its read-ahead window, by a thread joined before the read
+    returns; warm (the session that saved it), nothing is asked."""
+    store, pool = CheckpointStore(tmp_path, keep=3), Pool(tmp_path)
+    arrays = [np.full(n, i, dtype=np.int32) for i, n in enumerate([5, 7, 3 << 20, 1 << 20, 0, 11])]
+    save(store, pool, 1, arrays[:2])
+    step2 = save(store, pool, 2, [arrays[0], *arrays[2:]])  # arrays[0] referenced in step-1's pack
+    asked = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: (
+        asked.append((os.readlink(f"/proc/self/fd/{fd}"), offset, length, advice)), real(fd, offset, length, advice)))
+    codec.read(step2.path, trust=False)
+    assert asked == []  # just written: in the page cache
+    for pack in step2.manifest["packs"]:
+        drop_cached(codec.pack_path(tmp_path, pack))
+    asked.clear()
+    loaded = codec.read(step2.path, trust=False)
+    assert all(np.array_equal(loaded.tensors[f"t{i}"], a) for i, a in enumerate([arrays[0], *arrays[2:]]))
+    assert not [t for t in threading.enumerate() if t.name == "colabkit-read-ahead"]
+    assert {advice for *_, advice in asked} == {os.POSIX_FADV_WILLNEED}
+    assert max(length for _, _, length, _ in asked) <= codec._READ_AHEAD
+    index = json.loads((step2.path / codec.TENSORS).read_text())
+    wanted = [(str(codec.pack_path(tmp_path, index["packs"][n])), offset, size)
+              for _, _, _, n, offset, size, _ in index["tensors"]]
+    assert merged(asked) == merged(wanted)
+
+
+def merged(spans):
+    """(path, offset, length) spans as the byte ranges they cover, per path, touching ones joined."""
+    ranges = []
+    for path, offset, length, *_ in sorted(spans):
+        if length and ranges and ranges[-1][0] == path and ranges[-1][2] >= offset:
+            ranges[-1][2] = max(ranges[-1][2], offset + length)
+        elif length:
+            ranges.append([path, offset, offset + length])
+    return ranges
+
+
+def test_cached_tells_a_dropped_file_from_a_read_one(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(bytes(1 << 20))
+    drop_cached(path)
+    if not hasattr(os, "RWF_NOWAIT"):
+        assert not codec._cached(path, 0)
+        return
+    assert not codec._cached(path, 4096)
+    path.read_bytes()
+    assert codec._cached(path, 4096) and codec._cached(path, (1 << 20) - 1)

@@ -47,6 +47,7 @@ import operator
 import os
 import pickle
 import re
+import threading
 import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
@@ -144,26 +145,32 @@ class Written:
 
 class TensorIndex:
     """tensors.json's text. Each row's head (key, dtype code, shape) is made into JSON once and
-    reused while a save's tensors are described as the last one's (a model saved again):
-    json.dumps of 20,000 rows takes 20 ms, the reused heads and the rest 6 ms. The writer keeps
-    one between saves."""
+    reused while a save's tensors are described as the last one's (a model saved again), and the
+    row up to its hash while they also lie where they lay (every tensor changed: the same offsets
+    in a new pack): json.dumps of 20,000 rows takes 20 ms, formatting the rows 6 ms, the reused
+    rows and their hashes 1.4 ms. The writer keeps one between saves."""
 
     def __init__(self):
         self._described: tuple | None = None  # (keys, dtypes, shapes) of the last save
         self._heads: list[str] = []
+        self._placed: tuple | None = None  # (pack numbers, offsets) of the last save
+        self._rows: list[str] = []  # each row up to its hash's opening quote
 
     def text(self, payload: Payload, packs: list[str], numbers: Iterable[int], offsets: Iterable[int],
              hashes: list[str]) -> bytes:
         """The index of `payload`'s tensors, tensor i at offsets[i] in packs[numbers[i]], with
         hash hashes[i]: {"packs": packs, "tensors": [[key, dtype, shape, pack number, offset,
         size, hash], ...]} as json.dumps(..., separators=(",", ":")) writes it."""
-        described = (payload.keys, payload.dtypes, payload.shapes)
+        described, placed = (payload.keys, payload.dtypes, payload.shapes), (list(numbers), list(offsets))
         if described != self._described:
             quote = json.encoder.encode_basestring_ascii  # what json.dumps does to a str
             self._heads = [f'[{quote(key)},{quote(dtype)},[{",".join(map(str, shape))}],'
                            for key, dtype, shape in zip(*described)]
-            self._described = described
-        rows = ",".join(map('{}{},{},{},"{}"]'.format, self._heads, numbers, offsets, payload.sizes, hashes))
+            self._described, self._placed = described, None
+        if placed != self._placed:
+            self._rows = list(map('{}{},{},{},"'.format, self._heads, *placed, payload.sizes))
+            self._placed = placed
+        rows = '"],'.join(map(operator.add, self._rows, hashes)) + ('"]' if hashes else "")
         return f'{{"packs":{json.dumps(packs, separators=(",", ":"))},"tensors":[{rows}]}}'.encode()
 
 
@@ -441,6 +448,8 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     from . import state
 
     index = _read_index(folder, document)
+    runs = _runs(index)
+    reading = _read_ahead(index, runs)  # the disk reads while the live tensors are matched and made
     into = place(index) if place else {}
     keys, sizes, hashes = index.keys, index.sizes, index.hashes
     values = list(map(into.get, keys)) if into else [None] * len(keys)
@@ -449,7 +458,7 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     try:
         for i in compress(range(len(keys)), map(is_, values, repeat(None))):
             values[i], views[i] = state.empty(index.codes[i], index.shapes[i], sizes[i], torch)
-        for first, end in _runs(index):
+        for first, end in runs:
             pack, begin, stop = index.pack[first], index.offsets[first], index.offsets[end - 1] + sizes[end - 1]
             if into:  # every value a torch tensor now: their buffers made run by run, while the disk reads ahead
                 run = _live_bytes(values[first:end], sizes[first:end], keys[first:end])
@@ -476,7 +485,67 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     finally:
         if handle is not None:
             os.close(handle)
+        if reading is not None:
+            reading.join()
     return dict(zip(keys, values))
+
+
+def _read_ahead(index: IndexColumns, runs: list) -> threading.Thread | None:
+    """Unless the bytes are in the page cache already (a restore in the session that saved them),
+    start a thread that asks the kernel to read every byte the runs will read, a piece at a time
+    (Linux reads at most its read-ahead window per request): the disk then works while the CPU
+    matches and hashes (20,000 tensors, cold: 64 MiB in 0.09 s from 0.105 s, 1 GiB in 0.46 s
+    from 0.55 s). A hint only: what it can't do, the reads do. Join it when done."""
+    if not hasattr(os, "posix_fadvise") or not runs:
+        return None
+    extents = []  # [pack, begin, end]: runs that touch merged
+    for first, end in runs:
+        pack, begin, stop = index.pack[first], index.offsets[first], index.offsets[end - 1] + index.sizes[end - 1]
+        if extents and extents[-1][0] == pack and extents[-1][2] == begin:
+            extents[-1][2] = stop
+        else:
+            extents.append([pack, begin, stop])
+    if all(_cached(index.packs[pack], at) for pack, begin, stop in (extents[0], extents[-1])
+           for at in (begin, max(begin, stop - 1))):
+        return None
+
+    def advise() -> None:
+        for pack, begin, stop in extents:
+            try:
+                handle = os.open(index.packs[pack], os.O_RDONLY)
+            except OSError:
+                continue  # said by the read itself
+            try:
+                for at in range(begin, stop, _READ_AHEAD):
+                    os.posix_fadvise(handle, at, min(_READ_AHEAD, stop - at), os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass  # a file system that takes no advice
+            finally:
+                os.close(handle)
+
+    thread = threading.Thread(target=advise, name="colabkit-read-ahead", daemon=True)
+    thread.start()
+    return thread
+
+
+def _cached(path: Path, offset: int) -> bool:
+    """Whether the byte at `offset` is in the page cache (a read that may not wait), on Linux;
+    False where that can't be asked."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        return False
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return os.preadv(handle, [bytearray(1)], offset, os.RWF_NOWAIT) == 1
+    except OSError:  # BlockingIOError: not cached; EOPNOTSUPP: a file system that can't say
+        return False
+    finally:
+        os.close(handle)
+
+
+_READ_AHEAD = 8 << 20
 
 
 def _live_bytes(tensors: list, sizes: list, keys: list) -> list:
