@@ -186,14 +186,14 @@ def write_payload(folder: Path, pool, payload: Payload, staged: memoryview | Non
 
 def _write_payload(folder: Path, pool, payload: Payload, staged, streamed, index: TensorIndex) -> Written:
     if streamed is not None:
-        hashes, where, packs, sealed = pool.place_stream(payload.sizes, payload.places, streamed)
+        hashes, in_packs, offsets, packs, sealed = pool.place_stream(payload.sizes, payload.places, streamed)
     else:
-        hashes, where, packs, sealed = pool.place(payload.sizes, payload.places, staged)
+        hashes, in_packs, offsets, packs, sealed = pool.place(payload.sizes, payload.places, staged)
     try:  # while the new pack is fsync'd (pool._new_pack)
         names = sorted(packs)
-        located = list(map(where.__getitem__, hashes))
-        numbers = map({name: n for n, name in enumerate(names)}.__getitem__, map(operator.itemgetter(0), located))
-        raw_index = index.text(payload, names, numbers, map(operator.itemgetter(1), located), hashes)
+        numbers = [0] * len(in_packs) if len(names) == 1 else \
+            list(map({name: n for n, name in enumerate(names)}.__getitem__, in_packs))
+        raw_index = index.text(payload, names, numbers, offsets, hashes)
         files = {
             TENSORS: durable.write(folder / TENSORS, [raw_index]),
             STATE: durable.write(folder / STATE, [_state_json(payload)]),

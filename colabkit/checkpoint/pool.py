@@ -43,8 +43,13 @@ class Pool:
         self._blobs: dict[str, tuple[str, int]] | None = None  # hash -> (pack, offset)
         self._packs: dict[str, durable.FileRecord] = {}
         self._held: dict[str, list[str]] = {}  # pack -> the hashes the index placed in it
+        self._unindexed: list[tuple[str, dict[str, int]]] = []  # (pack, {hash: offset}) written, not yet indexed
 
     def _index(self) -> dict[str, tuple[str, int]]:
+        """hash -> (pack, offset) of every tensor the pool holds, the packs place() wrote since
+        the last call put in first."""
+        while self._unindexed:
+            self._remember(*self._unindexed.pop(0))
         if self._blobs is None:
             self._blobs = {}
             for name in codec.newest_first(p.name for p in self.root.iterdir()) if self.root.is_dir() else []:
@@ -76,7 +81,8 @@ class Pool:
     def forget_deleted(self) -> dict[str, tuple[str, int]]:
         """The index without the packs retention deleted since the last save: a long session's
         writer would otherwise keep every tensor hash it ever wrote. The writer calls it after
-        answering a save (forgetting 20,000 hashes takes 10-15 ms), place() again in case."""
+        answering a save (forgetting 20,000 hashes takes 10-15 ms, and indexing the pack the save
+        wrote 4-5 ms), place() again in case."""
         blobs = self._index()
         for name in [name for name in self._packs if not (self.folder / name).exists()]:
             del self._packs[name]
@@ -97,13 +103,14 @@ class Pool:
         return present
 
     def place(self, sizes: list[int], places: list, staged: memoryview
-              ) -> tuple[list[str], dict[str, tuple[str, int]], dict[str, durable.FileRecord], Callable[[], None]]:
+              ) -> tuple[list[str], list[str], list[int], dict[str, durable.FileRecord], Callable[[], None]]:
         """Where each tensor's bytes are: in a pack already, or written now into a new one.
         `places[i]` is a staged tensor's offset in `staged` (the staged bytes) or an unchanged
         tensor's hash. Staged tensors are hashed and, those the pool lacks, written a megabyte at a
         time (their bytes read once from memory, the write finding them in the CPU's cache).
-        Returns every tensor's hash, hash -> (pack, offset) for every hash, the records of every
-        pack pointed into, and `sealed()`: wait until the new pack is durable in place (_new_pack)."""
+        Returns every tensor's hash, pack and offset in it, the records of every pack pointed
+        into, and `sealed()`: wait until the new pack is durable in place (_new_pack). The new
+        pack goes into the index at its next use (after the writer has answered)."""
         blobs = self.forget_deleted()
         unchanged = [i for i, place in enumerate(places) if type(place) is str] if str in set(map(type, places)) else []
         held = {places[i]: blobs[places[i]] for i in unchanged if places[i] in blobs}
@@ -158,10 +165,18 @@ class Pool:
             return bool(fresh)
 
         made = self._new_pack(fill)
-        if made is not None:
-            where.update(self._remember(made[0], fresh))
-        packs = {pack: self._packs[pack] for pack in set(map(operator.itemgetter(0), where.values()))}
-        return hashes, where, packs, _nothing if made is None else made[2]
+        if made is None:
+            in_packs, offsets = list(map(operator.itemgetter(0), map(where.__getitem__, hashes))), \
+                list(map(operator.itemgetter(1), map(where.__getitem__, hashes)))
+        else:
+            self._unindexed.append((made[0], fresh))
+            if len(fresh) == len(hashes):  # every tensor new (and none twice): the common case
+                in_packs, offsets = [made[0]] * len(hashes), list(map(fresh.__getitem__, hashes))
+            else:
+                at = [(made[0], fresh[h]) if h in fresh else where[h] for h in hashes]
+                in_packs, offsets = list(map(operator.itemgetter(0), at)), list(map(operator.itemgetter(1), at))
+        packs = {pack: self._packs[pack] for pack in set(in_packs)}
+        return hashes, in_packs, offsets, packs, _nothing if made is None else made[2]
 
     @staticmethod
     def _write_new(pack: durable.Appender, staged: memoryview, starts: list[int], lengths: list[int], blobs: dict,
@@ -206,7 +221,8 @@ class Pool:
             begin = end
         return found
 
-    def place_stream(self, sizes: list[int], places: list, pieces) -> tuple[list[str], dict, dict, Callable[[], None]]:
+    def place_stream(self, sizes: list[int], places: list, pieces
+                     ) -> tuple[list[str], list[str], list[int], dict, Callable[[], None]]:
         """place() for a streamed save: the staged tensors (places[i] an offset) come as `pieces`
         ((tensor number, bytes), stream.tensor_pieces) and all go into one new pack, each hashed
         as it passes (no second look at bytes that are gone); the unchanged are placed as by
@@ -227,19 +243,23 @@ class Pool:
             return bool(staged)
 
         made = self._new_pack(fill)
-        where, packs = {}, {}
+        in_packs, at, packs = [None] * len(places), [0] * len(places), {}
         if made is not None:
             made[2]()  # in place before place() below looks at what the pool holds
             placed: dict[str, int] = {}
             for i in staged:
                 hashes[i] = digests[i].hexdigest()
                 placed.setdefault(hashes[i], offsets[i])
+            for i in staged:
+                in_packs[i], at[i] = made[0], placed[hashes[i]]
             self._remember(made[0], placed)
-            where = {h: (made[0], offset) for h, offset in placed.items()}
             packs[made[0]] = made[1]
         unchanged = [i for i, place in enumerate(places) if isinstance(place, str)]
-        _, found, more, sealed = self.place([sizes[i] for i in unchanged], [places[i] for i in unchanged], memoryview(b""))
-        return hashes, {**found, **where}, {**more, **packs}, sealed
+        _, held_in, held_at, more, sealed = self.place([sizes[i] for i in unchanged], [places[i] for i in unchanged],
+                                                       memoryview(b""))
+        for i, pack, offset in zip(unchanged, held_in, held_at):
+            in_packs[i], at[i] = pack, offset
+        return hashes, in_packs, at, {**more, **packs}, sealed
 
     def _new_pack(self, fill: Callable[[durable.Appender], bool]
                   ) -> tuple[str, durable.FileRecord, Callable[[], None]] | None:
