@@ -164,17 +164,14 @@ class Pool:
                     raise FileNotFoundError(f"the pool no longer holds the bytes of {h}: its pack was deleted")
             return bool(fresh)
 
-        made = self._new_pack(fill)
-        if made is None:
-            in_packs, offsets = list(map(operator.itemgetter(0), map(where.__getitem__, hashes))), \
-                list(map(operator.itemgetter(1), map(where.__getitem__, hashes)))
-        else:
+        made = self._new_pack(fill)  # not None whenever `fresh` holds anything
+        if made is not None:
             self._unindexed.append((made[0], fresh))
-            if len(fresh) == len(hashes):  # every tensor new (and none twice): the common case
-                in_packs, offsets = [made[0]] * len(hashes), list(map(fresh.__getitem__, hashes))
-            else:
-                at = [(made[0], fresh[h]) if h in fresh else where[h] for h in hashes]
-                in_packs, offsets = list(map(operator.itemgetter(0), at)), list(map(operator.itemgetter(1), at))
+        if fresh and len(fresh) == len(hashes):  # every tensor new (and none twice): the common case
+            in_packs, offsets = [made[0]] * len(hashes), list(map(fresh.__getitem__, hashes))
+        else:
+            at = [(made[0], fresh[h]) if h in fresh else where[h] for h in hashes]
+            in_packs, offsets = list(map(operator.itemgetter(0), at)), list(map(operator.itemgetter(1), at))
         packs = {pack: self._packs[pack] for pack in set(in_packs)}
         return hashes, in_packs, offsets, packs, _nothing if made is None else made[2]
 
@@ -247,11 +244,9 @@ class Pool:
         if made is not None:
             made[2]()  # in place before place() below looks at what the pool holds
             placed: dict[str, int] = {}
-            for i in staged:
+            for i in staged:  # a tensor staged twice points at its first copy
                 hashes[i] = digests[i].hexdigest()
-                placed.setdefault(hashes[i], offsets[i])
-            for i in staged:
-                in_packs[i], at[i] = made[0], placed[hashes[i]]
+                in_packs[i], at[i] = made[0], placed.setdefault(hashes[i], offsets[i])
             self._remember(made[0], placed)
             packs[made[0]] = made[1]
         unchanged = [i for i, place in enumerate(places) if isinstance(place, str)]
