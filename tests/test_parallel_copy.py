@@ -26,16 +26,19 @@ def test_chunks_shared_with_the_helper_land_where_they_belong(monkeypatch):
     sources = [rng.integers(0, 256, size, dtype=np.uint8) for size in sizes]
     offsets = np.cumsum([0] + sizes[:-1]).tolist()
     target = np.zeros(sum(sizes), dtype=np.uint8)
-    copiers, helped = set(), threading.Event()
+    copiers, helped, caller = set(), threading.Event(), threading.Event()
     memmove = ctypes.memmove
 
     def counted(*args):
-        first = not copiers
-        copiers.add(threading.current_thread().name)
-        if threading.current_thread().name == "colabkit-staging-copy":
-            helped.set()
-        elif first:  # the caller's first chunk: on a loaded machine the helper may wake late
-            helped.wait(20)
+        # Each thread's first chunk waits until the other has taken one: on a loaded machine
+        # either may wake late, and the one awake would otherwise take every chunk.
+        name = threading.current_thread().name
+        first = name not in copiers
+        copiers.add(name)
+        mine, other = (helped, caller) if name == "colabkit-staging-copy" else (caller, helped)
+        mine.set()
+        if first:
+            other.wait(20)
         return memmove(*args)
 
     monkeypatch.setattr(ctypes, "memmove", counted)
