@@ -3,7 +3,10 @@ verified, and everything else still loaded by load_state_dict."""
 
 import json
 import re
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -392,3 +395,42 @@ def test_a_disk_error_in_the_middle_of_reading_into_a_module_falls_back_and_says
     assert restored.checkpoint.id == "step-1" and same(older, fresh)
     assert any("step-2: reading it failed" in note and "Input/output error" in note
                and "which may already hold part of it" in note for note in restored.notes), restored.notes
+
+
+FORMAT_3 = Path(__file__).parent / "fixtures" / "checkpoint-format-3" / "store"
+
+
+def format_3_model():
+    """The fixture's model and optimizer as its README makes them, when they were saved."""
+    model = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(35)))
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            p.copy_(torch.arange(p.numel(), dtype=torch.float32).reshape(p.shape) + i)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_checkpoint_an_earlier_colabkit_wrote_in_format_3_restores_exactly(
+        tmp_path, in_place, monkeypatch, load_state_dict_calls):
+    """tests/fixtures/checkpoint-format-3: tensors.json as rows, each tensor in state.json as
+    {"__tensor__": key}; read into the module in place, and by load_state_dict."""
+    if not in_place:
+        monkeypatch.setattr(inplace, "_live_tensors", lambda module, torch: None)
+    shutil.copytree(FORMAT_3, tmp_path / "store")
+    saved, saved_opt = format_3_model()
+    fresh = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(35)))
+    opt = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    namespace = {}
+    restored = Checkpointer(to=tmp_path / "store", model=fresh, optimizer=opt).restore(namespace=namespace)
+    assert restored.notes == [] and load_state_dict_calls == ([] if in_place else ["Sequential"])
+    assert same(saved.state_dict(), fresh)
+    momenta = [s["momentum_buffer"] for s in opt.state_dict()["state"].values()]
+    expected = [s["momentum_buffer"] for s in saved_opt.state_dict()["state"].values()]
+    assert len(momenta) == 70 and all(map(torch.equal, momenta, expected))
+    extra = namespace["extra"]
+    assert extra["leaf"].requires_grad and torch.equal(extra["leaf"], torch.tensor([1.5, -2.0]))
+    assert extra["array"].dtype == np.int16 and (extra["array"] == np.arange(6).reshape(2, 3)).all()
+    assert extra["note"] == "format 3" and torch.equal(extra["half"], torch.arange(4, dtype=torch.bfloat16))
