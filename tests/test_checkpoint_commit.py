@@ -17,6 +17,7 @@ import xxhash
 from colabkit.checkpoint import codec, durable
 from colabkit.checkpoint.pool import Pool
 from colabkit.checkpoint.store import CheckpointStore
+from helpers.tensor_index import index_of, index_text
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from commit_loop import payload, staged  # noqa: E402
@@ -160,9 +161,9 @@ def test_many_small_tensors_are_written_in_runs_and_only_once(tmp_path):
 
 
 def test_the_tensor_index_is_what_json_writes_and_follows_a_changed_layout():
-    """tensors.json's rows are made from heads, and rows up to their hash, kept between saves; a
-    save whose tensors differ (a key, a dtype or a shape) or lie elsewhere (a pack number, an
-    offset) gets its own."""
+    """tensors.json's columns that describe the tensors, and those that place them, are kept
+    between saves; a save whose tensors differ (a key, a dtype or a shape) or lie elsewhere (a
+    pack number, an offset) gets its own."""
     index = codec.TensorIndex()
 
     def payload_of(keys, dtypes, shapes):
@@ -183,7 +184,8 @@ def test_the_tensor_index_is_what_json_writes_and_follows_a_changed_layout():
         text = index.text(each, ["p" * 32, "q" * 32], iter(numbers), iter(offsets), hashes)
         rows = [[key, dtype, list(shape), number, offset, size, h] for key, dtype, shape, number, offset, size, h in
                 zip(each.keys, each.dtypes, each.shapes, numbers, offsets, each.sizes, hashes)]
-        assert text == json.dumps({"packs": ["p" * 32, "q" * 32], "tensors": rows}, separators=(",", ":")).encode()
+        assert json.loads(text) == json.loads(index_text(["p" * 32, "q" * 32], rows))
+        assert text == json.dumps(json.loads(text), separators=(",", ":")).encode()
 
 
 def drop_cached(path):
@@ -217,9 +219,8 @@ def test_a_cold_restore_asks_the_disk_for_every_byte_it_reads_ahead_and_leaves_n
     assert not [t for t in threading.enumerate() if t.name == "colabkit-read-ahead"]
     assert {advice for *_, advice in asked} == {os.POSIX_FADV_WILLNEED}
     assert max(length for _, _, length, _ in asked) <= codec._READ_AHEAD
-    index = json.loads((step2.path / codec.TENSORS).read_text())
-    wanted = [(str(codec.pack_path(tmp_path, index["packs"][n])), offset, size)
-              for _, _, _, n, offset, size, _ in index["tensors"]]
+    packs, rows = index_of(step2.path)
+    wanted = [(str(codec.pack_path(tmp_path, packs[n])), offset, size) for _, _, _, n, offset, size, _ in rows]
     assert merged(asked) == merged(wanted)
 
 

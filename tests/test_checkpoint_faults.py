@@ -16,6 +16,7 @@ import pytest
 from colabkit.checkpoint import codec
 from colabkit.checkpoint.store import CheckpointStore
 from helpers.kernels import execute, output
+from helpers.tensor_index import index_of, index_text
 
 
 def writer_of(kernel_pid: int) -> psutil.Process | None:
@@ -165,13 +166,11 @@ def rewrite(folder: Path, name: str, data: bytes) -> None:
 
 def crafted_index(folder: Path, shape: list[int], size: int) -> bytes:
     """tensors.json with `w` given another shape and byte size, in the pack it was in."""
-    import json
-
-    index = json.loads((folder / "tensors.json").read_text())
-    for row in index["tensors"]:
+    packs, rows = index_of(folder)
+    for row in rows:
         if row[0] == "w":
             row[2], row[5] = shape, size
-    return json.dumps(index).encode()
+    return index_text(packs, rows)
 
 
 @pytest.mark.parametrize("fault", ["8 TiB in the index", "a shape of other bytes", "deep state.json", "missing key"])

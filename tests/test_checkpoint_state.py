@@ -1,7 +1,6 @@
 """Saving and restoring real PyTorch and NumPy training state through the Checkpointer."""
 
 import copy
-import json
 import random
 import warnings
 
@@ -12,6 +11,7 @@ import torch
 from colabkit.checkpoint.checkpointer import Checkpointer
 from colabkit.checkpoint.schedule import parse_every
 from colabkit.errors import ColabkitError, ColabkitWarning
+from helpers.tensor_index import rows_by_key
 
 
 def make(seed=0):
@@ -243,8 +243,7 @@ def test_many_small_tensors_restore_exactly_each_into_its_own_memory_and_a_damag
     assert torch.equal(restored["t6"], torch.zeros(2, 2)) and torch.equal(restored["t2"], torch.ones(2, 2))
 
     folder = next(tmp_path.glob("step-*"))
-    rows = {row[0]: row for row in __import__("json").loads((folder / codec.TENSORS).read_text())["tensors"]}
-    _, _, _, pack, offset, size, _ = rows["stats.t2400"]
+    _, _, _, pack, offset, size, _ = rows_by_key(folder)["stats.t2400"]
     (pack_file,) = (tmp_path / codec.POOL).glob("*.pack")
     data = bytearray(pack_file.read_bytes())
     data[offset] ^= 1
@@ -284,7 +283,7 @@ def test_a_model_whose_layout_changes_between_saves_is_saved_as_it_is_now(tmp_pa
     model.to(torch.float64)  # every dtype changes
     saved_and_restored()
     newest = max(tmp_path.glob("step-*"), key=lambda p: int(p.name[5:]))
-    keys = [row[0] for row in json.loads((newest / "tensors.json").read_text())["tensors"]]
+    keys = list(rows_by_key(newest))
     assert "model.0.weight" in keys and not any("#" in k for k in keys)  # encoded afresh under its own keys
     model[3] = torch.nn.Linear(4, 4, bias=False).to(torch.float64)  # a tensor fewer
     saved_and_restored()

@@ -7,23 +7,27 @@ the pool their tensors live in:
                          XXH3-128 of the whole file. A pack holds the tensors a save found changed
                          (not already in the pool); any number of checkpoints point into it.
     step-<N>/
-      tensors.json       the tensor index: {"packs": [pack names], "tensors": [[key, dtype code
-                         (safetensors': F32, BF16, ...), shape, pack number, offset, size, hash], ...]};
-                         hash is the XXH3-128 of that tensor's bytes, which also identifies it in
-                         the pool (a tensor unchanged since an earlier save points at the same bytes)
+      tensors.json       the tensor index, one list per column, tensor i at position i of each:
+                         {"packs": [pack names], "keys": [key], "dtypes": [dtype code (safetensors':
+                         F32, BF16, ...)], "shapes": [shape], "pack": [pack number], "offsets":
+                         [offset in its pack], "sizes": [bytes], "hashes": one string, each tensor's
+                         XXH3-128 as 32 hex digits one after another}; the hash also identifies the
+                         tensor in the pool (a tensor unchanged since an earlier save points at
+                         the same bytes)
       state.json         {"structure": what state.capture described: "objects" (each tracked name:
                           its kind, e.g. state_dict, value, jax, sklearn, keras.Model,
                           transformers.Trainer, lightning.Trainer, and its state with each tensor
                           as {"__tensor__": key}, plus "device" when it was not on the CPU and
-                          "requires_grad": true when it required grad (earlier checkpoints of
-                          this format have both always: read the same)), "skipped" (names that
+                          "requires_grad": true when it required grad; a dict of CPU tensors alone
+                          (a module's state dict) as {"__tensors__": its key, "keys": [its keys]},
+                          the tensor of key k being "<its key>.<k>"), "skipped" (names that
                           could not be saved, and why),
                           "rng" (the random states), "extra" (the loop's data position and, for a
                           save inside an iteration, where in it);
                           "step" (optimizer steps), "position" (loop iterations done), "pace"
                           (seconds per iteration)}
       objects.pkl        other picklable values, loaded only when the user trusts the checkpoint
-      manifest.json      written last: {"format": 3, "step", "time", the writer's meta (colabkit
+      manifest.json      written last: {"format": 4, "step", "time", the writer's meta (colabkit
                          version, platform, notebook, position, pace, total, libraries), "hash":
                          "xxh3_128", "files": {name: {size, hash}}, "packs": {name: {size, hash}}
                          (every pack its tensors point into)}
@@ -32,6 +36,11 @@ A checkpoint is whole when its folder, its manifest and every pack the manifest 
 Loading reads each tensor's bytes once, straight into the tensor's memory, hashing them as they
 come, and refuses a checkpoint whose tensor, file or pack doesn't match (damaged, or cut short).
 Nothing in a checkpoint runs code but objects.pkl, which is loaded only when trusted.
+
+Format 3 (still read) is format 4 with tensors.json as rows ({"packs": [...], "tensors": [[key,
+dtype code, shape, pack number, offset, size, hash], ...]}) and every tensor in state.json as
+{"__tensor__": key}: decoding 20,000 tensors took 40 ms of a 100 ms restore, the columns and the
+dict of tensors as one list of keys take 17 ms.
 
 Format 2 (colabkit before the pool, still read): step folders with `tensors.safetensors` (every
 tensor in one safetensors file) and a manifest of {size, sha256} per file and no packs.
@@ -49,7 +58,7 @@ import pickle
 import re
 import threading
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import accumulate, compress, islice, repeat
@@ -60,8 +69,8 @@ from typing import Callable, Iterable
 from ..errors import ColabkitError
 from . import collector, durable
 
-FORMAT_VERSION = 3  # 3: the pool of packs, XXH3-128; 2: one safetensors file per step, sha256
-READS = (2, 3)
+FORMAT_VERSION = 4  # 4: the index as columns; 3: the pool of packs, XXH3-128; 2: one safetensors file per step
+READS = (2, 3, 4)
 TENSORS = "tensors.json"
 LEGACY_TENSORS = "tensors.safetensors"  # format 2
 STATE = "state.json"
@@ -144,34 +153,37 @@ class Written:
 
 
 class TensorIndex:
-    """tensors.json's text. Each row's head (key, dtype code, shape) is made into JSON once and
-    reused while a save's tensors are described as the last one's (a model saved again), and the
-    row up to its hash while they also lie where they lay (every tensor changed: the same offsets
-    in a new pack): json.dumps of 20,000 rows takes 20 ms, formatting the rows 6 ms, the reused
-    rows and their hashes 1.4 ms. The writer keeps one between saves."""
+    """tensors.json's text. The columns that describe the tensors (keys, dtypes, shapes) are made
+    into JSON once and reused while a save's tensors are described as the last one's (a model
+    saved again), and those that place them (pack numbers, offsets, sizes) while they also lie
+    where they lay (every tensor changed: the same offsets in a new pack); only the hashes are
+    new each save. The writer keeps one between saves."""
 
     def __init__(self):
         self._described: tuple | None = None  # (keys, dtypes, shapes) of the last save
-        self._heads: list[str] = []
-        self._placed: tuple | None = None  # (pack numbers, offsets) of the last save
-        self._rows: list[str] = []  # each row up to its hash's opening quote
+        self._description = ""
+        self._placed: tuple | None = None  # (pack numbers, offsets, sizes) of the last save
+        self._placement = ""
 
     def text(self, payload: Payload, packs: list[str], numbers: Iterable[int], offsets: Iterable[int],
              hashes: list[str]) -> bytes:
         """The index of `payload`'s tensors, tensor i at offsets[i] in packs[numbers[i]], with
-        hash hashes[i]: {"packs": packs, "tensors": [[key, dtype, shape, pack number, offset,
-        size, hash], ...]} as json.dumps(..., separators=(",", ":")) writes it."""
-        described, placed = (payload.keys, payload.dtypes, payload.shapes), (list(numbers), list(offsets))
+        hash hashes[i] (32 hex digits)."""
+        described = (payload.keys, payload.dtypes, payload.shapes)
         if described != self._described:
-            quote = json.encoder.encode_basestring_ascii  # what json.dumps does to a str
-            self._heads = [f'[{quote(key)},{quote(dtype)},[{",".join(map(str, shape))}],'
-                           for key, dtype, shape in zip(*described)]
-            self._described, self._placed = described, None
+            self._description = _columns(keys=payload.keys, dtypes=payload.dtypes, shapes=payload.shapes)
+            self._described = described
+        placed = (list(numbers), list(offsets), payload.sizes)
         if placed != self._placed:
-            self._rows = list(map('{}{},{},{},"'.format, self._heads, *placed, payload.sizes))
+            self._placement = _columns(pack=placed[0], offsets=placed[1], sizes=placed[2])
             self._placed = placed
-        rows = '"],'.join(map(operator.add, self._rows, hashes)) + ('"]' if hashes else "")
-        return f'{{"packs":{json.dumps(packs, separators=(",", ":"))},"tensors":[{rows}]}}'.encode()
+        return (f'{{"packs":{json.dumps(packs, separators=(",", ":"))},{self._description},{self._placement},'
+                f'"hashes":"{"".join(hashes)}"}}').encode()
+
+
+def _columns(**columns) -> str:
+    """Named columns as the members of a JSON object, without its braces."""
+    return json.dumps(columns, separators=(",", ":"))[1:-1]
 
 
 def write_payload(folder: Path, pool, payload: Payload, staged: memoryview | None = None, streamed=None,
@@ -343,10 +355,11 @@ def _verified(folder: Path, document: dict, name: str) -> bytes:
 
 @dataclass
 class IndexColumns:
-    """tensors.json as columns (row i of each is tensor i), sorted pack by pack in file order,
-    every tensor checked to lie inside its pack: what the loader reads by, and what
-    inplace.Plan.place matches live tensors against. Columns, not rows: 20,000 tensors are then
-    checked and read by a few passes in C each, not by Python work per tensor."""
+    """tensors.json's columns (row i of each is tensor i), sorted pack by pack in file order,
+    every tensor checked to lie inside its pack: what the loader reads by, what
+    inplace.Plan.place matches live tensors against, and what the pool learns where each hash
+    lies from. Columns, not rows: 20,000 tensors are then checked and read by a few passes in C
+    each, not by Python work per tensor."""
 
     packs: list[Path]  # pack number -> its path in the pool
     pack_names: list[str]
@@ -356,7 +369,11 @@ class IndexColumns:
     pack: list  # each tensor's pack number
     offsets: list
     sizes: list
-    hashes: list
+    hashes: str  # each tensor's hash, HASH_DIGITS hex digits, one after another
+
+    def hashes_of(self, first: int, end: int) -> str:
+        """The hashes of rows first..end-1, one after another."""
+        return self.hashes[HASH_DIGITS * first:HASH_DIGITS * end]
 
     def rows_of(self, keys: list) -> slice | list:
         """The rows of `keys` (KeyError for a key it lacks): a slice when they lie one after
@@ -381,8 +398,12 @@ class IndexColumns:
         return dict(zip(self.keys, range(len(self.keys))))
 
 
-def _read_index(folder: Path, document: dict) -> IndexColumns:
-    """tensors.json, verified, decoded and checked against the manifest's packs; CheckpointDamaged otherwise."""
+HASH_DIGITS = 32  # an XXH3-128 in hex
+
+
+def read_index(folder: Path, document: dict) -> IndexColumns:
+    """tensors.json (format 3's rows or format 4's columns), verified, decoded and checked against
+    the manifest's packs; CheckpointDamaged otherwise."""
     try:
         index = json.loads(_verified(folder, document, TENSORS))
         names = index["packs"]
@@ -390,11 +411,7 @@ def _read_index(folder: Path, document: dict) -> IndexColumns:
         # Each pack's size as the manifest records it (and check_sizes found it): no tensor may
         # reach outside its pack, so an edited index can't make the loader allocate more than is there.
         pack_sizes = [document.get("packs", {}).get(name, {}).get("size", -1) for name in names]
-        rows = index["tensors"]
-        if type(rows) is not list or not set(map(type, rows)) <= {list} or not set(map(len, rows)) <= {7}:
-            raise TypeError("its tensors are not rows of 7 values")
-        rows.sort(key=itemgetter(3, 4))  # pack by pack, in file order
-        columns = [list(column) for column in zip(*rows)] if rows else [[] for _ in range(7)]
+        columns = _columns_of(index) if document["format"] >= 4 else _rows_as_columns(index["tensors"])
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} cannot be decoded ({type(exc).__name__}: {exc}).") from None
     index = IndexColumns(paths, names, *columns)
@@ -402,7 +419,29 @@ def _read_index(folder: Path, document: dict) -> IndexColumns:
     if outside is not None:
         raise CheckpointDamaged(f"{folder.name}: {TENSORS} places {outside} outside the packs its {MANIFEST} lists "
                                 "(edited).")
-    return index
+    return _in_file_order(index)
+
+
+def _columns_of(index: dict) -> list:
+    """Format 4's columns, each checked to be a list of one value per tensor."""
+    columns = [index[name] for name in ("keys", "dtypes", "shapes", "pack", "offsets", "sizes")]
+    hashes = index["hashes"]
+    count = len(columns[0])
+    if set(map(type, columns)) != {list} or set(map(len, columns)) != {count} or type(hashes) is not str \
+            or len(hashes) != HASH_DIGITS * count:
+        raise TypeError("its columns are not lists of one value per tensor")
+    return [*columns, hashes]
+
+
+def _rows_as_columns(rows: list) -> list:
+    """Format 3's rows, sorted pack by pack in file order, as format 4's columns."""
+    if type(rows) is not list or not set(map(type, rows)) <= {list} or not set(map(len, rows)) <= {7}:
+        raise TypeError("its tensors are not rows of 7 values")
+    rows.sort(key=itemgetter(3, 4))
+    columns = [list(column) for column in zip(*rows)] if rows else [[] for _ in range(7)]
+    if not set(map(type, columns[6])) <= {str} or not set(map(len, columns[6])) <= {HASH_DIGITS}:
+        raise TypeError(f"its hashes are not strings of {HASH_DIGITS} digits")
+    return [*columns[:6], "".join(columns[6])]
 
 
 def _outside(index: IndexColumns, pack_sizes: list) -> str | None:
@@ -412,16 +451,26 @@ def _outside(index: IndexColumns, pack_sizes: list) -> str | None:
     if not packs:
         return None
     if set(map(type, packs)) | set(map(type, offsets)) | set(map(type, sizes)) == {int} \
-            and 0 <= packs[0] and packs[-1] < len(pack_sizes) and min(offsets) >= 0 and min(sizes) >= 0:
-        ends = list(map(add, offsets, sizes))
-        if all(max(ends[bisect_left(packs, n):bisect_right(packs, n)], default=0) <= pack_sizes[n]
-               for n in range(packs[0], packs[-1] + 1)):
-            return None
+            and 0 <= min(packs) and max(packs) < len(pack_sizes) and min(offsets) >= 0 and min(sizes) >= 0 \
+            and all(map(operator.le, map(add, offsets, sizes), map(pack_sizes.__getitem__, packs))):
+        return None
     for key, pack, offset, size in zip(index.keys, packs, offsets, sizes):  # which one, to say so
         if type(pack) is not int or type(offset) is not int or type(size) is not int or not 0 <= pack < len(pack_sizes) \
                 or offset < 0 or size < 0 or offset + size > pack_sizes[pack]:
             return key
     return None
+
+
+def _in_file_order(index: IndexColumns) -> IndexColumns:
+    """The index sorted pack by pack in file order, as the loader reads (a save writes its tensors
+    in the state's order: a tensor unchanged since an earlier pack comes between new ones)."""
+    at = list(map(add, map(operator.mul, index.pack, repeat(1 << 48)), index.offsets))  # offsets < 256 TiB
+    if not any(map(operator.gt, at, islice(at, 1, None))):
+        return index
+    order = sorted(range(len(at)), key=at.__getitem__)
+    rows = [index.keys, index.codes, index.shapes, index.pack, index.offsets, index.sizes]
+    return IndexColumns(index.packs, index.pack_names, *(list(map(column.__getitem__, order)) for column in rows),
+                        "".join(map(index.hashes_of, order, map(operator.add, order, repeat(1)))))
 
 
 def _runs(index: IndexColumns) -> list[tuple[int, int]]:
@@ -447,11 +496,11 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     `place(index)` names for it, hashed as it is read."""
     from . import state
 
-    index = _read_index(folder, document)
+    index = read_index(folder, document)
     runs = _runs(index)
     reading = _read_ahead(index, runs)  # the disk reads while the live tensors are matched and made
     into = place(index) if place else {}
-    keys, sizes, hashes = index.keys, index.sizes, index.hashes
+    keys, sizes = index.keys, index.sizes
     values = list(map(into.get, keys)) if into else [None] * len(keys)
     views = [None] * len(keys)
     open_pack = handle = None
@@ -474,8 +523,9 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
                 key = next(keys[i] for i in range(first, end) if index.offsets[i] + sizes[i] > done)
                 raise CheckpointDamaged(f"{folder.name}: {POOL}/{index.pack_names[pack]} ends before {key}'s bytes "
                                         "(cut short).")
-            if list(map(durable.digest, run)) != hashes[first:end]:
-                key = next(keys[first + i] for i, view in enumerate(run) if durable.digest(view) != hashes[first + i])
+            if "".join(map(durable.digest, run)) != index.hashes_of(first, end):
+                key = next(keys[first + i] for i, view in enumerate(run)
+                           if durable.digest(view) != index.hashes_of(first + i, first + i + 1))
                 raise CheckpointDamaged(f"{folder.name}: the bytes of {key} in {POOL}/{index.pack_names[pack]} do "
                                         "not match their hash (damaged or edited).")
     except FileNotFoundError as exc:

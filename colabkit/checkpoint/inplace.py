@@ -111,17 +111,10 @@ def _matched(state, live: dict, index, torch) -> dict | None:
     tensor load_state_dict would copy into; None otherwise. (Column by column, each check one
     pass in C: 20,000 tensors.)"""
     try:
-        pairs = state["__dict__"]
-        if not set(map(len, pairs)) <= {2}:
-            return None
-        keys = list(map(itemgetter(0), pairs))
+        keys, file_keys = _saved_keys(state)
         in_order = keys == list(live)  # as the same module saves them: no set needed
         if not in_order and (len(keys) != len(live) or set(keys) != live.keys()):  # every live key, once
             return None
-        entries = list(map(itemgetter(1), pairs))
-        if not set(map(methodcaller("get", "device", "cpu"), entries)) <= {"cpu"}:
-            return None
-        file_keys = list(map(itemgetter("__tensor__"), entries))
         rows = index.rows_of(file_keys)
         codes = index.pick(index.codes, rows)
         shapes = list(map(tuple, index.pick(index.shapes, rows)))  # as torch.Size compares
@@ -139,3 +132,22 @@ def _matched(state, live: dict, index, torch) -> dict | None:
         return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
     matched = dict(zip(file_keys, tensors))
     return matched if len(matched) == len(file_keys) else None  # no file key twice
+
+
+def _saved_keys(state) -> tuple[list, list]:
+    """A saved state dict's keys and the file key of each one's tensor: {"__tensors__": key,
+    "keys": [...]}, or {"__dict__": [[key, {"__tensor__": file key}], ...]} with no device but
+    the CPU (format 3 writes every state dict so, format 4 one with any other value); TypeError
+    or KeyError for anything else."""
+    if "__tensors__" in state:
+        keys, prefix = state["keys"], state["__tensors__"] + "."
+        if type(keys) is not list or not set(map(type, keys)) <= {str}:
+            raise TypeError("keys that are not strings")
+        return keys, list(map(prefix.__add__, keys))
+    pairs = state["__dict__"]
+    if not set(map(len, pairs)) <= {2}:
+        raise TypeError("items that are not pairs")
+    entries = list(map(itemgetter(1), pairs))
+    if not set(map(methodcaller("get", "device", "cpu"), entries)) <= {"cpu"}:
+        raise TypeError("a tensor saved off the CPU")
+    return list(map(itemgetter(0), pairs)), list(map(itemgetter("__tensor__"), entries))

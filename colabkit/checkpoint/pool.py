@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import operator
 import os
 import threading
@@ -57,15 +56,16 @@ class Pool:
                     document = codec.read_manifest(self.root / name)
                     if document["format"] < 3:
                         continue
-                    index = json.loads(codec._verified(self.root / name, document, codec.TENSORS))
-                except (codec.CheckpointDamaged, ValueError):
+                    index = codec.read_index(self.root / name, document)
+                except codec.CheckpointDamaged:
                     continue  # a checkpoint that can't be read lends nothing
                 for pack, record in document["packs"].items():
                     self._packs[pack] = durable.FileRecord(record["size"], record["hash"])
                 found: dict[str, dict[str, int]] = {}  # pack -> {hash: offset}
-                for _, _, _, pack, offset, _, digest in index["tensors"]:
+                for row, (pack, offset) in enumerate(zip(index.pack, index.offsets)):
+                    digest = index.hashes_of(row, row + 1)
                     if digest not in self._blobs:
-                        found.setdefault(index["packs"][pack], {}).setdefault(digest, offset)
+                        found.setdefault(index.pack_names[pack], {}).setdefault(digest, offset)
                 for pack, offsets in found.items():
                     self._remember(pack, offsets)
         return self._blobs

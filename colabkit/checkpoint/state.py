@@ -134,17 +134,17 @@ class Layouts:
     SMALLEST = 64  # a dict with fewer tensors is encoded afresh: checking costs about as much
 
     def __init__(self):
-        self._last: dict[str, list] = {}  # key -> [dict keys, metas, file keys, sources, items, JSON text]
+        self._last: dict[str, list] = {}  # key -> [dict keys, metas, file keys, sources, encoded, JSON text]
         self._placeholder = f"colabkit-layout-{token_hex(16)}-"  # no saved string can guess it
 
     def reuse(self, encoder: "Encoder", value: dict, key: str) -> str | None:
-        """A placeholder for the encoded items of `value` if its layout is the last save's (its
+        """A placeholder for the encoding of `value` if its layout is the last save's (its
         sources added to the capture, pointing at the tensors now, and its JSON among the
         capture's fragments), else None."""
         last = self._last.get(key)
         if last is None:
             return None
-        keys, metas, file_keys, sources, items, text = last
+        keys, metas, file_keys, sources, encoded, text = last
         if list(value) != keys:
             return None
         tensors = list(value.values())
@@ -159,18 +159,18 @@ class Layouts:
             source.value = tensor
         encoder.capture.sources += sources
         if text is None:
-            text = last[5] = json.dumps(items, allow_nan=True)
+            text = last[5] = json.dumps(encoded, allow_nan=True)
         placeholder = self._placeholder + key
         encoder.capture.fragments[placeholder] = text
         return placeholder
 
-    def remember(self, value: dict, key: str, sources: list, items: list) -> None:
+    def remember(self, value: dict, key: str, sources: list, encoded: dict) -> None:
         """Keep the encoding of `value` (all of whose values were tensors encoded as `sources`)."""
         tensors = list(value.values())
         if any(t.requires_grad for t in tensors):  # encoded detached: the sources hold other tensors
             return
         self._last[key] = [list(value), [(t.dtype, t.shape, t.device, t.requires_grad) for t in tensors],
-                           [s.key for s in sources], sources, items, None]
+                           [s.key for s in sources], sources, encoded, None]
 
     def release(self) -> None:
         for last in self._last.values():
@@ -218,8 +218,8 @@ class Encoder:
             return self._tensor(value, key)
         if isinstance(value, dict):
             if self.layouts is not None and len(value) >= Layouts.SMALLEST:
-                return {"__dict__": self._remembered_items(value, key)}
-            return {"__dict__": self._items(value, key)}
+                return self._remembered_dict(value, key)
+            return self._dict(value, key)
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, np.ndarray):
@@ -241,17 +241,28 @@ class Encoder:
                  tensor(v, f"{key}.{k}") if isinstance(v, tensor_type) else encode(v, f"{key}.{k}")]
                 for k, v in value.items()]
 
-    def _remembered_items(self, value: dict, key: str) -> list | str:
-        """A large dict's items: the last save's, as a placeholder (Layouts), or encoded now and
-        remembered when they are all tensors."""
-        items = self.layouts.reuse(self, value, key)
-        if items is None:
+    def _dict(self, value: dict, key: str) -> dict:
+        """A dict as its items, or, when it holds CPU tensors alone, each under "<key>.<its key>"
+        and needing nothing else said (a module's state dict), as the list of its keys: a restore
+        of 20,000 tensors then decodes 20,000 strings, not 20,000 pairs and dicts."""
+        items = self._items(value, key)
+        prefix = key + "."
+        if items and [prefix + k if type(k) is str else None for k in value] == \
+                [e.get("__tensor__") if type(e) is dict and len(e) == 1 else False for _, e in items]:
+            return {"__tensors__": key, "keys": list(value)}
+        return {"__dict__": items}
+
+    def _remembered_dict(self, value: dict, key: str) -> dict | str:
+        """A large dict's encoding: the last save's, as a placeholder (Layouts), or encoded now and
+        remembered when its values are all tensors."""
+        encoded = self.layouts.reuse(self, value, key)
+        if encoded is None:
             before = len(self.capture.sources)
-            items = self._items(value, key)
+            encoded = self._dict(value, key)
             added = self.capture.sources[before:]
             if len(added) == len(value) and all(isinstance(v, self._tensor_type) for v in value.values()):
-                self.layouts.remember(value, key, added, items)
-        return items
+                self.layouts.remember(value, key, added, encoded)
+        return encoded
 
     @staticmethod
     def _key(k):
@@ -514,13 +525,14 @@ def needs_torch(structure: dict) -> bool:
 
 
 def _holds_tensor(encoded) -> bool:
-    """Whether encoded state holds a torch tensor ({"__tensor__": key}); stops at the first (a
-    state dict of 20,000 tensors is not walked, nor written out as JSON to be searched)."""
+    """Whether encoded state holds a torch tensor ({"__tensor__": key}, or a dict of them as
+    {"__tensors__": key, "keys": [...]}); stops at the first (a state dict of 20,000 tensors is
+    not walked, nor written out as JSON to be searched)."""
     pending = [encoded]
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
-            if "__tensor__" in value:
+            if "__tensor__" in value or "__tensors__" in value:
                 return True
             pending.extend(value.values())
         elif isinstance(value, list):
@@ -542,7 +554,10 @@ class Decoder:
         if not isinstance(value, dict):
             return value
         if "__tensor__" in value:
-            return self._tensor(value)
+            return self._tensor(value["__tensor__"], value.get("device", "cpu"), value.get("requires_grad"))
+        if "__tensors__" in value:
+            prefix, tensor = value["__tensors__"] + ".", self._tensor
+            return {k: tensor(prefix + k) for k in value["keys"]}
         if "__array__" in value:
             return as_numpy(self.tensors[value["__array__"]], value.get("dtype"))
         if "__tuple__" in value:
@@ -557,18 +572,16 @@ class Decoder:
             raise ValueError(f"unknown entry in state.json: {sorted(value)}")
         return {k: self.decode(v) for k, v in value.items()}  # an adapter's own JSON object
 
-    def _tensor(self, entry):
-        torch = _torch()
-        tensor = self.tensors[entry["__tensor__"]]
+    def _tensor(self, key: str, device: str = "cpu", requires_grad: bool = False):
+        tensor = self.tensors[key]
         if not is_tensor(tensor):
-            tensor = torch.from_numpy(np.ascontiguousarray(tensor))
-        device = entry.get("device", "cpu")
+            tensor = _torch().from_numpy(np.ascontiguousarray(tensor))
         if self.to_device and device != "cpu":
             try:
                 tensor = tensor.to(device)
             except (RuntimeError, AssertionError):  # no such GPU here: keep it on the CPU, and say so
-                self.moved_to_cpu.append(entry["__tensor__"])
-        if entry.get("requires_grad"):
+                self.moved_to_cpu.append(key)
+        if requires_grad:
             tensor.requires_grad_(True)
         return tensor
 
