@@ -1,6 +1,7 @@
 """Faults a long session meets, injected one at a time: a writer killed mid-save, two kernels on one
 store, checkpoints that verify but can't be decoded, odd folder names and links, a read-only store."""
 
+import json
 import os
 import subprocess
 import sys
@@ -173,7 +174,8 @@ def crafted_index(folder: Path, shape: list[int], size: int) -> bytes:
     return index_text(packs, rows)
 
 
-@pytest.mark.parametrize("fault", ["8 TiB in the index", "a shape of other bytes", "deep state.json", "missing key"])
+@pytest.mark.parametrize("fault", ["8 TiB in the index", "a shape of other bytes", "a column one short",
+                                   "a hash digit short", "deep state.json", "missing key"])
 def test_a_checkpoint_that_verifies_but_cant_be_decoded_is_passed_over_and_said_why(tmp_path, fault):
     from colabkit.checkpoint.checkpointer import restore
     from colabkit.checkpoint.store import stores_at
@@ -188,6 +190,14 @@ def test_a_checkpoint_that_verifies_but_cant_be_decoded_is_passed_over_and_said_
     elif fault == "a shape of other bytes":  # refused before anything is allocated
         rewrite(newest, "tensors.json", crafted_index(newest, [2**40], 32))
         why = "tensors.json describes a tensor that can't be (F64 of shape [1099511627776] is not 32 bytes)"
+    elif fault in ("a column one short", "a hash digit short"):  # every row's place then unknowable
+        index = json.loads((newest / "tensors.json").read_text())
+        if fault == "a column one short":
+            index["offsets"].pop()
+        else:
+            index["hashes"] = index["hashes"][:-1]
+        rewrite(newest, "tensors.json", json.dumps(index).encode())
+        why = "tensors.json cannot be decoded (TypeError: its columns are not lists of one value per tensor)"
     elif fault == "deep state.json":
         rewrite(newest, "state.json", b"[" * 50_000 + b"]" * 50_000)
         why = "state.json cannot be decoded (RecursionError"

@@ -2,6 +2,7 @@
 verified, and everything else still loaded by load_state_dict."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -105,10 +106,11 @@ def test_a_plain_module_is_read_into_its_own_tensors_bit_for_bit_and_the_optimiz
         torch.equal(state[k][n], t) for k, v in saved_opt.items() for n, t in v.items())
 
 
-def test_a_module_is_read_in_place_whether_its_tensors_lie_in_the_index_in_order_or_not(tmp_path,
-                                                                                    load_state_dict_calls):
+def test_a_module_is_read_in_place_whether_its_tensors_lie_in_the_index_in_order_or_not(
+        tmp_path, load_state_dict_calls, monkeypatch):
     """A state dict saved whole lies in the index in its own order (matched by one slice); after a
-    save that changed only some tensors, its rows are in two packs, out of order (matched key by key)."""
+    save that changed only some tensors, its rows are in two packs, out of order (matched key by
+    key), and are read pack by pack in file order all the same."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(30)))
     ck = Checkpointer(to=tmp_path, keep=3, model=model)
@@ -128,11 +130,16 @@ def test_a_module_is_read_in_place_whether_its_tensors_lie_in_the_index_in_order
         return index.rows_of([f"model.{key}" for key in first])
 
     assert isinstance(rows("step-1"), slice) and not isinstance(rows("step-2"), slice)
+    reads, read_run = [], codec._read_run
+    monkeypatch.setattr(codec, "_read_run", lambda fd, views, offset, total: (
+        reads.append((os.readlink(f"/proc/self/fd/{fd}"), offset)), read_run(fd, views, offset, total))[1])
     for checkpoint, saved in (("step-1", first), ("step-2", second)):
         fresh = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(30)))
+        reads.clear()
         Checkpointer(to=tmp_path, model=fresh).restore(checkpoint)
         assert same(saved, fresh), checkpoint
     assert load_state_dict_calls == []
+    assert len({path for path, _ in reads}) == 2 and reads == sorted(reads)  # step-2's: pack by pack, in order
 
 
 def test_a_checkpoint_whose_state_names_every_tensor_s_device_and_grad_is_read_in_place_too(

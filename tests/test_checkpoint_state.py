@@ -1,6 +1,7 @@
 """Saving and restoring real PyTorch and NumPy training state through the Checkpointer."""
 
 import copy
+import json
 import random
 import warnings
 
@@ -203,6 +204,37 @@ def test_colliding_dotted_keys_keep_both_tensors(tmp_path):
     Checkpointer(to=tmp_path).restore(namespace=namespace)
     assert torch.equal(namespace["stats"]["a.b"], torch.ones(2))
     assert torch.equal(namespace["stats"]["a"]["b"], torch.zeros(3))
+
+
+def test_a_dict_of_cpu_tensors_alone_is_saved_as_its_keys_and_any_other_dict_as_its_items(tmp_path):
+    """state.json says a dict of CPU tensors, each under "<its key>.<key>", by its keys alone; a
+    dict with anything else (a value, a tensor that requires grad or got another file key, a key
+    that is not a string) says each item. Each comes back exact either way."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(2, 2) for _ in range(40)))  # above Layouts.SMALLEST
+    values = {"plain": {"w": torch.randn(2), "b": torch.ones(1, dtype=torch.int64)},
+              "mixed": {"w": torch.randn(2), "step": 3},
+              "grad": {"w": torch.randn(2, requires_grad=True), "b": torch.randn(1)},
+              "renamed": {"a.b": torch.ones(2), "a": {"b": torch.zeros(3)}},  # "renamed.a.b" taken twice
+              "numbered": {1: torch.randn(2)}}
+    ck = Checkpointer(to=tmp_path, model=model, **values)
+    for _ in range(2):  # the second save reuses the model's encoding (state.Layouts)
+        ck.save(wait=True)
+        ck.step += 1
+    ck.close()
+    newest = max(tmp_path.glob("step-*"), key=lambda p: int(p.name[5:]))
+    objects = json.loads((newest / "state.json").read_text())["structure"]["objects"]
+    assert objects["model"]["state"] == {"__tensors__": "model", "keys": list(model.state_dict())}
+    assert objects["plain"]["value"] == {"__tensors__": "plain", "keys": ["w", "b"]}
+    assert objects["renamed"]["value"]["__dict__"][1][1] == {"__dict__": [["b", {"__tensor__": "renamed.a.b#1"}]]}
+    for name in ("mixed", "grad", "renamed", "numbered"):
+        assert "__dict__" in objects[name]["value"], name
+    fresh = torch.nn.Sequential(*(torch.nn.Linear(2, 2) for _ in range(40)))
+    namespace = {}
+    Checkpointer(to=tmp_path, model=fresh).restore(namespace=namespace)
+    assert states_equal(model.state_dict(), fresh.state_dict())
+    assert all(states_equal(values[name], namespace[name]) for name in values), namespace
+    assert namespace["grad"]["w"].requires_grad and not namespace["grad"]["b"].requires_grad
 
 
 def test_saves_below_the_kept_steps_never_point_at_a_checkpoint_retention_took(tmp_path):

@@ -397,6 +397,16 @@ class IndexColumns:
         """key -> its row."""
         return dict(zip(self.keys, range(len(self.keys))))
 
+    @cached_property
+    def ends(self) -> list:
+        """Where each tensor's bytes end in its pack."""
+        return list(map(add, self.offsets, self.sizes))
+
+    @cached_property
+    def one_pack(self) -> bool:
+        """Whether every tensor lies in the same pack (every tensor changed since the save before)."""
+        return not self.pack or self.pack.count(self.pack[0]) == len(self.pack)
+
 
 HASH_DIGITS = 32  # an XXH3-128 in hex
 
@@ -452,7 +462,8 @@ def _outside(index: IndexColumns, pack_sizes: list) -> str | None:
         return None
     if set(map(type, packs)) | set(map(type, offsets)) | set(map(type, sizes)) == {int} \
             and 0 <= min(packs) and max(packs) < len(pack_sizes) and min(offsets) >= 0 and min(sizes) >= 0 \
-            and all(map(operator.le, map(add, offsets, sizes), map(pack_sizes.__getitem__, packs))):
+            and (max(index.ends) <= pack_sizes[packs[0]] if index.one_pack else
+                 all(map(operator.le, index.ends, map(pack_sizes.__getitem__, packs)))):
         return None
     for key, pack, offset, size in zip(index.keys, packs, offsets, sizes):  # which one, to say so
         if type(pack) is not int or type(offset) is not int or type(size) is not int or not 0 <= pack < len(pack_sizes) \
@@ -464,7 +475,8 @@ def _outside(index: IndexColumns, pack_sizes: list) -> str | None:
 def _in_file_order(index: IndexColumns) -> IndexColumns:
     """The index sorted pack by pack in file order, as the loader reads (a save writes its tensors
     in the state's order: a tensor unchanged since an earlier pack comes between new ones)."""
-    at = list(map(add, map(operator.mul, index.pack, repeat(1 << 48)), index.offsets))  # offsets < 256 TiB
+    at = index.offsets if index.one_pack else \
+        list(map(add, map(operator.mul, index.pack, repeat(1 << 48)), index.offsets))  # offsets < 256 TiB
     if not any(map(operator.gt, at, islice(at, 1, None))):
         return index
     order = sorted(range(len(at)), key=at.__getitem__)
@@ -478,8 +490,9 @@ def _runs(index: IndexColumns) -> list[tuple[int, int]]:
     one pack, at most _RUN_VIEWS of them and about _RUN_BYTES."""
     packs, offsets, sizes = index.pack, index.offsets, index.sizes
     count = len(offsets)
-    ends = map(add, offsets, sizes)
-    apart = map(or_, map(ne, islice(offsets, 1, None), ends), map(ne, islice(packs, 1, None), packs))
+    apart = map(ne, islice(offsets, 1, None), index.ends)
+    if not index.one_pack:
+        apart = map(or_, apart, map(ne, islice(packs, 1, None), packs))
     cuts = list(compress(range(1, count), apart))  # where a tensor doesn't follow the one before
     reached = [0, *accumulate(sizes)]  # reached[i]: the bytes of the rows before row i
     runs = []
