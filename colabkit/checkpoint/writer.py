@@ -155,6 +155,11 @@ def serve(conn) -> None:
                 unswept = (f"colabkit could not delete the packs no kept checkpoint needs in {job['root']}/"
                            f"{codec.POOL} ({type(exc).__name__}: {exc}), so they still take disk space; it tries "
                            "again after the next save.")
+    if unswept is not None:  # the collect after the last save failed: once more before going (close waits)
+        try:
+            store.collect()
+        except OSError:
+            pass  # said with that save's result already; the next session's first save collects
     for mirror in mirrors.values():  # the last checkpoint reaches Drive before the writer goes
         mirror.drain()
 
