@@ -39,8 +39,8 @@ Nothing in a checkpoint runs code but objects.pkl, which is loaded only when tru
 
 Format 3 (still read) is format 4 with tensors.json as rows ({"packs": [...], "tensors": [[key,
 dtype code, shape, pack number, offset, size, hash], ...]}) and every tensor in state.json as
-{"__tensor__": key}: decoding 20,000 tensors took 40 ms of a 100 ms restore, the columns and the
-dict of tensors as one list of keys take 17 ms.
+{"__tensor__": key}. For 20,000 tensors, decoding and sorting those took about 25 ms of a 100 ms
+restore; the columns and a state dict as its list of keys take about 7 ms.
 
 Format 2 (colabkit before the pool, still read): step folders with `tensors.safetensors` (every
 tensor in one safetensors file) and a manifest of {size, sha256} per file and no packs.
@@ -52,7 +52,6 @@ committing is the store's.
 from __future__ import annotations
 
 import json
-import operator
 import os
 import pickle
 import re
@@ -62,7 +61,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import accumulate, compress, islice, repeat
-from operator import add, attrgetter, is_, itemgetter, ne, or_
+from operator import add, attrgetter, gt, is_, itemgetter, le, mul, ne, or_
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -463,7 +462,7 @@ def _outside(index: IndexColumns, pack_sizes: list) -> str | None:
     if set(map(type, packs)) | set(map(type, offsets)) | set(map(type, sizes)) == {int} \
             and 0 <= min(packs) and max(packs) < len(pack_sizes) and min(offsets) >= 0 and min(sizes) >= 0 \
             and (max(index.ends) <= pack_sizes[packs[0]] if index.one_pack else
-                 all(map(operator.le, index.ends, map(pack_sizes.__getitem__, packs)))):
+                 all(map(le, index.ends, map(pack_sizes.__getitem__, packs)))):
         return None
     for key, pack, offset, size in zip(index.keys, packs, offsets, sizes):  # which one, to say so
         if type(pack) is not int or type(offset) is not int or type(size) is not int or not 0 <= pack < len(pack_sizes) \
@@ -476,13 +475,13 @@ def _in_file_order(index: IndexColumns) -> IndexColumns:
     """The index sorted pack by pack in file order, as the loader reads (a save writes its tensors
     in the state's order: a tensor unchanged since an earlier pack comes between new ones)."""
     at = index.offsets if index.one_pack else \
-        list(map(add, map(operator.mul, index.pack, repeat(1 << 48)), index.offsets))  # offsets < 256 TiB
-    if not any(map(operator.gt, at, islice(at, 1, None))):
+        list(map(add, map(mul, index.pack, repeat(1 << 48)), index.offsets))  # offsets < 256 TiB
+    if not any(map(gt, at, islice(at, 1, None))):
         return index
     order = sorted(range(len(at)), key=at.__getitem__)
     rows = [index.keys, index.codes, index.shapes, index.pack, index.offsets, index.sizes]
     return IndexColumns(index.packs, index.pack_names, *(list(map(column.__getitem__, order)) for column in rows),
-                        "".join(map(index.hashes_of, order, map(operator.add, order, repeat(1)))))
+                        "".join(map(index.hashes_of, order, map(add, order, repeat(1)))))
 
 
 def _runs(index: IndexColumns) -> list[tuple[int, int]]:
