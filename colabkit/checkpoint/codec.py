@@ -520,7 +520,7 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
         for i in compress(range(len(keys)), map(is_, values, repeat(None))):
             values[i], views[i] = state.empty(index.codes[i], index.shapes[i], sizes[i], torch)
         for first, end in runs:
-            pack, begin, stop = index.pack[first], index.offsets[first], index.offsets[end - 1] + sizes[end - 1]
+            pack, begin, stop = index.pack[first], index.offsets[first], index.ends[end - 1]
             if into:  # every value a torch tensor now: their buffers made run by run, while the disk reads ahead
                 run = _live_bytes(values[first:end], sizes[first:end], keys[first:end])
             else:
@@ -532,7 +532,7 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
                 handle, open_pack = os.open(index.packs[pack], os.O_RDONLY), pack
             done = begin + _read_run(handle, run, begin, stop - begin)
             if done < stop:
-                key = next(keys[i] for i in range(first, end) if index.offsets[i] + sizes[i] > done)
+                key = next(keys[i] for i in range(first, end) if index.ends[i] > done)
                 raise CheckpointDamaged(f"{folder.name}: {POOL}/{index.pack_names[pack]} ends before {key}'s bytes "
                                         "(cut short).")
             if "".join(map(durable.digest, run)) != index.hashes_of(first, end):
@@ -562,7 +562,7 @@ def _read_ahead(index: IndexColumns, runs: list) -> threading.Thread | None:
         return None
     extents = []  # [pack, begin, end]: runs that touch merged
     for first, end in runs:
-        pack, begin, stop = index.pack[first], index.offsets[first], index.offsets[end - 1] + index.sizes[end - 1]
+        pack, begin, stop = index.pack[first], index.offsets[first], index.ends[end - 1]
         if extents and extents[-1][0] == pack and extents[-1][2] == begin:
             extents[-1][2] = stop
         else:
