@@ -224,6 +224,32 @@ def test_a_cold_restore_asks_the_disk_for_every_byte_it_reads_ahead_and_leaves_n
     assert merged(asked) == merged(wanted)
 
 
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="asks the page cache through preadv2 (Linux)")
+def test_a_cold_restore_of_a_checkpoint_in_one_pack_asks_for_all_of_it_before_the_index_is_decoded(
+        tmp_path, monkeypatch):
+    """One pack holds the checkpoint's tensors alone: the disk starts on all of it while
+    tensors.json is still being decoded, and is asked for nothing else."""
+    store, pool = CheckpointStore(tmp_path, keep=3), Pool(tmp_path)
+    arrays = [np.full(n, i, dtype=np.int32) for i, n in enumerate([5, 3 << 20, 0, 11])]
+    step1 = save(store, pool, 1, arrays)
+    (pack,) = step1.manifest["packs"]
+    path = codec.pack_path(tmp_path, pack)
+    drop_cached(path)
+    if codec._cached(path, 0):
+        pytest.skip("this file system does not say what is in the page cache")
+    events, asked = [], []
+    real_ahead, real_index, real_fadvise = codec._read_ahead, codec.read_index, os.posix_fadvise
+    monkeypatch.setattr(codec, "_read_ahead", lambda extents: (events.append(("read ahead", extents)),
+                                                                 real_ahead(extents))[1])
+    monkeypatch.setattr(codec, "read_index", lambda *args: (events.append(("index",)), real_index(*args))[1])
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: (
+        asked.append((os.readlink(f"/proc/self/fd/{fd}"), offset, length)), real_fadvise(fd, offset, length, advice)))
+    loaded = codec.read(step1.path, trust=False)
+    assert all(np.array_equal(loaded.tensors[f"t{i}"], a) for i, a in enumerate(arrays))
+    assert events == [("read ahead", [(path, 0, path.stat().st_size)]), ("index",)]
+    assert merged(asked) == [[str(path), 0, path.stat().st_size]]
+
+
 def merged(spans):
     """(path, offset, length) spans as the byte ranges they cover, per path, touching ones joined."""
     ranges = []

@@ -234,6 +234,46 @@ def test_a_damaged_tensor_found_after_others_went_into_the_module_falls_back_to_
         Checkpointer(to=tmp_path, model=Packed(3)).restore()
 
 
+def test_nothing_is_read_into_a_module_after_damage_is_raised_though_the_next_run_was_being_copied(
+        tmp_path, monkeypatch):
+    """The copies run a run ahead of the hashing, on a thread of their own: when the first run's
+    bytes are found damaged, the second run's copy (slowed here) ends before the error is raised,
+    and nothing more is written into the module afterwards."""
+    import threading
+    import time
+
+    two_checkpoints(tmp_path)
+    newest = tmp_path / "step-2"
+    packs, _ = index_of(newest)
+    _, _, _, pack, offset, _, _ = rows_by_key(newest)["model.many.10"]  # in the first run
+    pack_file = tmp_path / codec.POOL / packs[pack]
+    data = bytearray(pack_file.read_bytes())
+    data[offset] ^= 1
+    pack_file.write_bytes(bytes(data))
+    copies, real = [], codec._read_run
+    damaged_at = offset
+
+    def slow_after_the_damaged_run(fd, views, offset, total):
+        copies.append(offset)
+        if offset > damaged_at:
+            time.sleep(0.3)
+        return real(fd, views, offset, total)
+
+    monkeypatch.setattr(codec, "_read_run", slow_after_the_damaged_run)
+    fresh = Packed(3)
+    plan = inplace.Plan({"model": fresh})
+    manifest = codec.read_manifest(newest)
+    with pytest.raises(codec.CheckpointDamaged, match=r"model\.many\.10 .*do not match"):
+        codec._read_tensors(newest, manifest, True, lambda described: plan.place(
+            json.loads((newest / codec.STATE).read_text())["structure"], described))
+    assert not [t for t in threading.enumerate() if t.name.startswith("colabkit-restore")]
+    when_raised = snapshot(fresh)
+    time.sleep(0.5)
+    assert same(when_raised, fresh)
+    assert sum(at > damaged_at for at in copies) == 1  # the run after the damaged one, and no further
+    assert torch.equal(fresh.many[1499], Packed(1).many[1499] + 1)  # in it (1,024 buffers a run at most): copied
+
+
 def test_a_module_partly_read_from_a_damaged_checkpoint_that_the_older_one_does_not_hold_is_unrestored(tmp_path):
     ck = Checkpointer(to=tmp_path, keep=3, note={"epoch": 1})
     ck.step = 1
@@ -367,6 +407,31 @@ def test_modules_that_are_not_plain_or_do_not_match_are_loaded_by_load_state_dic
         extra.register_buffer("more", torch.zeros(1))
         Checkpointer(to=tmp_path, strided=extra).restore()
     assert load_state_dict_calls == ["Linear", "Linear"]
+
+
+class Counted(torch.nn.Module):
+    """A linear layer and an int64 counter: tensors of two dtypes."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3).to(dtype)
+        self.register_buffer("count", torch.tensor([5], dtype=torch.int64))
+
+
+@pytest.mark.parametrize("make", [lambda dtype: torch.nn.Linear(3, 3).to(dtype), Counted], ids=["one dtype", "two"])
+def test_a_module_whose_dtype_changed_since_the_save_is_loaded_by_load_state_dict_which_converts(
+        tmp_path, load_state_dict_calls, make):
+    """Saved in float16, restored into the same module in bfloat16 (the same bytes per value):
+    never the saved bytes read raw into it, but load_state_dict's conversion of each value."""
+    torch.manual_seed(0)
+    ck = Checkpointer(to=tmp_path, model=make(torch.float16))
+    ck.save(wait=True)
+    ck.close()
+    saved = snapshot(ck.objects["model"])
+    fresh = make(torch.bfloat16)
+    Checkpointer(to=tmp_path, model=fresh).restore()
+    assert load_state_dict_calls == [type(fresh).__name__]
+    assert all(torch.equal(fresh.state_dict()[k], v.to(fresh.state_dict()[k].dtype)) for k, v in saved.items())
 
 
 def test_a_save_after_going_back_in_place_holds_the_weights_gone_back_to(tmp_path):

@@ -20,6 +20,7 @@ module again; when none does, it says the module holds a mix (checkpointer.resto
 
 from __future__ import annotations
 
+import collections
 import sys
 from operator import attrgetter, itemgetter, methodcaller
 
@@ -35,14 +36,16 @@ class Plan:
 
     def __init__(self, targets: dict):
         self.targets = targets
-        self.into: dict = {}  # file key -> the live tensor its bytes are read into
         self.objects: dict[str, list] = {}  # name -> its live tensors, all loaded in place
 
-    def place(self, structure: dict, index) -> dict:
-        """`index`: the checkpoint's tensors (codec.IndexColumns: each one's key, dtype code and shape)."""
+    def place(self, structure: dict, index) -> list | None:
+        """`index`: the checkpoint's tensors (codec.IndexColumns: each one's key, dtype code and
+        shape). The live tensor each of its rows is read into (None for a row read into new
+        memory); None when none is."""
         torch = sys.modules.get("torch")
         if torch is None or torch.__future__.get_swap_module_params_on_conversion():
-            return self.into  # load_state_dict would swap the tensors, not copy into them
+            return None  # load_state_dict would swap the tensors, not copy into them
+        into = None
         objects = structure.get("objects") if isinstance(structure, dict) else None
         for name, entry in objects.items() if isinstance(objects, dict) else ():
             target = self.targets.get(name)
@@ -52,9 +55,14 @@ class Plan:
             live = _live_tensors(target, torch)
             matched = live is not None and _matched(entry.get("state"), live, index, torch)
             if matched:
-                self.into.update(matched)
-                self.objects[name] = list(live.values())
-        return self.into
+                rows, tensors = matched
+                into = into or [None] * len(index.keys)
+                if isinstance(rows, slice):
+                    into[rows] = tensors
+                else:
+                    collections.deque(map(into.__setitem__, rows, tensors), 0)
+                self.objects[name] = tensors
+        return into
 
     def finish(self) -> None:
         """Once every byte is read and verified: what load_state_dict's copies would have left
@@ -105,11 +113,11 @@ def _loads_as_module(module, torch) -> bool:
         and (not module.track_running_stats or module.num_batches_tracked is not None)
 
 
-def _matched(state, live: dict, index, torch) -> dict | None:
-    """file key -> live tensor for every tensor of a saved state dict, when it is exactly the live
-    one's keys with tensors of the same dtype and shape, each live one a plain contiguous CPU
-    tensor load_state_dict would copy into; None otherwise. (Column by column, each check one
-    pass in C: 20,000 tensors.)"""
+def _matched(state, live: dict, index, torch) -> tuple[slice | list, list] | None:
+    """The index rows of a saved state dict's tensors and the live tensor for each, when it is
+    exactly the live one's keys with tensors of the same dtype and shape, each live one a plain
+    contiguous CPU tensor load_state_dict would copy into; None otherwise. (Column by column,
+    each check one pass in C: 20,000 tensors.)"""
     try:
         keys, file_keys = _saved_keys(state)
         in_order = keys == list(live)  # as the same module saves them: no set needed
@@ -125,13 +133,15 @@ def _matched(state, live: dict, index, torch) -> dict | None:
     if not set(map(type, tensors)) <= {tensor, torch.nn.Parameter} \
             or not all(map(attrgetter("is_cpu"), tensors)) \
             or not set(map(attrgetter("layout"), tensors)) <= {torch.strided} \
-            or list(map(attrgetter("dtype"), tensors)) != list(map(dtypes.__getitem__, codes)) \
+            or not (set(map(attrgetter("dtype"), tensors)) <= set(dtypes.values()) if len(dtypes) == 1 else
+                    list(map(attrgetter("dtype"), tensors)) == list(map(dtypes.__getitem__, codes))) \
             or list(map(attrgetter("shape"), tensors)) != shapes \
             or not all(map(tensor.is_contiguous, tensors)) or any(map(tensor.is_inference, tensors)) \
             or any(map(tensor.is_neg, tensors)):
         return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
-    matched = dict(zip(file_keys, tensors))
-    return matched if len(matched) == len(file_keys) else None  # no file key twice
+    if not isinstance(rows, slice) and len(set(rows)) != len(rows):
+        return None  # a file key twice
+    return rows, tensors
 
 
 def _saved_keys(state) -> tuple[list, list]:
