@@ -851,7 +851,6 @@ def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
                                         "already hold part of it.")
             damaged.overwritten = tuple(plan.objects)
             raise damaged from None
-        plan.finish()
     try:
         with collector.paused():
             return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects, plan.objects)

@@ -64,19 +64,17 @@ class Plan:
                 self.objects[name] = tensors
         return into
 
-    def finish(self) -> None:
-        """Once every byte is read and verified: what load_state_dict's copies would have left
-        beside the bytes, each tensor's version counter bumped (autograd then refuses a graph
-        that used the values from before the restore)."""
-        if not self.objects:
-            return
-        increment = sys.modules["torch"].autograd.graph.increment_version
-        tensors = [tensor for loaded in self.objects.values() for tensor in loaded]
-        try:
-            increment(tensors)
-        except TypeError:  # torch before 2.5 takes one tensor at a time
-            for tensor in tensors:
-                increment(tensor)
+
+def bump_versions(tensors: list) -> None:
+    """What load_state_dict's copies would have left beside the bytes read into `tensors` in
+    place: each one's version counter bumped (autograd then refuses a graph that used the values
+    from before the restore)."""
+    increment = sys.modules["torch"].autograd.graph.increment_version
+    try:
+        increment(tensors)
+    except TypeError:  # torch before 2.5 takes one tensor at a time
+        for tensor in tensors:
+            increment(tensor)
 
 
 def _live_tensors(module, torch) -> dict | None:
