@@ -509,11 +509,11 @@ def _read_tensors(folder: Path, document: dict, torch: bool, place: Callable | N
     """Every tensor of tensors.json read into memory of its own, or into the live tensor
     `place(index)` names for it, hashed as it is read."""
     whole = [(pack_path(folder.parent, name), 0, record["size"]) for name, record in document.get("packs", {}).items()]
-    # The disk reads while the index is decoded and the live tensors matched and made. One pack
-    # holds this checkpoint's tensors alone (a tensor a later save changed would be in a later
-    # pack it names; only a tensor no longer saved is not): all of it, from now (64 MiB in
-    # 20,000 tensors, cold: 0.072 s from 0.080). Otherwise the runs alone, once the index says
-    # where they lie.
+    # The disk reads while the index is decoded and the live tensors matched and made. When the
+    # checkpoint names one pack, every tensor in it is this checkpoint's (one a later save
+    # changed would lie in a later pack, named too), bar tensors no longer saved: all of it is
+    # read ahead from now (64 MiB in 20,000 tensors, cold: 0.072 s from 0.080). Otherwise the
+    # runs alone, once the index says where they lie.
     reading = _read_ahead(whole) if len(whole) == 1 else None
     try:
         index = read_index(folder, document)
