@@ -259,7 +259,13 @@ def test_nothing_is_read_into_a_module_after_damage_is_raised_though_the_next_ru
             time.sleep(0.3)
         return real(fd, views, offset, total)
 
+    def check_once_the_next_copy_started(*args):
+        time.sleep(0.2)  # the copier takes up the run submitted after this one meanwhile
+        return real_check(*args)
+
+    real_check = codec._check_run
     monkeypatch.setattr(codec, "_read_run", slow_after_the_damaged_run)
+    monkeypatch.setattr(codec, "_check_run", check_once_the_next_copy_started)
     fresh = Packed(3)
     plan = inplace.Plan({"model": fresh})
     manifest = codec.read_manifest(newest)
