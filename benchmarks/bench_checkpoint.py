@@ -70,7 +70,7 @@ def raw_write(folder: Path, nbytes: int) -> float:
     return elapsed
 
 
-def raw_cold_read(folder: Path) -> float:
+def raw_cold_read(folder: Path, keep: bool = False) -> float:
     path = folder / "raw.bin"
     drop_cache(folder)
     start = time.perf_counter()
@@ -78,7 +78,8 @@ def raw_cold_read(folder: Path) -> float:
         while f.read(64 << 20):
             pass
     elapsed = time.perf_counter() - start
-    path.unlink()
+    if not keep:
+        path.unlink()
     return elapsed
 
 

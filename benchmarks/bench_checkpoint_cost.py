@@ -12,9 +12,10 @@ sweep ends with one Markdown table of the ratios (rows: size x tensors), to past
    Adam state alone (PEFT saves the adapters; that copy is its floor) and torch.save of them.
 3. full: --gib of float32 in --tensors tensors, all changing: the stall against a copy of the same
    tensors into a preallocated buffer; the commit against a raw fsync'd write; the restore
-   (verified as it reads) against a raw cold read made just before it; beside them, against the
-   same baselines: torch.save and safetensors.save_file of the same state (+ fsync of the file
-   and its folder); the raw write, the commit, torch.save and safetensors run by run, each in
+   (verified as it reads) against a raw cold read of the same size made just before it (the
+   file written once, before the first); beside them, against the same baselines: torch.save
+   and safetensors.save_file of the same state (+ fsync of the file and its folder); the raw
+   write, the commit, torch.save and safetensors run by run, each in
    turn, the first rotating (the disk here has a fast and a slow mode: all of one before all of
    the next compared them in different modes);
    PyTorch Distributed Checkpoint in this one process (no process group; DCP's no_dist mode):
@@ -326,12 +327,12 @@ def full(folder: Path, gib: float, parts: int, runs: int) -> dict[str, float]:
     ck.close()  # frees the staging buffer before the fresh model exists
     fresh = Weights(gib, parts)
     restores, colds = [], []
-    for _ in range(runs):
+    raw_write(folder, nbytes)  # once: read cold beside each restore, in the disk's mode of the moment
+    for run in range(runs):
         with torch.no_grad():
             for p in fresh.parameters():
                 p.zero_()
-        raw_write(folder, nbytes)
-        colds.append(raw_cold_read(folder))  # beside each restore, in the disk's mode of the moment
+        colds.append(raw_cold_read(folder, keep=run < runs - 1))
         drop_cache(store)
         start = time.perf_counter()
         Checkpointer(to=store, model=fresh).restore()
