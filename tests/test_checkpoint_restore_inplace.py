@@ -236,16 +236,16 @@ def test_a_damaged_tensor_found_after_others_went_into_the_module_falls_back_to_
 
 def test_nothing_is_read_into_a_module_after_damage_is_raised_though_the_next_run_was_being_copied(
         tmp_path, monkeypatch):
-    """The copies run a run ahead of the hashing, on a thread of their own: when the first run's
-    bytes are found damaged, the second run's copy (slowed here) ends before the error is raised,
-    and nothing more is written into the module afterwards."""
+    """The copies run a run ahead of the hashing, on a thread of their own: when a run's bytes
+    are found damaged, the next run's copy (slowed here) ends before the error is raised, and
+    nothing more is written into the module afterwards."""
     import threading
     import time
 
     two_checkpoints(tmp_path)
     newest = tmp_path / "step-2"
     packs, _ = index_of(newest)
-    _, _, _, pack, offset, _, _ = rows_by_key(newest)["model.many.10"]  # in the first run
+    _, _, _, pack, offset, _, _ = rows_by_key(newest)["model.many.10"]  # early: two runs follow it
     pack_file = tmp_path / codec.POOL / packs[pack]
     data = bytearray(pack_file.read_bytes())
     data[offset] ^= 1
