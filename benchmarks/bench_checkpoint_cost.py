@@ -451,7 +451,9 @@ def busy_case(folder: Path, gib: float, parts: int, runs: int) -> dict[str, floa
     elsewhere) and with one thread (torch.set_num_threads(1)); returns both ratios for the table."""
     model = Weights(gib, parts)
     tensors = [p.detach() for p in model.parameters()]
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # Spins until this process is gone, even when it is killed before its finally runs.
+    busy = subprocess.Popen([sys.executable, "-c", "import os\nparent = os.getppid()\n"
+                             "while os.getppid() == parent:\n    for _ in range(100000): pass"])
     threads = torch.get_num_threads()
     try:
         time.sleep(0.5)
