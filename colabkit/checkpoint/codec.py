@@ -544,6 +544,12 @@ def _read_runs(folder: Path, index: IndexColumns, runs: list, torch: bool, into:
     views = [None] * len(keys)
     handles: dict = {}  # pack number -> its open file
     copier = ThreadPoolExecutor(1, thread_name_prefix="colabkit-restore")
+
+    def verified(first: int, end: int, run: list, copy: Future) -> None:
+        _check_run(folder, index, first, end, run, copy)
+        if into:  # while the next run's copy goes on
+            bump_versions(values[first:end])
+
     try:
         for i in compress(range(len(keys)), map(is_, values, repeat(None))):
             values[i], views[i] = state.empty(index.codes[i], index.shapes[i], sizes[i], torch)
@@ -558,16 +564,12 @@ def _read_runs(folder: Path, index: IndexColumns, runs: list, torch: bool, into:
                 handles[pack] = os.open(index.packs[pack], os.O_RDONLY)
             copied = (first, end, run, copier.submit(_read_run, handles[pack], run, begin, index.ends[end - 1] - begin))
             if copying is not None:
-                _check_run(folder, index, *copying)
-                if into:  # while the copy of this run goes on
-                    bump_versions(values[copying[0]:copying[1]])
+                verified(*copying)
                 if index.pack[copying[0]] != pack:  # that pack read to its end (the runs come pack by pack)
                     os.close(handles.pop(index.pack[copying[0]]))
             copying = copied
         if copying is not None:
-            _check_run(folder, index, *copying)
-            if into:
-                bump_versions(values[copying[0]:copying[1]])
+            verified(*copying)
     except FileNotFoundError as exc:
         raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
     except (ValueError, TypeError, KeyError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
