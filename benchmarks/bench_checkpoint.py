@@ -34,8 +34,9 @@ class Weights(torch.nn.Module):
         self.params = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(numel)) for _ in range(parts))
 
 
-def drop_cache(folder: Path) -> None:
-    for path in folder.rglob("*"):
+def drop_cache(where: Path) -> None:
+    """Make the next read of a file, or of every file under a folder, come from the disk."""
+    for path in [where] if where.is_file() else where.rglob("*"):
         if path.is_file():
             fd = os.open(path, os.O_RDONLY)
             os.fsync(fd)
@@ -72,7 +73,7 @@ def raw_write(folder: Path, nbytes: int) -> float:
 
 def raw_cold_read(folder: Path, keep: bool = False) -> float:
     path = folder / "raw.bin"
-    drop_cache(folder)
+    drop_cache(path)
     start = time.perf_counter()
     with open(path, "rb", buffering=0) as f:
         while f.read(64 << 20):

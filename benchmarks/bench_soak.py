@@ -17,7 +17,6 @@ import hashlib
 import http.client
 import io
 import signal
-import statistics
 import sys
 import tempfile
 import threading

@@ -16,7 +16,7 @@ import pytest
 
 from colabkit.checkpoint import codec
 from colabkit.checkpoint.store import CheckpointStore
-from helpers.kernels import execute, output
+from helpers.kernels import output
 from helpers.tensor_index import index_of, index_text
 
 
@@ -258,7 +258,7 @@ def test_a_read_only_store_restores_and_lists_and_refuses_saves_clearly(tmp_path
     )
     command = [sys.executable, "-c", script]
     if os.geteuid() == 0:  # root writes through permissions: a read-only bind mount, in a mount namespace of its own
-        command = ["unshare", "-m", "sh", "-c", f'mount --bind -o ro "$0" "$0" && exec "$@"', str(root), *command]
+        command = ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(root), *command]
     else:
         for folder in (root, *root.iterdir()):
             folder.chmod(0o555)

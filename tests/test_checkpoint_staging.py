@@ -6,7 +6,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import torch
 
 from colabkit.checkpoint import session, sink, state, stream, writer

@@ -25,6 +25,7 @@ import sys
 from operator import attrgetter, itemgetter, methodcaller
 
 from .state import _torch_dtype as torch_dtype  # one table of dtype codes, state's
+from .state import listed_tensors
 
 _HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 _OWN = ("state_dict", "load_state_dict", "_save_to_state_dict", "_load_from_state_dict", "get_extra_state")
@@ -144,14 +145,11 @@ def _matched(state, live: dict, index, torch) -> tuple[slice | list, list] | Non
 
 def _saved_keys(state) -> tuple[list, list]:
     """A saved state dict's keys and the file key of each one's tensor: {"__tensors__": key,
-    "keys": [...]}, or {"__dict__": [[key, {"__tensor__": file key}], ...]} with no device but
-    the CPU (format 3 writes every state dict so, format 4 one with any other value); TypeError
-    or KeyError for anything else."""
+    "keys": [...]} (state.listed_tensors), or {"__dict__": [[key, {"__tensor__": file key}], ...]}
+    with no device but the CPU (format 3 writes every state dict so, format 4 one with any other
+    value); TypeError or KeyError for anything else."""
     if "__tensors__" in state:
-        keys, prefix = state["keys"], state["__tensors__"] + "."
-        if type(keys) is not list or not set(map(type, keys)) <= {str}:
-            raise TypeError("keys that are not strings")
-        return keys, list(map(prefix.__add__, keys))
+        return listed_tensors(state)
     pairs = state["__dict__"]
     if not set(map(len, pairs)) <= {2}:
         raise TypeError("items that are not pairs")

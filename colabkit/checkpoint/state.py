@@ -542,6 +542,16 @@ def _holds_tensor(encoded) -> bool:
 
 # -- restoring ---------------------------------------------------------------------------------
 
+def listed_tensors(entry: dict) -> tuple[list, list]:
+    """A dict of CPU tensors saved as its list of keys ({"__tensors__": key, "keys": [...]},
+    Encoder._dict): its keys, and the file key of each one's tensor, "<key>.<its key>".
+    TypeError for keys that are not a list of strings."""
+    keys, prefix = entry["keys"], entry["__tensors__"] + "."
+    if type(keys) is not list or not set(map(type, keys)) <= {str}:
+        raise TypeError("keys that are not strings")
+    return keys, list(map(prefix.__add__, keys))
+
+
 class Decoder:
     def __init__(self, tensors: dict, to_device: bool = True):
         self.tensors = tensors
@@ -556,8 +566,8 @@ class Decoder:
         if "__tensor__" in value:
             return self._tensor(value["__tensor__"], value.get("device", "cpu"), value.get("requires_grad"))
         if "__tensors__" in value:
-            prefix, tensor = value["__tensors__"] + ".", self._tensor
-            return {k: tensor(prefix + k) for k in value["keys"]}
+            keys, file_keys = listed_tensors(value)
+            return dict(zip(keys, map(self._tensor, file_keys)))
         if "__array__" in value:
             return as_numpy(self.tensors[value["__array__"]], value.get("dtype"))
         if "__tuple__" in value:
