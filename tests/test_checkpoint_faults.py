@@ -175,7 +175,8 @@ def crafted_index(folder: Path, shape: list[int], size: int) -> bytes:
 
 
 @pytest.mark.parametrize("fault", ["8 TiB in the index", "a shape of other bytes", "a column one short",
-                                   "a hash digit short", "deep state.json", "missing key"])
+                                   "a hash digit short", "a key that is a list", "deep state.json",
+                                   "a structure that is a list", "missing key", "a manifest record not a dict"])
 def test_a_checkpoint_that_verifies_but_cant_be_decoded_is_passed_over_and_said_why(tmp_path, fault):
     from colabkit.checkpoint.checkpointer import restore
     from colabkit.checkpoint.store import stores_at
@@ -198,14 +199,29 @@ def test_a_checkpoint_that_verifies_but_cant_be_decoded_is_passed_over_and_said_
             index["hashes"] = index["hashes"][:-1]
         rewrite(newest, "tensors.json", json.dumps(index).encode())
         why = "tensors.json cannot be decoded (TypeError: its columns are not lists of one value per tensor)"
+    elif fault == "a key that is a list":
+        index = json.loads((newest / "tensors.json").read_text())
+        index["keys"][0] = [index["keys"][0]]
+        rewrite(newest, "tensors.json", json.dumps(index).encode())
+        why = "tensors.json describes a tensor that can't be (unhashable type: 'list')"
     elif fault == "deep state.json":
         rewrite(newest, "state.json", b"[" * 50_000 + b"]" * 50_000)
         why = "state.json cannot be decoded (RecursionError"
+    elif fault == "a structure that is a list":
+        document = json.loads((newest / "state.json").read_text())
+        rewrite(newest, "state.json", json.dumps({**document, "structure": [document["structure"]]}).encode())
+        why = "state.json cannot be decoded (AttributeError"
+    elif fault == "a manifest record not a dict":
+        manifest = json.loads((newest / "manifest.json").read_text())
+        manifest["files"]["state.json"] = "its hash"
+        (newest / "manifest.json").write_text(json.dumps(manifest))
+        why = "manifest.json lacks its step or its list of files"
     else:
         text = (newest / "state.json").read_text().replace('"__array__": "w"', '"__array__": "gone"')
         rewrite(newest, "state.json", text.encode())
         why = "state.json cannot be decoded (KeyError"
-    assert CheckpointStore(root).latest_valid()[0].step == 3  # its hashes verify
+    if fault != "a manifest record not a dict":
+        assert CheckpointStore(root).latest_valid()[0].step == 3  # its hashes verify
     namespace = {}
     restored = restore(stores_at(Places(root)), "latest", False, namespace)
     assert restored.checkpoint.id == "step-2" and restored.values["w"].tolist() == [2.0] * 4

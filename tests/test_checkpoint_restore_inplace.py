@@ -366,7 +366,7 @@ def test_a_cnn_with_batchnorm_is_read_in_place_as_load_state_dict_would_leave_it
     ck.save(wait=True)
     ck.close()
     load_state_dict_calls.clear()
-    with pytest.raises(RuntimeError, match='Unexpected key.*"features.1.num_batches_tracked"'):  # as load_state_dict says
+    with pytest.raises(ColabkitError, match='(?s)does not fit the notebook\'s model.*Unexpected key.*"features.1.num_batches_tracked"'):
         Checkpointer(to=tmp_path / "dropped", model=dropped(3)).restore()
     assert load_state_dict_calls == ["Net"]
 
@@ -406,9 +406,9 @@ def test_modules_that_are_not_plain_or_do_not_match_are_loaded_by_load_state_dic
     assert torch.equal(fresh["hooked"].lin.bias, saved["hooked"]["lin.bias"] + 1)  # through the hook
 
     load_state_dict_calls.clear()
-    with pytest.raises(RuntimeError, match="size mismatch"):  # what load_state_dict says, as before
+    with pytest.raises(ColabkitError, match="(?s)does not fit the notebook's strided.*size mismatch"):  # and load_state_dict's words
         Checkpointer(to=tmp_path, strided=torch.nn.Linear(3, 5)).restore()
-    with pytest.raises(RuntimeError, match="Missing key"):
+    with pytest.raises(ColabkitError, match="Missing key"):
         extra = torch.nn.Linear(3, 4)
         extra.register_buffer("more", torch.zeros(1))
         Checkpointer(to=tmp_path, strided=extra).restore()
@@ -486,6 +486,172 @@ def test_a_disk_error_in_the_middle_of_reading_into_a_module_falls_back_and_says
     assert restored.checkpoint.id == "step-1" and same(older, fresh)
     assert any("step-2: reading it failed" in note and "Input/output error" in note
                and "which may already hold part of it" in note for note in restored.notes), restored.notes
+
+
+def test_an_optimizer_that_refuses_its_state_is_said_with_the_module_already_restored_and_not_passed_over(tmp_path):
+    """The notebook's optimizer has one parameter group, the saved one two: its load_state_dict
+    refuses (ValueError). That is the notebook's object, not a damaged checkpoint: no older one is
+    loaded instead, and the error says the module read in place holds the checkpoint already."""
+    ck = Checkpointer(to=tmp_path, keep=3, note={"epoch": 1})
+    ck.step = 1
+    ck.save(wait=True)
+    ck.close()
+    model = Packed(1)
+    opt = torch.optim.SGD([{"params": [model.a]}, {"params": [p for p in model.parameters() if p is not model.a]}],
+                          lr=0.1)
+    ck = Checkpointer(to=tmp_path, keep=3, model=model, opt=opt)
+    ck.step = 2
+    ck.save(wait=True)
+    ck.close()
+    fresh = Packed(3)
+    with pytest.raises(ColabkitError, match=r"(?s)step-2 does not fit the notebook's opt: its load_state_dict "
+                                            r"refused .*parameter groups.* model had been restored from it already"):
+        Checkpointer(to=tmp_path, model=fresh, opt=torch.optim.SGD(fresh.parameters(), lr=0.1)).restore()
+    assert same(snapshot(model), fresh)
+
+
+def test_a_state_that_fails_to_decode_after_the_module_was_read_in_place_leaves_it_said_as_a_mix(tmp_path):
+    """step-2's tensors all verify and go into the module; its random states (edited, the manifest
+    made to match) then fail to decode. step-1 is loaded instead, which holds no module: the
+    module is said to be a mix, not left silently holding step-2."""
+    ck = Checkpointer(to=tmp_path, keep=3, note={"epoch": 1})
+    ck.step = 1
+    ck.save(wait=True)
+    ck.close()
+    ck = Checkpointer(to=tmp_path, keep=3, model=Packed(1))
+    ck.step = 2
+    ck.save(wait=True)
+    ck.close()
+    document = json.loads((tmp_path / "step-2" / codec.STATE).read_text())
+    document["structure"]["rng"] = {"__random__": {}}
+    rewrite_state(tmp_path / "step-2", json.dumps(document))
+    restored = Checkpointer(to=tmp_path, model=Packed(3)).restore(namespace={})
+    assert restored.checkpoint.id == "step-1"
+    assert "a mix of the two" in restored.unrestored["model"] and "step-2" in restored.unrestored["model"]
+
+
+class Note:
+    """A value only the pickle holds (trusted objects.pkl)."""
+
+
+def test_objects_pkl_that_cannot_be_unpickled_fails_the_restore_before_the_module_changes(tmp_path, monkeypatch):
+    """A fresh kernel that hasn't defined the class of a pickled value yet: unpickling fails, and
+    the module has not been read into (objects.pkl is read before any tensor)."""
+    model = Packed(1)
+    ck = Checkpointer(to=tmp_path, model=model, note=Note())
+    ck.save(wait=True)
+    ck.close()
+    monkeypatch.delattr(__import__(__name__), "Note")
+    fresh = Packed(3)
+    before = snapshot(fresh)
+    with pytest.raises(AttributeError, match="Note"):
+        Checkpointer(to=tmp_path, model=fresh).restore(trust=True)
+    assert same(before, fresh)
+
+
+def test_an_interrupt_in_the_middle_of_reading_into_a_module_says_what_it_may_hold(tmp_path, monkeypatch):
+    two_checkpoints(tmp_path)
+    checks, real_check = [], codec._check_run
+
+    def interrupted_at_the_second_run(*args):
+        checks.append(args[2])
+        if len(checks) == 2:
+            raise KeyboardInterrupt
+        return real_check(*args)
+
+    monkeypatch.setattr(codec, "_check_run", interrupted_at_the_second_run)
+    with pytest.raises(KeyboardInterrupt, match=r"The restore was interrupted\. model \(step-2\) may hold part"):
+        Checkpointer(to=tmp_path, model=Packed(3)).restore()
+
+
+class Tied(torch.nn.Module):
+    def __init__(self, tie):
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+        self.head = torch.nn.Linear(4, 10, bias=False)
+        if tie:
+            self.head.weight = self.embed.weight
+
+
+def test_a_module_tied_since_an_untied_save_is_loaded_as_load_state_dict_would(tmp_path, load_state_dict_calls):
+    """Two keys of the live module are one Parameter, saved as two different tensors: both can't
+    be read into that memory (one over the other while it is hashed); load_state_dict keeps the
+    last key's. Saved tied (the same bytes twice), it is read in place."""
+    torch.manual_seed(0)
+    untied = Tied(False)
+    ck = Checkpointer(to=tmp_path / "untied", model=untied)
+    ck.save(wait=True)
+    ck.close()
+    expected = Tied(True)
+    expected.load_state_dict(untied.state_dict())
+    fresh = Tied(True)
+    assert Checkpointer(to=tmp_path / "untied", model=fresh).restore().notes == []
+    assert load_state_dict_calls == ["Tied", "Tied"] and torch.equal(fresh.embed.weight, expected.embed.weight)
+
+    tied = Tied(True)
+    ck = Checkpointer(to=tmp_path / "tied", model=tied)
+    ck.save(wait=True)
+    ck.close()
+    load_state_dict_calls.clear()
+    fresh = Tied(True)
+    Checkpointer(to=tmp_path / "tied", model=fresh).restore()
+    assert load_state_dict_calls == [] and same(snapshot(tied), fresh)
+
+
+def test_a_loader_set_on_the_instance_is_called_not_passed_by(tmp_path):
+    """Some libraries patch a module's _load_from_state_dict (or load_state_dict) on the instance:
+    it runs, as load_state_dict would run it."""
+    torch.manual_seed(0)
+    ck = Checkpointer(to=tmp_path, model=torch.nn.Linear(3, 3))
+    ck.save(wait=True)
+    ck.close()
+    saved = snapshot(ck.objects["model"])
+    fresh = torch.nn.Linear(3, 3)
+    own = fresh._load_from_state_dict
+
+    def doubled(state_dict, prefix, *args):
+        state_dict[prefix + "bias"] = state_dict[prefix + "bias"] * 2  # what a converter does
+        return own(state_dict, prefix, *args)
+
+    fresh._load_from_state_dict = doubled
+    Checkpointer(to=tmp_path, model=fresh).restore()
+    assert torch.equal(fresh.bias, saved["bias"] * 2) and torch.equal(fresh.weight, saved["weight"])
+
+
+def test_two_modules_whose_edited_state_names_the_same_tensors_are_both_restored(tmp_path):
+    """state.json edited (its hash in the manifest made to match) so that a's entry names b's
+    tensors: each module gets them, as load_state_dict would give them, neither is skipped."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    ck = Checkpointer(to=tmp_path, a=a, b=b)
+    ck.save(wait=True)
+    ck.close()
+    folder = next(tmp_path.glob("step-*"))
+    document = json.loads((folder / codec.STATE).read_text())
+    document["structure"]["objects"]["a"]["state"]["__tensors__"] = "b"
+    rewrite_state(folder, json.dumps(document))
+    fresh_a, fresh_b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    Checkpointer(to=tmp_path, a=fresh_a, b=fresh_b).restore()
+    assert same(snapshot(b), fresh_a) and same(snapshot(b), fresh_b)
+
+
+def test_a_torch_without_swap_module_params_restores_in_place(tmp_path, monkeypatch, load_state_dict_calls):
+    """torch before 2.3 has no torch.__future__.get_swap_module_params_on_conversion (nor swaps)."""
+    two_checkpoints(tmp_path)
+    fresh = Packed(3)
+    monkeypatch.delattr(torch.__future__, "get_swap_module_params_on_conversion")  # (torch's own _apply asks it)
+    Checkpointer(to=tmp_path, model=fresh).restore()
+    assert load_state_dict_calls == []
+
+
+def test_a_dtype_this_torch_lacks_is_said_as_such(tmp_path, monkeypatch):
+    from colabkit.checkpoint import state
+
+    two_checkpoints(tmp_path)
+    monkeypatch.setitem(state._TORCH_NAMES, "BF16", "bfloat17")  # as uint16 before torch 2.3
+    with pytest.raises(ColabkitError, match=r"holds tensors of dtype bfloat17, which this torch \(.*\) lacks: "
+                                            "install a newer torch"):
+        Checkpointer(to=tmp_path, model=Packed(3)).restore()
 
 
 FORMAT_3 = Path(__file__).parent / "fixtures" / "checkpoint-format-3" / "store"

@@ -818,6 +818,10 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
             if checkpoint_id != "latest":
                 raise
             skipped.append((checkpoint.step, str(exc)))
+        except (Exception, KeyboardInterrupt) as exc:  # an older one failed otherwise: the mix still said
+            if not overwritten:
+                raise
+            raise _mixed(exc, overwritten) from exc
     else:
         if skipped:
             raise ColabkitError(f"No checkpoint in {stores[0].root} can be loaded: "
@@ -839,21 +843,50 @@ def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
     """Read a checkpoint into `targets`, verifying it as it is read; CheckpointDamaged when it is
     damaged, or verifies but doesn't decode (a crafted header, a structure too deep or missing a key)."""
     plan = inplace.Plan(targets)
-    with collector.paused():
-        try:
+    try:
+        with collector.paused():
             loaded = codec.read(checkpoint.path, trust, checkpoint.manifest, plan.place)
-        except (CheckpointDamaged, OSError) as exc:
-            if not plan.objects:
-                raise
-            if isinstance(exc, OSError):  # a disk that fails mid-read (EIO): this checkpoint can't be used
-                exc = f"{checkpoint.id}: reading it failed ({exc})."
-            damaged = CheckpointDamaged(f"{exc} It was being read straight into {', '.join(plan.objects)}, which may "
-                                        "already hold part of it.")
-            damaged.overwritten = tuple(plan.objects)
-            raise damaged from None
+    except (CheckpointDamaged, OSError) as exc:
+        if not plan.objects:
+            raise
+        if isinstance(exc, OSError):  # a disk that fails mid-read (EIO): this checkpoint can't be used
+            exc = f"{checkpoint.id}: reading it failed ({exc})."
+        damaged = CheckpointDamaged(f"{exc} It was being read straight into {', '.join(plan.objects)}, which may "
+                                    "already hold part of it.")
+        damaged.overwritten = tuple(plan.objects)
+        raise damaged from None
+    except (Exception, KeyboardInterrupt) as exc:  # interrupted, or a failure of no checkpoint's making, mid-read
+        if not plan.objects:
+            raise
+        raise _mixed(exc, dict.fromkeys(plan.objects, checkpoint.id)) from exc
     try:
         with collector.paused():
             return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects, plan.objects)
+    except state.Refused as refused:
+        before = f" {', '.join(refused.restored)} had been restored from it already." if refused.restored else ""
+        raise ColabkitError(
+            f"{checkpoint.id} does not fit the notebook's {refused.name}: its load_state_dict refused what was "
+            f"saved ({type(refused.error).__name__}: {str(refused.error)[:600]}).{before} Create {refused.name} as "
+            "it was when saved (the same architecture and dtype; for an optimizer, the same parameter groups), "
+            "then restore again.") from refused.error
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-        raise CheckpointDamaged(f"{checkpoint.id}: {codec.STATE} cannot be decoded ({type(exc).__name__}: "
-                                f"{str(exc)[:200]}).") from None
+        damaged = CheckpointDamaged(f"{checkpoint.id}: {codec.STATE} cannot be decoded ({type(exc).__name__}: "
+                                    f"{str(exc)[:200]}).")
+        damaged.overwritten = tuple(plan.objects)  # read in full before the state failed
+        raise damaged from None
+    except KeyboardInterrupt as exc:
+        if not plan.objects:
+            raise
+        raise _mixed(exc, dict.fromkeys(plan.objects, checkpoint.id)) from exc
+
+
+def _mixed(exc: BaseException, overwritten: dict[str, str]) -> BaseException:
+    """`exc` said with what it leaves: objects a checkpoint was read straight into (name -> its
+    id) before the restore stopped, which may hold part of it. An interrupt stays one."""
+    held = ", ".join(f"{name} ({checkpoint})" for name, checkpoint in overwritten.items())
+    said = (f"{held} may hold part of a checkpoint that was being read straight into it: restore again "
+            "(%checkpoint restore), or create it anew, before training on.")
+    if isinstance(exc, KeyboardInterrupt):
+        return KeyboardInterrupt(f"The restore was interrupted. {said}")
+    what = str(exc) if isinstance(exc, ColabkitError) else f"The restore failed ({type(exc).__name__}: {exc})."
+    return ColabkitError(f"{what} {said}")

@@ -260,7 +260,8 @@ def read_manifest(folder: Path) -> dict:
             f"{folder.name} was written in checkpoint format {found!r}; this colabkit reads formats "
             f"{', '.join(map(str, READS))}. Install the colabkit version that wrote it.")
     if not isinstance(document.get("files"), dict) or not isinstance(document.get("step"), int) \
-            or not isinstance(document.get("packs", {}), dict):
+            or not isinstance(document.get("packs", {}), dict) \
+            or not all(isinstance(record, dict) for part in ("files", "packs") for record in document.get(part, {}).values()):
         raise CheckpointDamaged(f"{folder.name}: {MANIFEST} lacks its step or its list of files.")
     for name in document.get("packs", {}):
         pack_path(folder.parent, name)  # a name that would lead out of the pool is refused here
@@ -317,24 +318,24 @@ def read(folder: Path, trust: bool, document: dict | None = None, place: Callabl
     memory; or None for none: inplace.Plan.place)."""
     document = document or read_manifest(folder)
     check_sizes(folder, document)
+    from .state import needs_torch
+
     raw_state = _verified(folder, document, STATE)
     try:
         state_document = json.loads(raw_state)
         structure = state_document["structure"]
         step, position, pace = state_document["step"], state_document["position"], state_document.get("pace")
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        torch = needs_torch(structure)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise CheckpointDamaged(f"{folder.name}: {STATE} cannot be decoded ({type(exc).__name__}: {exc}).") from None
-    from .state import needs_torch
-
-    torch = needs_torch(structure)
+    objects = None
+    if trust and OBJECTS in document["files"]:  # before any tensor is read into a live one: its failure changes nothing
+        objects = pickle.loads(_verified(folder, document, OBJECTS))  # verified, and trusted by the user
     if document["format"] >= 3:
         tensors = _read_tensors(folder, document, torch, place and (lambda index: place(structure, index)))
     else:
         _verified(folder, document, LEGACY_TENSORS)  # format 2: hashed, then loaded (two reads)
         tensors = _load_safetensors(folder / LEGACY_TENSORS, torch)
-    objects = None
-    if trust and OBJECTS in document["files"]:
-        objects = pickle.loads(_verified(folder, document, OBJECTS))  # verified, and trusted by the user
     return Loaded(structure, step, position, pace, tensors, objects)
 
 
@@ -570,6 +571,7 @@ def _read_runs(folder: Path, index: IndexColumns, runs: list, torch: bool, into:
             copying = copied
         if copying is not None:
             verified(*copying)
+        return dict(zip(keys, values))
     except FileNotFoundError as exc:
         raise CheckpointDamaged(f"{folder.name}: {POOL}/{Path(exc.filename).name} is missing.") from None
     except (ValueError, TypeError, KeyError) as exc:  # a dtype, shape or size that doesn't fit: an edited index
@@ -578,7 +580,6 @@ def _read_runs(folder: Path, index: IndexColumns, runs: list, torch: bool, into:
         copier.shutdown(cancel_futures=True)  # waits: no byte goes into a tensor after this returns
         for handle in handles.values():
             os.close(handle)
-    return dict(zip(keys, values))
 
 
 def _check_run(folder: Path, index: IndexColumns, first: int, end: int, run: list, copy: Future) -> None:

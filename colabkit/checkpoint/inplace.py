@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import collections
 import sys
-from operator import attrgetter, itemgetter, methodcaller
+from itertools import repeat
+from operator import attrgetter, is_not, itemgetter, methodcaller
 
 from .state import _torch_dtype as torch_dtype  # one table of dtype codes, state's
 from .state import listed_tensors
@@ -44,8 +45,8 @@ class Plan:
         shape). The live tensor each of its rows is read into (None for a row read into new
         memory); None when none is."""
         torch = sys.modules.get("torch")
-        if torch is None or torch.__future__.get_swap_module_params_on_conversion():
-            return None  # load_state_dict would swap the tensors, not copy into them
+        if torch is None or getattr(torch.__future__, "get_swap_module_params_on_conversion", bool)():
+            return None  # load_state_dict would swap the tensors, not copy into them (torch 2.3 on can)
         into = None
         objects = structure.get("objects") if isinstance(structure, dict) else None
         for name, entry in objects.items() if isinstance(objects, dict) else ():
@@ -58,6 +59,8 @@ class Plan:
             if matched:
                 rows, tensors = matched
                 into = into or [None] * len(index.keys)
+                if any(map(is_not, index.pick(into, rows), repeat(None))):
+                    continue  # rows another module took (an edited state.json): left to load_state_dict
                 if isinstance(rows, slice):
                     into[rows] = tensors
                 else:
@@ -88,8 +91,8 @@ def _live_tensors(module, torch) -> dict | None:
         cls = type(m)
         own = [name for name in _OWN if getattr(cls, name, None) is not getattr(base, name)]
         if own and not (own == ["_load_from_state_dict"] and _loads_as_module(m, torch)) \
-                or any(getattr(m, hooks, True) for hooks in _HOOKS):
-            return None
+                or any(getattr(m, hooks, True) for hooks in _HOOKS) or not vars(m).keys().isdisjoint(_OWN):
+            return None  # (the last: a loader set on the instance, as some libraries patch them)
         for name, tensor in m._parameters.items():
             if tensor is not None:
                 found[prefix + name] = tensor
@@ -140,7 +143,25 @@ def _matched(state, live: dict, index, torch) -> tuple[slice | list, list] | Non
         return None  # (a complex tensor, whose conjugate bit this doesn't check, has no code: never saved)
     if not isinstance(rows, slice) and len(set(rows)) != len(rows):
         return None  # a file key twice
+    if not _aliases_agree(tensors, rows, index, torch):
+        return None
     return rows, tensors
+
+
+def _aliases_agree(tensors: list, rows, index, torch) -> bool:
+    """Whether live tensors that share their memory (tied weights: one Parameter under two keys)
+    were saved with the same bytes. Saved untied, both rows would be read into that memory, one
+    over the other while the first is being hashed; load_state_dict keeps the last key's."""
+    starts = list(map(torch.Tensor.data_ptr, tensors))
+    if len(set(starts)) == len(starts):
+        return True
+    hashes: dict = {}
+    for start, row, size in zip(starts, range(rows.start, rows.stop) if isinstance(rows, slice) else rows,
+                                index.pick(index.sizes, rows)):
+        saved = index.hashes_of(row, row + 1)
+        if size and hashes.setdefault(start, saved) != saved:  # (empty tensors may all start at 0)
+            return False
+    return True
 
 
 def _saved_keys(state) -> tuple[list, list]:

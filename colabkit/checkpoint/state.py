@@ -502,7 +502,11 @@ def _torch_dtype(code: str):
         except ImportError as exc:
             raise ColabkitError(f"This checkpoint holds PyTorch tensors and torch cannot be imported here ({exc}): "
                                 "install torch to restore it.") from None
-    return getattr(torch_module, _TORCH_NAMES[code])
+    try:
+        return getattr(torch_module, _TORCH_NAMES[code])
+    except AttributeError:
+        raise ColabkitError(f"This checkpoint holds tensors of dtype {_TORCH_NAMES[code]}, which this torch "
+                            f"({torch_module.__version__}) lacks: install a newer torch to restore it.") from None
 
 
 def numpy_dtype(code: str) -> np.dtype:
@@ -620,6 +624,17 @@ def as_numpy(value, dtype: str | None = None) -> np.ndarray:
     return np.asarray(value)
 
 
+class Refused(Exception):
+    """An object's own load_state_dict refused what was saved for it (the notebook's object is not
+    the one saved: another architecture or optimizer set-up), not a checkpoint that can't be read.
+    `restored`: the state-dict objects loaded before it (read in place, or by their own
+    load_state_dict), which hold the checkpoint's state now."""
+
+    def __init__(self, name: str, error: Exception, restored: list[str]):
+        super().__init__(f"{name}: {type(error).__name__}: {error}")
+        self.name, self.error, self.restored = name, error, restored
+
+
 @dataclass
 class Outcome:
     """What a restore did: values to bind by name, what it could not restore and why, notes for
@@ -640,7 +655,7 @@ def restore(structure: dict, tensors: dict, objects: dict[str, object], pickled:
     the names of modules the loader read straight into (inplace), whose load_state_dict would only
     copy their tensors onto themselves."""
     decoder = Decoder(tensors)
-    outcome = Outcome()
+    outcome, restored = Outcome(), list(loaded_in_place)
     for name, why in structure.get("skipped", {}).items():
         outcome.unrestored[name] = f"it could not be saved ({why})"
     for name, entry in structure["objects"].items():
@@ -651,7 +666,12 @@ def restore(structure: dict, tensors: dict, objects: dict[str, object], pickled:
                                             "into; create it first (same class and shapes), then restore")
                 continue
             if name not in loaded_in_place:
-                target.load_state_dict(decoder.decode(entry["state"]))
+                saved = decoder.decode(entry["state"])
+                try:
+                    target.load_state_dict(saved)
+                except Exception as exc:
+                    raise Refused(name, exc, restored) from exc
+                restored.append(name)
         elif kind == "generator":
             if not _is_generator(target):
                 outcome.unrestored[name] = "it is a torch.Generator's state: create the generator first, then restore"
