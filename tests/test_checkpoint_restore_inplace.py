@@ -463,6 +463,28 @@ def test_a_save_after_going_back_in_place_holds_the_weights_gone_back_to(tmp_pat
     assert same(first, fresh)
 
 
+def test_an_older_checkpoint_that_fails_otherwise_after_a_damaged_one_was_read_in_still_says_the_mix(tmp_path):
+    """step-2, damaged late, was partly read into the module; step-1, of another architecture, is
+    then refused by the module's load_state_dict: the error says both."""
+    ck = Checkpointer(to=tmp_path, keep=3, model=torch.nn.Linear(3, 4))
+    ck.step = 1
+    ck.save(wait=True)
+    ck.close()
+    ck = Checkpointer(to=tmp_path, keep=3, model=Packed(1))
+    ck.step = 2
+    ck.save(wait=True)
+    ck.close()
+    packs, _ = index_of(tmp_path / "step-2")
+    _, _, _, pack, offset, _, _ = rows_by_key(tmp_path / "step-2")["model.many.1400"]
+    pack_file = tmp_path / codec.POOL / packs[pack]
+    data = bytearray(pack_file.read_bytes())
+    data[offset] ^= 1
+    pack_file.write_bytes(bytes(data))
+    with pytest.raises(ColabkitError, match=r"(?s)step-1 does not fit the notebook's model.* model \(step-2\) may "
+                                            "hold part of a checkpoint"):
+        Checkpointer(to=tmp_path, model=Packed(3)).restore()
+
+
 def test_a_disk_error_in_the_middle_of_reading_into_a_module_falls_back_and_says_so(tmp_path, monkeypatch):
     """An I/O error (EIO) after some tensors went into the module is not raised bare: the module may
     hold part of the newest checkpoint, so the one before is loaded whole, and that is said."""
