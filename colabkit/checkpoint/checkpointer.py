@@ -841,7 +841,10 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
 
 def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
     """Read a checkpoint into `targets`, verifying it as it is read; CheckpointDamaged when it is
-    damaged, or verifies but doesn't decode (a crafted header, a structure too deep or missing a key)."""
+    damaged, or verifies but doesn't decode (a crafted header, a structure too deep or missing a key),
+    naming the modules read straight into by then (`overwritten`); a ColabkitError when an
+    object's own load_state_dict refuses its state (no older checkpoint would fit better). Whatever
+    else stops it midway is raised naming those modules too."""
     plan = inplace.Plan(targets)
     try:
         with collector.paused():

@@ -259,9 +259,9 @@ def read_manifest(folder: Path) -> dict:
         raise CheckpointDamaged(
             f"{folder.name} was written in checkpoint format {found!r}; this colabkit reads formats "
             f"{', '.join(map(str, READS))}. Install the colabkit version that wrote it.")
-    if not isinstance(document.get("files"), dict) or not isinstance(document.get("step"), int) \
-            or not isinstance(document.get("packs", {}), dict) \
-            or not all(isinstance(record, dict) for part in ("files", "packs") for record in document.get(part, {}).values()):
+    records = [document.get("files"), document.get("packs", {})]
+    if not all(isinstance(part, dict) and all(isinstance(record, dict) for record in part.values()) for part in records) \
+            or not isinstance(document.get("step"), int):
         raise CheckpointDamaged(f"{folder.name}: {MANIFEST} lacks its step or its list of files.")
     for name in document.get("packs", {}):
         pack_path(folder.parent, name)  # a name that would lead out of the pool is refused here
