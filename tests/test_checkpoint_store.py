@@ -263,3 +263,27 @@ def test_a_reused_encoding_goes_to_the_writer_once_and_state_json_is_whole(tmp_p
     finally:
         writer.close()
         buffer.close()
+
+
+def test_a_value_whose_reused_encoding_is_then_pickled_leaves_no_placeholder_behind(tmp_path):
+    """A tracked value that holds a state dict's copy (64 tensors or more: its encoding is reused
+    from the last save) beside a set, which JSON can't hold: the value is pickled, and the
+    placeholder its dict had put in the capture goes with its encoding. Every save is written and
+    the last restores (the placeholder left behind failed every save after the first)."""
+    import torch
+
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    model = torch.nn.Sequential(*(torch.nn.Linear(4, 4) for _ in range(40)))  # 80 tensors
+    best = {"weights": {k: v.clone() for k, v in model.state_dict().items()}, "epochs": {1, 2}}
+    ck = Checkpointer(to=tmp_path, keep=3, model=model, best=best)
+    for step in (1, 2, 3):
+        ck.step = step
+        ck.save(wait=True)
+        assert ck.last["ok"] and ck.last["id"] == f"step-{step}", ck.last
+    ck.close()
+    namespace = {}
+    Checkpointer(to=tmp_path, model=torch.nn.Sequential(*(torch.nn.Linear(4, 4) for _ in range(40))),
+                 best=None).restore(trust=True, namespace=namespace)
+    assert namespace["best"]["epochs"] == {1, 2} and torch.equal(namespace["best"]["weights"]["0.weight"],
+                                                                 best["weights"]["0.weight"])

@@ -333,7 +333,7 @@ def capture(objects: dict[str, object], random_states: RandomStates | None = Non
     encoder = Encoder(result, layouts)
     entries = {}
     for name, value in objects.items():
-        before, adapter = len(result.sources), None
+        before, adapter = (len(result.sources), len(result.fragments)), None
         try:
             adapter = adapters.claim(value)
             if adapter is not None:
@@ -347,7 +347,7 @@ def capture(objects: dict[str, object], random_states: RandomStates | None = Non
             else:
                 entries[name] = {"kind": "value", "value": encoder.encode(value, name)}
         except Exception as exc:
-            del result.sources[before:]  # what this value added before the part that can't be saved
+            _undo(result, before)  # what this value added before the part that can't be saved
             if adapter is not None:  # a framework object: pickling it would save what its adapter refused
                 why = exc if isinstance(exc, Unsaveable) else (
                     f"colabkit's {adapter.KIND} adapter failed on this version of it: {type(exc).__name__}: {exc}")
@@ -364,7 +364,8 @@ def capture(objects: dict[str, object], random_states: RandomStates | None = Non
             entries[name] = {"kind": "pickled", "type": type(value).__name__}
         held = _secret_in(entries[name], result.objects.get(name), secrets)
         if held is not None:
-            del entries[name], result.sources[before:]
+            del entries[name]
+            _undo(result, before)
             result.objects.pop(name, None)
             result.skipped[name] = (f"it holds the value of the secret {held}, and this job's checkpoints go to S3: "
                                     "read the secret where it is used, into a variable %checkpoint does not track")
@@ -372,6 +373,16 @@ def capture(objects: dict[str, object], random_states: RandomStates | None = Non
                         "rng": encoder.encode(random_states or RandomStates.capture(), RNG_KEY),
                         "extra": encoder.encode(extra or {}, EXTRA_KEY)}
     return result
+
+
+def _undo(result: Capture, before: tuple[int, int]) -> None:
+    """Take back what one value added to a capture since it had `before` (sources, fragments):
+    its sources, and the placeholders of reused encodings (Layouts) it put in, whose JSON would
+    otherwise be looked for in a state.json that no longer holds them."""
+    sources, fragments = before
+    del result.sources[sources:]
+    for placeholder in list(result.fragments)[fragments:]:
+        del result.fragments[placeholder]
 
 
 def _secret_in(entry: dict, pickled, secrets: dict[str, str] | None) -> str | None:
