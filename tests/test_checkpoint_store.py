@@ -287,3 +287,26 @@ def test_a_value_whose_reused_encoding_is_then_pickled_leaves_no_placeholder_beh
                  best=None).restore(trust=True, namespace=namespace)
     assert namespace["best"]["epochs"] == {1, 2} and torch.equal(namespace["best"]["weights"]["0.weight"],
                                                                  best["weights"]["0.weight"])
+
+
+def test_a_save_that_retention_deletes_at_once_is_said_not_kept(tmp_path, capsys):
+    """A store keeping 2 holds step-500 and step-600 of an earlier run; this run counts from 0
+    again: its step-10 is written and deleted at once. Said in the cell, and the panel's line
+    says it failed, not "checkpoint step-10"."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    for step in (500, 600):
+        ck = Checkpointer(to=tmp_path, keep=2, w=np.full(4, step))
+        ck.step = step
+        ck.save(wait=True)
+        ck.close()
+    ck = Checkpointer(to=tmp_path, keep=2, w=np.zeros(4))
+    ck.step = 10
+    ck.save(wait=True)
+    assert not ck.last["ok"] and ck.status().startswith("checkpoint step-10 FAILED")
+    assert "checkpoint step-10 was not kept" in capsys.readouterr().err
+    ck.step = 700
+    ck.save(wait=True)  # above them: kept, and said as usual
+    ck.close()
+    assert ck.last["ok"] and ck.status().startswith("checkpoint step-700 (")
+    assert [c.step for c in CheckpointStore(tmp_path).list()] == [700, 600]

@@ -353,6 +353,13 @@ class Checkpointer:
                 "next save, as scheduled.")
         elif not result["ok"]:
             self._error = _describe_write_error(result, self.store.root)
+        elif result.get("outranked"):  # written, and deleted at once: never the one a restore loads
+            self.last["ok"] = False
+            higher = result["outranked"]
+            say(f"checkpoint step-{result['step']} was not kept: {self.store.root} keeps the {len(higher)} highest "
+                f"steps, and {', '.join(higher)} (from an earlier run that counted further) are above it, so "
+                "retention deleted it at once and a restore would load them, not this run. Go on from them "
+                "(%checkpoint restore, then train), or save this run elsewhere (--to PATH), or delete them.")
         elif result.get("warning"):  # saved, but something after the commit went wrong
             say(result["warning"])
 

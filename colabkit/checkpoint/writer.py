@@ -132,6 +132,8 @@ def serve(conn) -> None:
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
                       "seconds": time.perf_counter() - started, "bytes": checkpoint.size,
                       "hashes": _kept(checkpoint, written[0])}
+            if not checkpoint.path.is_dir():  # retention kept `keep` higher steps: this one went at once
+                result["outranked"] = [folder.name for folder in store.committed_folders()]
             if job.get("mirror"):
                 key = (job["root"], job["mirror"])
                 if key not in mirrors:
