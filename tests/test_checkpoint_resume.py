@@ -89,6 +89,23 @@ def test_resumable_does_not_skip_iterations_whose_objects_it_could_not_restore(t
     trusting.close()
 
 
+
+def test_resumable_does_not_skip_iterations_for_an_object_tracked_since_the_checkpoint(tmp_path):
+    """The optimizer was left out of %checkpoint at first and added in the next session: the
+    checkpoint can't restore it, so its iterations are not skipped as if it could (they were,
+    with a fresh optimizer and nothing said)."""
+    model = torch.nn.Linear(2, 1)
+    first = Checkpointer(every="1 steps", to=tmp_path, model=model)
+    for _ in first.loop(range(3)):
+        pass
+    first.close()
+    model = torch.nn.Linear(2, 1)
+    fresh = Checkpointer(every="1 steps", to=tmp_path, model=model, opt=torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ColabkitError, match=r"resumable\(\) did not resume from step-3: opt was not restored, "
+                                            r"because step-3 does not hold it \(tracked since that save\?\)"):
+        next(iter(fresh.loop(range(5))))
+    fresh.close()
+
 def test_keep_goes_on_from_the_live_state_after_an_interruption(shell, tmp_path):
     run(shell, SETUP + "\ndone, starts = False, []")
     run(shell, f"%checkpoint every 2 steps model opt sched --to {tmp_path}")

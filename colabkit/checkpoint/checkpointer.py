@@ -29,6 +29,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy
 
@@ -499,7 +500,8 @@ class Checkpointer:
         """
         namespace = self.namespace if namespace is None else namespace
         trust = self.trust if trust is None else trust
-        restored = restore(self.stores(), checkpoint_id, trust, {**(namespace or {}), **self.tracked()})
+        tracked = self.tracked()
+        restored = restore(self.stores(), checkpoint_id, trust, {**(namespace or {}), **tracked}, tracked)
         if restored is None:
             return None
         self.objects.update({k: v for k, v in restored.values.items() if k in self.objects})
@@ -807,11 +809,13 @@ def candidates(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> 
     return [c for _, _, c in sorted(found, key=lambda f: f[:2])], skipped
 
 
-def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targets: dict) -> Restored | None:
+def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targets: dict,
+            tracked: Iterable[str] = ()) -> Restored | None:
     """Load a checkpoint from `stores` (the newest that verifies, by default): state dicts and
     framework objects into the objects in `targets` (name -> object), in place; the values to bind
     by name are returned. Each byte is read once and verified as it is read; a checkpoint that is
-    damaged, or verifies but doesn't decode, is passed over for the one before. Reads only: a
+    damaged, or verifies but doesn't decode, is passed over for the one before. A `tracked` name
+    the checkpoint lacks is unrestored (a resume then does not skip what it covers). Reads only: a
     read-only store restores."""
     tried, skipped = candidates(stores, checkpoint_id)
     overwritten = {}  # name -> the damaged checkpoint that was partly read straight into it
@@ -834,6 +838,10 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
             raise ColabkitError(f"No checkpoint in {stores[0].root} can be loaded: "
                                 + " ".join(why for _, why in skipped))
         return None
+    for name in tracked:
+        if name not in loaded.structure["objects"] and name not in outcome.unrestored:
+            outcome.unrestored[name] = (f"{checkpoint.id} does not hold it (tracked since that save?), so it keeps its "
+                                        "live state")
     for name, damaged in overwritten.items():
         if name not in loaded.structure["objects"] or name in outcome.unrestored:
             outcome.unrestored[name] = (f"the damaged {damaged} was partly read into it before its damage was "
