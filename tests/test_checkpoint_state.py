@@ -126,6 +126,28 @@ def test_pickled_values_load_only_when_trusted(tmp_path):
     assert namespace["thing"].value == 41
 
 
+
+def test_numpy_values_json_cannot_hold_exactly_are_pickled_and_come_back_whole(tmp_path):
+    """A masked array (its mask), np.matrix, and scalars whose .item() JSON can't hold or would
+    change (complex, datetime64, bytes, a long double) are pickled; they were saved as plain data
+    without the mask, or failed every save in the writer. Plain arrays and number scalars stay
+    JSON and arrays."""
+    values = {"masked": np.ma.array([1.0, 2.0, 3.0], mask=[False, True, False]), "matrix": np.matrix([[1, 2]]),
+              "complex": np.complex128(1 + 2j), "when": np.datetime64("2024-01-01"), "raw": np.bytes_(b"x"),
+              "long": np.longdouble(1) / 3, "plain": np.arange(3.0), "f32": np.float32(0.5), "flag": np.bool_(True)}
+    ck = Checkpointer(to=tmp_path, **values)
+    ck.save(wait=True)
+    assert ck.last["ok"], ck.last
+    ck.close()
+    structure = json.loads(next(tmp_path.glob("step-*/state.json")).read_text())["structure"]["objects"]
+    assert {name for name, entry in structure.items() if entry["kind"] == "pickled"} == \
+        {"masked", "matrix", "complex", "when", "raw", "long"}
+    namespace = {}
+    Checkpointer(to=tmp_path).restore(trust=True, namespace=namespace)
+    for name, value in values.items():
+        assert type(namespace[name]) is type(value) and np.array_equal(namespace[name], value), name
+    assert namespace["masked"].mask.tolist() == [False, True, False]
+
 def test_a_state_dict_with_nowhere_to_go_is_a_note(tmp_path):
     model, _, _ = make()
     Checkpointer(to=tmp_path, model=model).save(wait=True)

@@ -185,6 +185,12 @@ class Layouts:
                 last[5] = json.dumps(last[4], allow_nan=True)
 
 
+def _json_scalar(dtype: np.dtype) -> bool:
+    """Whether a NumPy scalar's .item() is a JSON number, bool or string that its dtype gives back
+    exactly (not complex, bytes, datetime64, nor a long double wider than a float)."""
+    return dtype.kind in "biuU" or dtype.kind == "f" and dtype.itemsize <= 8
+
+
 class Encoder:
     """Turns nested state into JSON, pulling tensors and arrays out as Sources. Adapters get it to
     encode the parts of a framework's state under their own keys."""
@@ -222,12 +228,12 @@ class Encoder:
             return self._dict(value, key)
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
-        if isinstance(value, np.ndarray):
+        if type(value) is np.ndarray:  # a subclass (a masked array, np.matrix) would lose what it adds: pickled
             return self._array(value, key)
         if isinstance(value, (list, tuple)):
             items = [self.encode(v, f"{key}.{i}") for i, v in enumerate(value)]
             return items if isinstance(value, list) else {"__tuple__": items}
-        if isinstance(value, np.generic):
+        if isinstance(value, np.generic) and _json_scalar(value.dtype):
             return {"__numpy_scalar__": value.dtype.str, "value": value.item()}
         if isinstance(value, RandomStates):
             return self._random(value, key)
