@@ -124,3 +124,25 @@ def test_the_panel_warns_before_the_next_checkpoint_would_not_fit_in_drives_free
         until(lambda: not any("Drive:" in line for line in lines()))
     finally:
         session.deactivate()
+
+
+def test_a_drive_copy_that_fails_is_said_in_the_cell_not_only_in_the_panel(fake_colab, capsys):
+    """Drive's pool folder is a file (anything that makes the copy fail): the local checkpoint is
+    committed, and the next save's result says the copy failed, once for that failure."""
+    drive_folder = runtime.mount()
+    ck = Checkpointer(every="1 steps", w=torch.zeros(8))
+    pool = drive_folder / "checkpoints" / "pool"
+    shutil.rmtree(pool, ignore_errors=True)
+    pool.write_bytes(b"not a folder")
+    ck.step = 1
+    ck.save(wait=True)
+    until(lambda: (read_status(ck.store.root) or {}).get("error"))
+    assert "Drive copy failed" in ck.status()
+    for step in (2, 3):
+        ck.step = step
+        ck.save(wait=True)
+        until(lambda: (read_status(ck.store.root) or {}).get("pending") is None)
+    ck.close()
+    said = capsys.readouterr().err
+    assert ck.last["ok"] and said.count(f"the copy of a checkpoint to {drive_folder / 'checkpoints'} failed") >= 1
+    assert "the local checkpoints are intact" in said

@@ -215,6 +215,7 @@ class Checkpointer:
         self.pace: float | None = None  # seconds per loop iteration, kept for cost estimates
         self.total: int | None = None  # the loop's length when known, for the time left
         self.last: dict | None = None  # the last writer result
+        self._mirror_said: str | None = None  # the Drive copy's failure said last
         self._error: str | None = None
         self._said: set[str] = set()
         self._saving_step: int | None = None  # the step of the last save handed to the sink
@@ -352,17 +353,31 @@ class Checkpointer:
             say(f"checkpoint step-{result.get('step')} was lost: the writer process died while writing it "
                 "(killed, perhaps for memory). The checkpoints before it are intact; a new writer takes the "
                 "next save, as scheduled.")
-        elif not result["ok"]:
+            return
+        if not result["ok"]:
             self._error = _describe_write_error(result, self.store.root)
-        elif result.get("outranked"):  # written, and deleted at once: never the one a restore loads
+            return
+        if result.get("outranked"):  # written, and deleted at once: never the one a restore loads
             self.last["ok"] = False
             higher = result["outranked"]
             say(f"checkpoint step-{result['step']} was not kept: {self.store.root} keeps the {len(higher)} highest "
                 f"steps, and {', '.join(higher)} (from an earlier run that counted further) are above it, so "
                 "retention deleted it at once and a restore would load them, not this run. Go on from them "
                 "(%checkpoint restore, then train), or save this run elsewhere (--to PATH), or delete them.")
-        elif result.get("warning"):  # saved, but something after the commit went wrong
+        if result.get("warning"):  # saved, but something after the commit went wrong
             say(result["warning"])
+        self._say_mirror_failure()
+
+    def _say_mirror_failure(self) -> None:
+        """The Drive copy's last failure, said in the cell once (the panel shows it too): copies
+        that keep failing would otherwise leave Drive without the checkpoints unnoticed."""
+        from .mirror import read_status
+
+        error = (read_status(self.store.root) or {}).get("error") if self.mirror_store is not None else None
+        if error and error != self._mirror_said:
+            say(f"the copy of a checkpoint to {self.mirror_store.root} failed ({error}); the local checkpoints are "
+                "intact, and the next checkpoint's copy tries again.")
+        self._mirror_said = error
 
     def _raise_error(self) -> None:
         if self._error is not None:

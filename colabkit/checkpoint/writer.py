@@ -134,17 +134,22 @@ def serve(conn) -> None:
                       "hashes": _kept(checkpoint, written[0])}
             if not checkpoint.path.is_dir():  # retention kept `keep` higher steps: this one went at once
                 result["outranked"] = [folder.name for folder in store.committed_folders()]
-            if job.get("mirror"):
+        except Exception as exc:  # reported to the trainer, raised at its next consistent point
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
+                      "step": payload.step}
+        warnings = [unswept] if result["ok"] and unswept else []
+        unswept = None
+        if result["ok"] and job.get("mirror") and checkpoint.path.is_dir():
+            try:  # the checkpoint is committed here whatever becomes of its copy
                 key = (job["root"], job["mirror"])
                 if key not in mirrors:
                     mirrors[key] = Mirror(Path(job["root"]), Path(job["mirror"]), job["keep"])
                 mirrors[key].push(checkpoint.path)
-        except Exception as exc:  # reported to the trainer, raised at its next consistent point
-            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
-                      "step": payload.step}
-        if result["ok"] and unswept:
-            result["warning"] = unswept
-        unswept = None
+            except Exception as exc:
+                warnings.append(f"{checkpoint.id} is saved in {job['root']}, but its copy to {job['mirror']} could "
+                                f"not be started ({type(exc).__name__}: {exc}); the next checkpoint tries again.")
+        if warnings:
+            result["warning"] = " ".join(warnings)
         try:
             conn.send(result)
         except OSError:  # the trainer is gone (its kernel was killed): the commit is done, so stop
