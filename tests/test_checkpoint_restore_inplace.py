@@ -47,6 +47,26 @@ def same(state, module):
         state[k].dtype == live[k].dtype and torch.equal(state[k], live[k]) for k in state)
 
 
+def save_at(root, step, **objects):
+    """One checkpoint of `objects` at `step` in the store at `root` (keeping 3)."""
+    ck = Checkpointer(to=root, keep=3, **objects)
+    ck.step = step
+    ck.save(wait=True)
+    ck.close()
+    return ck
+
+
+def damage(folder, key, at=0, bits=1):
+    """Flip `bits` of the byte `at` into `key`'s bytes in the pack it lies in; that byte's offset."""
+    packs, _ = index_of(folder)
+    _, _, _, pack, offset, _, _ = rows_by_key(folder)[key]
+    pack_file = folder.parent / codec.POOL / packs[pack]
+    data = bytearray(pack_file.read_bytes())
+    data[offset + at] ^= bits
+    pack_file.write_bytes(bytes(data))
+    return offset + at
+
+
 def two_checkpoints(tmp_path):
     """step-1 and step-2 of a Packed model, every parameter changed between them; step-1's state."""
     model = Packed(1)
@@ -214,13 +234,7 @@ def test_a_module_whose_keys_come_in_another_order_is_read_in_place_and_two_keys
 def test_a_damaged_tensor_found_after_others_went_into_the_module_falls_back_to_the_one_before_whole(
         tmp_path, load_state_dict_calls):
     older = two_checkpoints(tmp_path)
-    newest = tmp_path / "step-2"
-    packs, _ = index_of(newest)
-    _, _, _, pack, offset, _, _ = rows_by_key(newest)["model.many.1400"]  # in the second read: 1,024 buffers before it
-    pack_file = tmp_path / codec.POOL / packs[pack]
-    data = bytearray(pack_file.read_bytes())
-    data[offset + 5] ^= 0x10
-    pack_file.write_bytes(bytes(data))
+    damage(tmp_path / "step-2", "model.many.1400", at=5, bits=0x10)  # in the second read: 1,024 buffers before it
 
     fresh = Packed(3)
     restored = Checkpointer(to=tmp_path, model=fresh).restore()
@@ -244,14 +258,8 @@ def test_nothing_is_read_into_a_module_after_damage_is_raised_though_the_next_ru
 
     two_checkpoints(tmp_path)
     newest = tmp_path / "step-2"
-    packs, _ = index_of(newest)
-    _, _, _, pack, offset, _, _ = rows_by_key(newest)["model.many.10"]  # early: two runs follow it
-    pack_file = tmp_path / codec.POOL / packs[pack]
-    data = bytearray(pack_file.read_bytes())
-    data[offset] ^= 1
-    pack_file.write_bytes(bytes(data))
+    damaged_at = damage(newest, "model.many.10")  # early: two runs follow it
     copies, real = [], codec._read_run
-    damaged_at = offset
 
     def slow_after_the_damaged_run(fd, views, offset, total):
         copies.append(offset)
@@ -281,20 +289,9 @@ def test_nothing_is_read_into_a_module_after_damage_is_raised_though_the_next_ru
 
 
 def test_a_module_partly_read_from_a_damaged_checkpoint_that_the_older_one_does_not_hold_is_unrestored(tmp_path):
-    ck = Checkpointer(to=tmp_path, keep=3, note={"epoch": 1})
-    ck.step = 1
-    ck.save(wait=True)
-    ck.close()
-    ck = Checkpointer(to=tmp_path, keep=3, model=Packed(1))
-    ck.step = 2
-    ck.save(wait=True)
-    ck.close()
-    packs, _ = index_of(tmp_path / "step-2")
-    _, _, _, pack, offset, _, _ = rows_by_key(tmp_path / "step-2")["model.many.1400"]
-    pack_file = tmp_path / codec.POOL / packs[pack]
-    data = bytearray(pack_file.read_bytes())
-    data[offset] ^= 1
-    pack_file.write_bytes(bytes(data))
+    save_at(tmp_path, 1, note={"epoch": 1})
+    save_at(tmp_path, 2, model=Packed(1))
+    damage(tmp_path / "step-2", "model.many.1400")
 
     restored = Checkpointer(to=tmp_path, model=Packed(3)).restore(namespace={})
     assert restored.checkpoint.id == "step-1"
@@ -466,20 +463,9 @@ def test_a_save_after_going_back_in_place_holds_the_weights_gone_back_to(tmp_pat
 def test_an_older_checkpoint_that_fails_otherwise_after_a_damaged_one_was_read_in_still_says_the_mix(tmp_path):
     """step-2, damaged late, was partly read into the module; step-1, of another architecture, is
     then refused by the module's load_state_dict: the error says both."""
-    ck = Checkpointer(to=tmp_path, keep=3, model=torch.nn.Linear(3, 4))
-    ck.step = 1
-    ck.save(wait=True)
-    ck.close()
-    ck = Checkpointer(to=tmp_path, keep=3, model=Packed(1))
-    ck.step = 2
-    ck.save(wait=True)
-    ck.close()
-    packs, _ = index_of(tmp_path / "step-2")
-    _, _, _, pack, offset, _, _ = rows_by_key(tmp_path / "step-2")["model.many.1400"]
-    pack_file = tmp_path / codec.POOL / packs[pack]
-    data = bytearray(pack_file.read_bytes())
-    data[offset] ^= 1
-    pack_file.write_bytes(bytes(data))
+    save_at(tmp_path, 1, model=torch.nn.Linear(3, 4))
+    save_at(tmp_path, 2, model=Packed(1))
+    damage(tmp_path / "step-2", "model.many.1400")
     with pytest.raises(ColabkitError, match=r"(?s)step-1 does not fit the notebook's model.* model \(step-2\) may "
                                             "hold part of a checkpoint"):
         Checkpointer(to=tmp_path, model=Packed(3)).restore()
@@ -514,17 +500,11 @@ def test_an_optimizer_that_refuses_its_state_is_said_with_the_module_already_res
     """The notebook's optimizer has one parameter group, the saved one two: its load_state_dict
     refuses (ValueError). That is the notebook's object, not a damaged checkpoint: no older one is
     loaded instead, and the error says the module read in place holds the checkpoint already."""
-    ck = Checkpointer(to=tmp_path, keep=3, note={"epoch": 1})
-    ck.step = 1
-    ck.save(wait=True)
-    ck.close()
+    save_at(tmp_path, 1, note={"epoch": 1})
     model = Packed(1)
     opt = torch.optim.SGD([{"params": [model.a]}, {"params": [p for p in model.parameters() if p is not model.a]}],
                           lr=0.1)
-    ck = Checkpointer(to=tmp_path, keep=3, model=model, opt=opt)
-    ck.step = 2
-    ck.save(wait=True)
-    ck.close()
+    save_at(tmp_path, 2, model=model, opt=opt)
     fresh = Packed(3)
     with pytest.raises(ColabkitError, match=r"(?s)step-2 does not fit the notebook's opt: its load_state_dict "
                                             r"refused .*parameter groups.* model had been restored from it already"):
@@ -536,14 +516,8 @@ def test_a_state_that_fails_to_decode_after_the_module_was_read_in_place_leaves_
     """step-2's tensors all verify and go into the module; its random states (edited, the manifest
     made to match) then fail to decode. step-1 is loaded instead, which holds no module: the
     module is said to be a mix, not left silently holding step-2."""
-    ck = Checkpointer(to=tmp_path, keep=3, note={"epoch": 1})
-    ck.step = 1
-    ck.save(wait=True)
-    ck.close()
-    ck = Checkpointer(to=tmp_path, keep=3, model=Packed(1))
-    ck.step = 2
-    ck.save(wait=True)
-    ck.close()
+    save_at(tmp_path, 1, note={"epoch": 1})
+    save_at(tmp_path, 2, model=Packed(1))
     document = json.loads((tmp_path / "step-2" / codec.STATE).read_text())
     document["structure"]["rng"] = {"__random__": {}}
     rewrite_state(tmp_path / "step-2", json.dumps(document))
