@@ -146,3 +146,40 @@ def test_a_drive_copy_that_fails_is_said_in_the_cell_not_only_in_the_panel(fake_
     said = capsys.readouterr().err
     assert ck.last["ok"] and said.count(f"the copy of a checkpoint to {drive_folder / 'checkpoints'} failed") >= 1
     assert "the local checkpoints are intact" in said
+
+
+def test_retention_spares_the_checkpoint_the_drive_copy_reads_so_a_slow_copy_still_lands(tmp_path, monkeypatch):
+    """--keep 1 and saves faster than Drive takes them: retention kept deleting the checkpoint
+    being copied, and every copy failed (FileNotFoundError) until training stopped. The writer
+    now spares what the mirror reads (Mirror.reading) until its copy is done; each copy lands,
+    and the spared folder goes at the next save after it."""
+    import json
+
+    from colabkit.checkpoint import codec, pool
+    from colabkit.checkpoint.mirror import Mirror
+    from colabkit.checkpoint.pool import Pool
+    from colabkit.checkpoint.store import CheckpointStore
+    from helpers.commit_loop import payload, staged
+
+    local, store = tmp_path / "local", CheckpointStore(tmp_path / "local", keep=1)
+    packs = Pool(local)
+    real_copy = pool.copy_pack
+
+    def slow_copy(*args, **kwargs):  # Drive is slower than the saves
+        time.sleep(0.4)
+        return real_copy(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "copy_pack", slow_copy)
+    mirror = Mirror(local, tmp_path / "drive", keep=1)
+    errors = []
+    for step in range(1, 6):
+        encoded, data = staged(step, ["t0"], [payload(step, 1)])
+        checkpoint = store.commit(step, lambda folder: codec.write_payload(folder, packs, encoded, data), encoded.meta,
+                                  spare=mirror.reading())
+        mirror.push(checkpoint.path)
+        time.sleep(0.25)
+        errors.append(json.loads((local / "MIRROR.json").read_text()).get("error"))
+    mirror.drain()
+    assert errors == [None] * 5 and read_status(local)["mirrored"] == "step-5"
+    assert CheckpointStore(tmp_path / "drive").latest_valid()[0].id == "step-5"
+    assert len(store.committed_folders()) <= 3  # keep 1, and those a copy reads or is about to

@@ -61,7 +61,7 @@ class Mirror:
         self.local_root = Path(local_root)
         self.remote = CheckpointStore(remote_root, keep)
         self._pending: Path | None = None
-        self._busy = False
+        self._source: Path | None = None  # the one being copied
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="colabkit-mirror", daemon=True)
         self._thread.start()
@@ -73,23 +73,31 @@ class Mirror:
             self._write_status(pending=checkpoint.name)
             self._cond.notify()
 
+    def reading(self) -> set[str]:
+        """The local checkpoints this mirror is copying or about to: what retention must spare
+        until the copy is done (with --keep 1, or saves faster than Drive, it deleted them
+        mid-copy and every copy failed)."""
+        with self._cond:
+            return {source.name for source in (self._pending, self._source) if source is not None}
+
     def drain(self, timeout: float | None = None) -> None:
         """Wait until nothing is waiting or being copied (the writer's last act before it exits)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+            self._cond.wait_for(lambda: self._pending is None and self._source is None, timeout)
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending is not None)
-                source, self._pending, self._busy = self._pending, None, True
+                source = self._source = self._pending
+                self._pending = None
             error = None
             try:
                 copy_checkpoint(source, self.remote)
             except Exception as exc:  # Drive unmounted, quota, ...: shown in the panel, retried next time
                 error = f"{type(exc).__name__}: {exc}"
             with self._cond:
-                self._busy = False
+                self._source = None
                 self._write_status(mirrored=None if error else source.name, error=error,
                                    pending=self._pending.name if self._pending else None)
                 self._cond.notify_all()

@@ -24,7 +24,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..errors import ColabkitError
 from . import codec, durable, pool
@@ -104,6 +104,7 @@ class CheckpointStore:
         meta: dict,
         phase: Callable[[str], None] | None = None,
         collect: bool = True,
+        spare: Iterable[str] = (),
     ) -> Checkpoint:
         """Write a checkpoint for `step` and make it visible atomically.
 
@@ -112,6 +113,7 @@ class CheckpointStore:
         "retained" (tests kill the writer there). `collect`: delete the packs no kept checkpoint
         points into now; the writer process passes False and calls `collect()` once it has
         answered (deleting a 256 MiB pack takes 30-40 ms that the commit need not wait for).
+        `spare`: folders retention keeps beyond `keep` for now (apply_retention).
         """
         mark = phase or (lambda name: None)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -138,15 +140,18 @@ class CheckpointStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self.apply_retention(collect)
+        self.apply_retention(collect, spare)
         mark("retained")
         return Checkpoint(final, step, manifest["time"], manifest)
 
-    def apply_retention(self, collect: bool = True) -> list[Path]:
-        """Delete all but the newest `keep` committed checkpoints, then (`collect`) the packs none
-        of the kept ones points into; returns the folders deleted."""
+    def apply_retention(self, collect: bool = True, spare: Iterable[str] = ()) -> list[Path]:
+        """Delete all but the newest `keep` committed checkpoints, sparing those named in `spare` (one
+        the Drive copy reads), then (`collect`) the packs none of the kept ones points into;
+        returns the folders deleted."""
         deleted = []
         for old in self.committed_folders()[self.keep:]:
+            if old.name in spare:
+                continue
             # Renamed out of the committed namespace first, so a half-deleted folder is never read.
             doomed = self.root / f".tmp-delete-{old.name}-{uuid.uuid4().hex[:12]}"
             os.rename(old, doomed)

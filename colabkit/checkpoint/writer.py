@@ -126,7 +126,9 @@ def serve(conn) -> None:
 
             try:
                 store = CheckpointStore(job["root"], job["keep"])
-                checkpoint = store.commit(payload.step, write, payload.meta, collect=False)
+                copying = mirrors.get((job["root"], job.get("mirror")))
+                checkpoint = store.commit(payload.step, write, payload.meta, collect=False,
+                                          spare=copying.reading() if copying is not None else ())
             finally:
                 data.release()
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
