@@ -2,6 +2,7 @@
 
 import shutil
 import time
+from pathlib import Path
 
 import torch
 
@@ -148,38 +149,54 @@ def test_a_drive_copy_that_fails_is_said_in_the_cell_not_only_in_the_panel(fake_
     assert "the local checkpoints are intact" in said
 
 
-def test_retention_spares_the_checkpoint_the_drive_copy_reads_so_a_slow_copy_still_lands(tmp_path, monkeypatch):
+SLOW_DRIVE = """
+import json, sys, time
+from pathlib import Path
+from colabkit.checkpoint import codec, pool
+from colabkit.checkpoint.mirror import Mirror
+from colabkit.checkpoint.pool import Pool
+from colabkit.checkpoint.store import CheckpointStore
+from helpers.commit_loop import payload, staged
+
+root = Path(sys.argv[1])
+local, store = root / "local", CheckpointStore(root / "local", keep=1)
+packs, real_copy = Pool(local), pool.copy_pack
+
+def slow_copy(*args, **kwargs):  # Drive is slower than the saves
+    time.sleep(0.4)
+    return real_copy(*args, **kwargs)
+
+pool.copy_pack = slow_copy
+mirror = Mirror(local, root / "drive", keep=1)
+errors = []
+for step in range(1, 6):
+    encoded, data = staged(step, ["t0"], [payload(step, 1)])
+    checkpoint = store.commit(step, lambda folder: codec.write_payload(folder, packs, encoded, data), encoded.meta,
+                              spare=mirror.reading())
+    mirror.push(checkpoint.path)
+    time.sleep(0.25)
+    errors.append(json.loads((local / "MIRROR.json").read_text()).get("error"))
+mirror.drain()
+print(json.dumps({"errors": errors, "kept": len(store.committed_folders())}))
+"""
+
+
+def test_retention_spares_the_checkpoint_the_drive_copy_reads_so_a_slow_copy_still_lands(tmp_path):
     """--keep 1 and saves faster than Drive takes them: retention kept deleting the checkpoint
     being copied, and every copy failed (FileNotFoundError) until training stopped. The writer
     now spares what the mirror reads (Mirror.reading) until its copy is done; each copy lands,
-    and the spared folder goes at the next save after it."""
+    and the spared folder goes at a save after it. (In a process of its own, as the writer's
+    mirror is: its thread lives as long as the process.)"""
     import json
+    import subprocess
+    import sys
 
-    from colabkit.checkpoint import codec, pool
-    from colabkit.checkpoint.mirror import Mirror
-    from colabkit.checkpoint.pool import Pool
     from colabkit.checkpoint.store import CheckpointStore
-    from helpers.commit_loop import payload, staged
 
-    local, store = tmp_path / "local", CheckpointStore(tmp_path / "local", keep=1)
-    packs = Pool(local)
-    real_copy = pool.copy_pack
-
-    def slow_copy(*args, **kwargs):  # Drive is slower than the saves
-        time.sleep(0.4)
-        return real_copy(*args, **kwargs)
-
-    monkeypatch.setattr(pool, "copy_pack", slow_copy)
-    mirror = Mirror(local, tmp_path / "drive", keep=1)
-    errors = []
-    for step in range(1, 6):
-        encoded, data = staged(step, ["t0"], [payload(step, 1)])
-        checkpoint = store.commit(step, lambda folder: codec.write_payload(folder, packs, encoded, data), encoded.meta,
-                                  spare=mirror.reading())
-        mirror.push(checkpoint.path)
-        time.sleep(0.25)
-        errors.append(json.loads((local / "MIRROR.json").read_text()).get("error"))
-    mirror.drain()
-    assert errors == [None] * 5 and read_status(local)["mirrored"] == "step-5"
+    done = subprocess.run([sys.executable, "-c", SLOW_DRIVE, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parent)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["errors"] == [None] * 5 and read_status(tmp_path / "local")["mirrored"] == "step-5"
     assert CheckpointStore(tmp_path / "drive").latest_valid()[0].id == "step-5"
-    assert len(store.committed_folders()) <= 3  # keep 1, and those a copy reads or is about to
+    assert result["kept"] <= 3  # keep 1, and those a copy reads or is about to
