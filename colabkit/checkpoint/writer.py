@@ -141,7 +141,7 @@ def serve(conn) -> None:
                       "step": payload.step}
         warnings = [unswept] if result["ok"] and unswept else []
         unswept = None
-        if result["ok"] and job.get("mirror") and checkpoint.path.is_dir():
+        if result["ok"] and job.get("mirror") and "outranked" not in result:
             try:  # the checkpoint is committed here whatever becomes of its copy
                 key = (job["root"], job["mirror"])
                 if key not in mirrors:
