@@ -1,5 +1,6 @@
 """On Colab: commit to local disk, mirror to Drive in the background, resume from Drive on a new VM."""
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -200,3 +201,55 @@ def test_retention_spares_the_checkpoint_the_drive_copy_reads_so_a_slow_copy_sti
     assert result["errors"] == [None] * 5 and read_status(tmp_path / "local")["mirrored"] == "step-5"
     assert CheckpointStore(tmp_path / "drive").latest_valid()[0].id == "step-5"
     assert result["kept"] <= 3  # keep 1, and those a copy reads or is about to
+
+
+SLOW_DRIVE_COPY = """
+import time
+from colabkit.checkpoint import pool
+
+def stuck_copy(*args, **kwargs):  # Drive takes far longer than closing waits
+    time.sleep(600)
+
+pool.copy_pack = stuck_copy
+"""
+
+
+def test_closing_while_the_drive_copy_runs_says_what_it_waits_for_and_what_is_not_on_drive(
+        fake_colab, monkeypatch, tmp_path, capsys):
+    """%checkpoint off (or a second %checkpoint every) while the writer still copies a large
+    checkpoint to a slow Drive: the cell said nothing while it waited, and the writer was killed
+    after 60 s with the checkpoint only on the VM's disk, unsaid. Now the wait is said, and so is
+    the copy that did not finish; turning checkpointing on again and saving copies it."""
+    import colabkit.checkpoint.writer as writer
+
+    drive_folder = runtime.mount()
+    site = tmp_path / "site"  # the writer process's Drive copy never ends (sitecustomize patches it at start)
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_DRIVE_COPY)
+    python_path = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), python_path])))
+    monkeypatch.setattr(writer, "CLOSE_WAIT", 4.0)
+    monkeypatch.setattr(writer, "CLOSE_NOTICE", 0.5)
+    weights = torch.arange(1000.0)
+    ck = Checkpointer(every="1 steps", w=weights)
+    ck.step = 1
+    ck.save(wait=True)
+    until(lambda: (read_status(ck.store.root) or {}).get("pending") == "step-1")
+    started = time.monotonic()
+    ck.close()
+    assert time.monotonic() - started < 15
+    said = capsys.readouterr().err
+    drive = drive_folder / "checkpoints"
+    assert f"finishing the copy of step-1 to {drive} before checkpointing stops (at most 4 s)" in said
+    assert f"the copy of step-1 to {drive} did not finish" in said
+    assert f"step-1 is only on this VM's disk, in {ck.store.root}; Drive's newest checkpoint is none" in said
+    assert ck.sink._writer is None and not (drive / "step-1").exists()
+
+    monkeypatch.setenv("PYTHONPATH", python_path)  # Drive as fast as it is
+    again = Checkpointer(every="1 steps", w=weights)
+    again.restore()
+    again.save(force=True, wait=True)
+    again.close()
+    said = capsys.readouterr().err
+    assert "did not finish" not in said and "finishing the copy" not in said
+    assert again.mirror_store.latest_valid()[0].id == "step-1"

@@ -790,14 +790,51 @@ class Checkpointer:
                 "batches it had trained are not skipped anywhere, so this run is no longer exact.")
 
     def close(self) -> None:
-        """Wait for the save in flight, stop the writer, free the staging buffer."""
+        """Wait for the save in flight and the Drive copy, stop the writer, free the staging buffer."""
         try:
-            result = self.sink.close()
+            result = self.sink.close(waiting=self._say_drive_wait)
         finally:
             self.claim.release()
         if result is not None:
             self._record(result)
+        elif self.last is not None:
+            self._say_mirror_failure()  # the copy that ran while the writer closed
+        self._say_drive_cut()
         self._raise_error()
+
+    def _copying(self) -> str | None:
+        """The checkpoint the Drive copy is on or about to be (MIRROR.json), None when none is."""
+        from .mirror import read_status
+
+        return (read_status(self.store.root) or {}).get("pending") if self.mirror_store is not None else None
+
+    def _say_drive_wait(self) -> None:
+        """Closing waits for the writer's Drive copy: say why the cell is still running."""
+        from .writer import CLOSE_WAIT
+
+        copying = self._copying()
+        if copying:
+            say(f"finishing the copy of {copying} to {self.mirror_store.root} before checkpointing stops "
+                f"(at most {CLOSE_WAIT:.0f} s).")
+
+    def _say_drive_cut(self) -> None:
+        """After the writer is gone: a Drive copy it had not finished (stopped after CLOSE_WAIT, or
+        the writer died) leaves that checkpoint on this VM's disk only, which a person who turned
+        checkpointing off expects on Drive."""
+        from .writer import CLOSE_WAIT
+
+        copying = self._copying() if self.last is not None else None
+        if not copying:
+            return
+        try:
+            on_drive = [f.name for f in self.mirror_store.committed_folders()]
+        except OSError:  # Drive unmounted meanwhile
+            on_drive = []
+        say(f"the copy of {copying} to {self.mirror_store.root} did not finish (it was stopped "
+            f"{CLOSE_WAIT:.0f} s after checkpointing stopped, or its writer died), so {copying} is only on "
+            f"this VM's disk, in {self.store.root}; Drive's newest checkpoint is "
+            f"{on_drive[0] if on_drive else 'none'}. To have it on Drive, turn checkpointing on again "
+            "(%checkpoint every ...) and save (%checkpoint now): that copy brings what Drive lacks.")
 
 
 def candidates(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[list[Checkpoint], list[tuple]]:

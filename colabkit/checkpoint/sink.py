@@ -209,15 +209,16 @@ class Sink:
             except OSError:  # the store itself is gone: the next save says so
                 pass
 
-    def close(self) -> dict | None:
-        """Finish the save in flight (its result is returned), stop the writer, free the staging buffer."""
+    def close(self, waiting: Callable[[], None] | None = None) -> dict | None:
+        """Finish the save in flight (its result is returned), stop the writer (`waiting`: called
+        when it takes a while: WriterProcess.close), free the staging buffer."""
         atexit.unregister(self.close)
         self._stop_preparing()
         try:
             return self.wait()
         finally:
             if self._writer is not None:
-                self._writer.close()
+                self._writer.close(waiting)
                 self._writer = None
             self._release_buffer()
 

@@ -23,6 +23,7 @@ import time
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Callable
 
 from . import codec, stream
 from .changes import kept_hashes as _kept
@@ -32,6 +33,8 @@ from .store import CheckpointStore
 
 
 PREFAULT_PIECE = 8 << 20  # prefault() checks whether to stop after this many bytes (2-3 ms)
+CLOSE_WAIT = 60.0  # seconds a closing writer may take to finish (its Drive copy) before it is stopped
+CLOSE_NOTICE = 2.0  # seconds of that wait after which the person is told what it waits for
 
 
 class StagingBuffer:
@@ -276,10 +279,19 @@ class WriterProcess:
                 return result
         return None
 
-    def close(self) -> None:
+    def close(self, waiting: Callable[[], None] | None = None) -> None:
+        """Let the writer finish its job and its Drive copy, and exit; `waiting` is called when
+        that takes over CLOSE_NOTICE seconds. Stopped after CLOSE_WAIT (what it was copying is
+        then not on Drive: Checkpointer.close says so)."""
         self._conn.close()  # the writer finishes its job, reads EOF and exits
         try:
-            self.process.wait(60)
+            self.process.wait(CLOSE_NOTICE)
+            return
+        except subprocess.TimeoutExpired:
+            if waiting is not None:
+                waiting()
+        try:
+            self.process.wait(CLOSE_WAIT - CLOSE_NOTICE)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
