@@ -100,6 +100,8 @@ def main():
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder under the cwd)")
     args = parser.parse_args()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)  # a --dir that is not there yet is made
     folder = Path(tempfile.mkdtemp(prefix="bench-ckpt-", dir=args.dir or "."))
     model = Weights(args.gib)
     nbytes = sum(p.numel() * 4 for p in model.parameters())

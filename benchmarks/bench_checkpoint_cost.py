@@ -564,6 +564,8 @@ def main():
     parser.add_argument("--cases", nargs="+", default=["hashes", "lora", "full", "loop", "busy", "first", "budget"],
                         choices=["hashes", "lora", "full", "loop", "busy", "first", "budget"])
     args = parser.parse_args()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)  # a --dir that is not there yet is made
     folder = Path(tempfile.mkdtemp(prefix="bench-cost-", dir=args.dir or "."))
     rss_at_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
     print(f"{load_average()} at start; torch {torch.__version__}; sizes {args.gib} GiB, tensors {args.tensors}, "
