@@ -310,3 +310,28 @@ def test_a_save_that_retention_deletes_at_once_is_said_not_kept(tmp_path, capsys
     ck.close()
     assert ck.last["ok"] and ck.status().startswith("checkpoint step-700 (")
     assert [c.step for c in CheckpointStore(tmp_path).list()] == [700, 600]
+
+
+def test_a_save_kept_below_higher_steps_says_a_restore_would_load_them(tmp_path, capsys):
+    """Steps 10, 20, 30 saved (keep 3); 20 and 30 went wrong, so the notebook restores step-10 and
+    trains on: steps 11 and 12 are kept, but step-30 and step-20 stay above them, and a restore
+    after a restart (and resumable()) loads step-30, the run that was abandoned. Was said nowhere;
+    now the first such save says it, once, with the ways on."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    ck = Checkpointer(to=tmp_path, keep=3, w=np.zeros(4))
+    for step in (10, 20, 30):
+        ck.step = step
+        ck.save(wait=True)
+    ck.restore("step-10")
+    capsys.readouterr()
+    for step in (11, 12):
+        ck.step = step
+        ck.save(wait=True)
+        assert ck.last["ok"]
+    assert "· below step-30 in the store: a restore loads that" in ck.status()
+    ck.close()
+    said = capsys.readouterr().err
+    assert said.count("checkpoint step-11 is saved, but") == 1 and "step-12 is saved" not in said, said
+    assert "also holds step-30, step-20, higher steps" in said and "loads the highest, step-30, not this run" in said
+    assert CheckpointStore(tmp_path).latest_valid()[0].id == "step-30"

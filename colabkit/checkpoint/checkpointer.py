@@ -364,9 +364,23 @@ class Checkpointer:
                 f"steps, and {', '.join(higher)} (from an earlier run that counted further) are above it, so "
                 "retention deleted it at once and a restore would load them, not this run. Go on from them "
                 "(%checkpoint restore, then train), or save this run elsewhere (--to PATH), or delete them.")
+        if result.get("above"):
+            self._say_above(result["step"], result["above"], self.store.root)
         if result.get("warning"):  # saved, but something after the commit went wrong
             say(result["warning"])
         self._say_mirror_failure()
+
+    def _say_above(self, step: int, higher: list[str], where: Path) -> None:
+        """A save kept below higher steps already in a store (an earlier run that counted further,
+        or the steps after an older checkpoint the notebook restored): a restore after a restart,
+        and resumable(), load the highest, so this run would be silently left behind. Said once
+        for each highest step."""
+        self.say_once(f"above-{where}-{higher[0]}", (
+            f"checkpoint step-{step} is saved, but {where} also holds {', '.join(higher)}, higher steps from before "
+            "(an earlier run that counted further, or the steps after the checkpoint you restored), and a restore "
+            f"after a restart (and resumable()) loads the highest, {higher[0]}, not this run. Delete those to go on "
+            f"from this run, restore it by name after a restart (%checkpoint restore step-{step} or later), or "
+            "save this run elsewhere (%checkpoint every ... --to PATH)."))
 
     def _say_mirror_failure(self) -> None:
         """The Drive copy's last failure, said in the cell once (the panel shows it too): copies
@@ -596,6 +610,8 @@ class Checkpointer:
             return f"checkpoint step-{self.last.get('step')} FAILED: see the cell output"
         age = format_duration(time.time() - self.last["at"])
         line = f"checkpoint {self.last['id']} ({format_bytes(self.last.get('bytes'))}, {age} ago)"
+        if self.last.get("above"):
+            line += f" · below {self.last['above'][0]} in the store: a restore loads that (see the cell output)"
         if self.last.get("streamed"):
             line += f" · larger than free RAM allows: streamed, training paused {self.last['pause']:.1f} s"
         if self.mirror_store is not None:

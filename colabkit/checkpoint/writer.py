@@ -137,8 +137,11 @@ def serve(conn) -> None:
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
                       "seconds": time.perf_counter() - started, "bytes": checkpoint.size,
                       "hashes": _kept(checkpoint, written[0])}
+            higher = [folder.name for folder in store.committed_folders() if codec.step_of(folder.name) > payload.step]
             if not checkpoint.path.is_dir():  # retention kept `keep` higher steps: this one went at once
-                result["outranked"] = [folder.name for folder in store.committed_folders()]
+                result["outranked"] = higher
+            elif higher:  # kept, but a restore loads the highest step, not this one
+                result["above"] = higher
         except Exception as exc:  # reported to the trainer, raised at its next consistent point
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
                       "step": payload.step}
