@@ -335,3 +335,29 @@ def test_a_save_kept_below_higher_steps_says_a_restore_would_load_them(tmp_path,
     assert said.count("checkpoint step-11 is saved, but") == 1 and "step-12 is saved" not in said, said
     assert "also holds step-30, step-20, higher steps" in said and "loads the highest, step-30, not this run" in said
     assert CheckpointStore(tmp_path).latest_valid()[0].id == "step-30"
+
+
+@pytest.mark.parametrize("keep", ["3", 2.5, True])
+def test_a_keep_that_is_not_a_whole_number_is_refused_before_anything_is_saved(tmp_path, keep):
+    """keep="3" raised a bare TypeError at the first save; keep=2.5 committed each save and then
+    failed retention, reported as "not saved" while it was, and nothing was ever deleted."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    with pytest.raises(ColabkitError, match=r"--keep must be a whole number of checkpoints \(got "):
+        Checkpointer(to=tmp_path, keep=keep, w=np.zeros(4))
+
+
+@pytest.mark.parametrize("step", [-1, 3.0, "7"])
+def test_a_step_no_checkpoint_name_can_hold_is_refused_not_saved_where_nothing_finds_it(tmp_path, step):
+    """ck.step = -1 or 3.0 committed step--1 / step-3.0, reported saved, which list, retention and
+    restore never see (and whose packs were then collected); a NumPy integer is taken as an int."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    ck = Checkpointer(to=tmp_path, w=np.zeros(4))
+    ck.step = step
+    with pytest.raises(ColabkitError, match=r"(?s)Checkpoint not saved: its step is .*a whole number, 0 or more"):
+        ck.save(wait=True)
+    ck.step = np.int64(4)
+    ck.save(wait=True)
+    ck.close()
+    assert ck.last["ok"] and [c.id for c in CheckpointStore(tmp_path).list()] == ["step-4"]

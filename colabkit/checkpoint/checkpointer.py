@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import numbers
 import sys
 import time
 import weakref
@@ -425,6 +426,7 @@ class Checkpointer:
             self.schedule.mark_saved(self.step)
             return False
         self._collect()
+        self.step = _checked_step(self.step)
         if self.sink.busy:
             if not force:
                 # Still due: the next consistent point after the writer finishes saves (a delay, not a loss:
@@ -851,6 +853,17 @@ class Checkpointer:
             f"this VM's disk, in {self.store.root}; Drive's newest checkpoint is "
             f"{on_drive[0] if on_drive else 'none'}. To have it on Drive, turn checkpointing on again "
             "(%checkpoint every ...) and save (%checkpoint now): that copy brings what Drive lacks.")
+
+
+def _checked_step(step) -> int:
+    """The step a save is named by, as an int: a checkpoint is the folder step-N, and list,
+    retention and restore order them by N, so a negative or fractional step was saved under a
+    name none of them sees (and its packs were then collected)."""
+    if isinstance(step, numbers.Integral) and not isinstance(step, bool) and step >= 0:
+        return int(step)  # a NumPy integer too
+    raise ColabkitError(f"Checkpoint not saved: its step is {step!r}, and a checkpoint's step must be a whole "
+                        "number, 0 or more (checkpoints are the folders step-N, ordered by N). Set the "
+                        "Checkpointer's step to the iteration or optimizer step the state is at, as an int.")
 
 
 def candidates(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[list[Checkpoint], list[tuple]]:

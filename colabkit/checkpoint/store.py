@@ -18,6 +18,7 @@ the payload files and returns their records.
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import shutil
@@ -75,11 +76,14 @@ def _remove(entry: Path) -> None:
 
 class CheckpointStore:
     def __init__(self, root: str | os.PathLike, keep: int = 3):
+        if not isinstance(keep, numbers.Integral) or isinstance(keep, bool):
+            raise ColabkitError(f"--keep must be a whole number of checkpoints (got {keep!r}), e.g. --keep 3 "
+                                "(keep=3 in Python).")
         if keep < 1:
             raise ColabkitError(f"--keep must be at least 1 (got {keep}): a store that keeps no "
                                 "checkpoint would delete each one as soon as it is written.")
         self.root = Path(root)
-        self.keep = keep
+        self.keep = int(keep)
 
     # -- writing ---------------------------------------------------------------------------
     def prepare(self) -> None:
