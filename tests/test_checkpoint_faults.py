@@ -305,3 +305,25 @@ def test_a_writer_error_is_worded_by_what_happened(tmp_path, code, said, todo):
     assert message.startswith(f"Checkpoint step-7 was not saved: {said}") and todo in message
     assert ("Free space" in message) == (code in ("ENOSPC", "EDQUOT"))
     assert ("previous checkpoint is intact" in message) == (code != "ENOENT")
+
+
+def test_a_script_that_never_closes_hears_at_exit_that_its_last_save_failed(tmp_path):
+    """A script saves without waiting and ends without close(): the writer finished the save at
+    exit, and its failure was dropped there, unsaid (the script ended as if saved)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import shutil, numpy as np
+from colabkit.checkpoint.checkpointer import Checkpointer
+ck = Checkpointer(to={str(tmp_path)!r}, w=np.zeros(4))
+ck.save(wait=True)
+shutil.rmtree({str(tmp_path / 'pool')!r})
+open({str(tmp_path / 'pool')!r}, "w").write("not a folder")
+ck.step = 1
+ck.save()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "colabkit: the last checkpoint, step-1, was not saved (" in done.stderr, done.stderr
+    assert f"the checkpoints before it in {tmp_path} are intact" in done.stderr

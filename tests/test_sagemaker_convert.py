@@ -183,3 +183,20 @@ def test_nvidia_smi_on_an_instance_without_a_gpu_is_said_before_it_fails_the_job
     [finding] = portability.findings(cells, gpu=False)
     assert (finding.line, finding.call, finding.fails) == (1, "!nvidia-smi", True)
     assert portability.findings(cells, gpu=True) == []
+
+
+def test_a_job_whose_last_checkpoint_fails_fails_and_says_it(tmp_path):
+    """The notebook's last checkpoint (the last cell's) was still being written when the cells
+    ran out, and its failure was dropped at exit: the job ended green and the notebook would
+    have brought back an older checkpoint. The runner now waits for it, and its failure fails
+    the job, said."""
+    store = tmp_path / "store"
+    done, _, _ = run_job(tmp_path, [
+        "%load_ext colabkit",
+        f"import numpy as np\nw = np.ones(3)\n%checkpoint every 1s w --to {store}",
+        "import shutil, time\nfrom colabkit.checkpoint import session\nw += 1\n"
+        "pool = session.active().store.root / 'pool'  # the job's store: the pool becomes a file\n"
+        "shutil.rmtree(pool, ignore_errors=True)\npool.write_text('not a folder')\ntime.sleep(1.2)",
+    ])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[colabkit] the job's last checkpoint failed: Checkpoint step-0 was not saved" in done.stderr, done.stderr

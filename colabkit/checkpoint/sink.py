@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Callable
 
+from ..errors import say
 from . import codec, state, stream
 from .changes import ALIGN, Changes
 from .store import CheckpointStore
@@ -104,7 +105,7 @@ class Sink:
             if self._buffer is None or prepared.size > self._buffer.size:
                 self._release_buffer()
                 self._buffer = prepared
-                atexit.register(self.close)  # finish the last save at exit
+                atexit.register(self._close_at_exit)
             else:
                 prepared.close()
 
@@ -188,7 +189,7 @@ class Sink:
         # writer keeps its own mapping of an old buffer until it is told of the new one.
         self._release_buffer()
         self._buffer = StagingBuffer(size)
-        atexit.register(self.close)  # finish the last save at exit
+        atexit.register(self._close_at_exit)
         return self._buffer
 
     def _writer_process(self):
@@ -212,7 +213,7 @@ class Sink:
     def close(self, waiting: Callable[[], None] | None = None) -> dict | None:
         """Finish the save in flight (its result is returned), stop the writer (`waiting`: called
         when it takes a while: WriterProcess.close), free the staging buffer."""
-        atexit.unregister(self.close)
+        atexit.unregister(self._close_at_exit)
         self._stop_preparing()
         try:
             return self.wait()
@@ -221,6 +222,14 @@ class Sink:
                 self._writer.close(waiting)
                 self._writer = None
             self._release_buffer()
+
+    def _close_at_exit(self) -> None:
+        """At interpreter exit, for a Checkpointer never closed (a script): finish the last save,
+        and say when it failed, as nobody else is left to."""
+        result = self.close()
+        if result is not None and not result.get("ok"):
+            say(f"the last checkpoint, step-{result.get('step')}, was not saved ({result.get('error')}); the "
+                f"checkpoints before it in {self.store.root} are intact.")
 
     def _release_buffer(self) -> None:
         if self._buffer is not None:
