@@ -160,3 +160,26 @@ def test_a_state_larger_than_the_staging_budget_streams_through_a_ring_and_resto
         if step == "step-2":
             expected["big"].add_(1)
         assert same(loader.objects["state"], expected), step
+
+
+def test_in_a_container_the_staging_budget_is_what_its_memory_limit_leaves(tmp_path, monkeypatch):
+    """Kaggle, SageMaker and Docker limit a container's memory below the host's, and psutil reports
+    the host's: a state staged whole by the host's figure went past the limit (the kernel killed
+    for memory). The budget is the container's free memory when that is less, so such a state
+    streams through the ring."""
+    from colabkit.telemetry import CgroupMemory
+
+    group = tmp_path / "cg"
+    group.mkdir()
+    (group / "memory.max").write_text(f"{2 << 30}\n")
+    (group / "memory.current").write_text(f"{(2 << 30) - (4 << 20)}\n")  # 4 MiB left under the limit
+    (group / "memory.stat").write_text("inactive_file 0\n")
+    monkeypatch.setattr(sink, "_container_memory", lambda: CgroupMemory(str(group), str(tmp_path / "none")))
+    assert sink.budget() == int(sink.RAM_HEADROOM * (4 << 20))
+    values = {"big": torch.arange(4 << 20, dtype=torch.float32)}  # 16 MiB
+    ck = Checkpointer(to=tmp_path / "store", state=values)
+    ck.save(wait=True)
+    ck.close()
+    assert ck.last["ok"] and ck.last["streamed"]
+    (group / "memory.max").write_text("max\n")
+    assert sink.budget() > 4 << 20  # no limit: the host's free memory

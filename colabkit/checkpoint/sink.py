@@ -11,6 +11,7 @@ staging budget (a share of the RAM free now) streams through a ring of a few chu
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -28,10 +29,24 @@ log = logging.getLogger(__name__)
 
 def budget() -> int:
     """The most staging memory a save may take now: a share of the RAM that is free (on Colab,
-    what the runtime's 12.7 GB leave once the notebook's own data is in)."""
+    what the runtime's 12.7 GB leave once the notebook's own data is in). In a container with a
+    memory limit (Kaggle, SageMaker, Docker) the free memory is the limit's, which psutil doesn't
+    see: it reports the host's, and staging that much got the kernel killed for memory."""
     import psutil
 
-    return int(RAM_HEADROOM * psutil.virtual_memory().available)
+    available = psutil.virtual_memory().available
+    container = _container_memory().read()
+    if container is not None:
+        used, limit = container
+        available = min(available, max(limit - used, 0))
+    return int(RAM_HEADROOM * available)
+
+
+@functools.cache
+def _container_memory():
+    from ..telemetry import CgroupMemory
+
+    return CgroupMemory()
 
 
 def staging_size(sources) -> int:
