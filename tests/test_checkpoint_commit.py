@@ -274,3 +274,25 @@ def test_cached_tells_a_dropped_file_from_a_read_one(tmp_path):
     if not codec._cached(path, 0):
         pytest.skip("this file system does not say what is in the page cache")
     assert codec._cached(path, 4096) and codec._cached(path, (1 << 20) - 1)
+
+
+def test_a_damaged_folder_that_stops_pack_deletion_is_named(tmp_path, capsys):
+    """A step folder without a readable manifest (a half-synced copy) makes the writer keep every
+    pack, as what it points at can't be known: the store grew by a pack a save, unsaid; and it
+    took a kept place, so each save was deleted at once. It is now passed over by retention, and
+    the next save's result names it and what to do."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    values = {"x": payload(1, 1)}
+    ck = Checkpointer(to=tmp_path, keep=1, state=values)
+    (tmp_path / "step-900").mkdir()  # above every save: retention keeps it, and it has no manifest
+    (tmp_path / "step-900" / "state.json").write_text("{}")
+    for step in (1, 2):
+        values["x"] = payload(step, 1)
+        ck.step = step
+        ck.save(wait=True)
+    ck.close()
+    assert [c.id for c in CheckpointStore(tmp_path).list()] == ["step-2"]
+    said = capsys.readouterr().err
+    assert "was not kept" not in said and "colabkit: could not delete the packs no kept checkpoint needs" in said
+    assert "step-900 has no manifest.json." in said and f"delete {tmp_path / 'step-900'} (it can't be restored)" in said

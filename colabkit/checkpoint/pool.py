@@ -342,10 +342,14 @@ def copy_pack(source: Path, store_root: str | os.PathLike, name: str, record: di
     return True
 
 
+class CollectBlocked(OSError):
+    """A committed folder whose manifest can't be read: nothing is deleted while it is there."""
+
+
 def collect(store_root: str | os.PathLike) -> list[str]:
     """Delete the packs no committed checkpoint points into (after retention); returns their names.
-    If any committed checkpoint's manifest can't be read, nothing is deleted: what it points at
-    can't be known."""
+    If any committed checkpoint's manifest can't be read, nothing is deleted (what it points at
+    can't be known) and CollectBlocked says which: the store would otherwise grow unsaid."""
     root = Path(store_root)
     folder = root / codec.POOL
     if not folder.is_dir():
@@ -354,8 +358,9 @@ def collect(store_root: str | os.PathLike) -> list[str]:
     for name in codec.newest_first(p.name for p in root.iterdir()):
         try:
             needed |= set(codec.read_manifest(root / name).get("packs", {}))
-        except codec.CheckpointDamaged:
-            return []
+        except codec.CheckpointDamaged as exc:
+            raise CollectBlocked(f"{exc} What {name} points at can't be known, so no pack is deleted while it is "
+                                 f"there: delete {root / name} (it can't be restored) to free the space") from None
     deleted = []
     for path in folder.iterdir():
         if path.name.endswith(codec.PACK_SUFFIX) and path.name not in needed:

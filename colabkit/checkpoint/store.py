@@ -151,9 +151,11 @@ class CheckpointStore:
     def apply_retention(self, collect: bool = True, spare: Iterable[str] = ()) -> list[Path]:
         """Delete all but the newest `keep` committed checkpoints, sparing those named in `spare` (one
         the Drive copy reads), then (`collect`) the packs none of the kept ones points into;
-        returns the folders deleted."""
+        returns the folders deleted. A folder without a readable manifest is neither counted nor
+        deleted (a half-synced copy above every save took a kept place and had each save deleted
+        at once); it stops the collect, which says so."""
         deleted = []
-        for old in self.committed_folders()[self.keep:]:
+        for old in [checkpoint.path for checkpoint in self.list()][self.keep:]:
             if old.name in spare:
                 continue
             # Renamed out of the committed namespace first, so a half-deleted folder is never read.

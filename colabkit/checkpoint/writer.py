@@ -137,7 +137,7 @@ def serve(conn) -> None:
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
                       "seconds": time.perf_counter() - started, "bytes": checkpoint.size,
                       "hashes": _kept(checkpoint, written[0])}
-            higher = [folder.name for folder in store.committed_folders() if codec.step_of(folder.name) > payload.step]
+            higher = [kept.id for kept in store.list() if kept.step > payload.step]
             if not checkpoint.path.is_dir():  # retention kept `keep` higher steps: this one went at once
                 result["outranked"] = higher
             elif higher:  # kept, but a restore loads the highest step, not this one
@@ -167,7 +167,7 @@ def serve(conn) -> None:
                 store.collect()
                 pools[job["root"]].forget_deleted()
             except OSError as exc:  # the space is not freed; said with the next save's result
-                unswept = (f"colabkit could not delete the packs no kept checkpoint needs in {job['root']}/"
+                unswept = (f"could not delete the packs no kept checkpoint needs in {job['root']}/"
                            f"{codec.POOL} ({type(exc).__name__}: {exc}), so they still take disk space; it tries "
                            "again after the next save.")
     if unswept is not None:  # the collect after the last save failed: once more before going (close waits)
