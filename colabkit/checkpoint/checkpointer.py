@@ -355,6 +355,11 @@ class Checkpointer:
                 "(killed, perhaps for memory). The checkpoints before it are intact; a new writer takes the "
                 "next save, as scheduled.")
             return
+        if result.get("abandoned"):  # the person's own interrupt: not a fault of the store to fix
+            say(f"checkpoint step-{result['step']} was not saved: it was interrupted while training waited for its "
+                "copy (a state larger than the staging memory streams to the writer). The checkpoints before it "
+                "are intact; the next save is as scheduled.")
+            return
         if not result["ok"]:
             self._error = _describe_write_error(result, self.store.root)
             return

@@ -81,6 +81,10 @@ def send(writer, staged: list, size: int, buffer, slot: int) -> None:
 
 # -- the writer's side ---------------------------------------------------------------------------
 
+class Abandoned(OSError):
+    """The trainer was interrupted mid-stream: the save is dropped, by the user's own doing."""
+
+
 def received(conn, ring: memoryview, slot: int, size: int) -> Iterator[tuple[int, memoryview]]:
     """The chunks of a stream of `size` bytes as they come, (their start in the stream, their
     bytes); a chunk's slot is freed when the next is asked for (its bytes are written by then)."""
@@ -88,7 +92,7 @@ def received(conn, ring: memoryview, slot: int, size: int) -> Iterator[tuple[int
     while start < size:
         kind, index, length = conn.recv()
         if kind == "abandon":
-            raise OSError("the training thread stopped in the middle of copying it (interrupted)")
+            raise Abandoned("the training thread stopped in the middle of copying it (interrupted)")
         if kind != "chunk":
             raise OSError(f"the trainer sent {kind!r} in the middle of a stream")
         view = ring[index * slot:index * slot + length]

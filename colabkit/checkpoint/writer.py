@@ -144,7 +144,7 @@ def serve(conn) -> None:
                 result["above"] = higher
         except Exception as exc:  # reported to the trainer, raised at its next consistent point
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "errno": getattr(exc, "errno", None),
-                      "step": payload.step}
+                      "step": payload.step, "abandoned": isinstance(exc, stream.Abandoned)}
         warnings = [unswept] if result["ok"] and unswept else []
         unswept = None
         if result["ok"] and job.get("mirror") and "outranked" not in result:
