@@ -253,3 +253,178 @@ def test_closing_while_the_drive_copy_runs_says_what_it_waits_for_and_what_is_no
     said = capsys.readouterr().err
     assert "did not finish" not in said and "finishing the copy" not in said
     assert again.mirror_store.latest_valid()[0].id == "step-1"
+
+
+def test_a_drive_copy_that_drives_retention_deletes_at_once_is_a_failure_said_in_the_cell(tmp_path, capsys):
+    """Drive holds higher steps from an earlier run, as many as it keeps; a new run counting from 0
+    saves step-10: its copy commits on Drive and Drive's retention deletes it at once. MIRROR.json
+    said it was mirrored and the panel "Drive copy: step-10", with Drive not holding this run."""
+    import numpy as np
+
+    from colabkit.storage import Places
+
+    drive = tmp_path / "drive"
+    earlier = Checkpointer(places=Places(tmp_path / "runtime-1", drive), keep=2, w=np.full(4, 1.0))
+    for step in (500, 600):
+        earlier.step = step
+        earlier.save(wait=True)
+    earlier.close()
+    ck = Checkpointer(places=Places(tmp_path / "runtime-2", drive), keep=2, w=np.full(4, 2.0))
+    ck.step = 10
+    ck.save(wait=True)
+    until(lambda: (read_status(ck.store.root) or {}).get("error"))
+    status = read_status(ck.store.root)
+    assert "mirrored" not in status and not (drive / "step-10").exists()
+    assert "Drive's retention deleted the copy at once: it keeps the 2 highest steps, and step-600, step-500" \
+        in status["error"] and f"Delete those from {drive}, or save this run elsewhere" in status["error"]
+    assert "Drive copy: none yet · Drive copy failed: Drive's retention deleted the copy" in ck.status()
+    ck.step = 11
+    ck.save(wait=True)
+    ck.close()
+    said = capsys.readouterr().err
+    assert said.count(f"the copy of a checkpoint to {drive} failed (Drive's retention deleted the copy") == 1
+
+
+def commit_steps(root, steps, keep=3):
+    """Commit checkpoints of `steps` (1 MiB each) into the store at `root`, in this process."""
+    from colabkit.checkpoint import codec
+    from colabkit.checkpoint.pool import Pool
+    from colabkit.checkpoint.store import CheckpointStore
+    from helpers.commit_loop import payload, staged
+
+    store, packs = CheckpointStore(root, keep), Pool(root)
+    for step in steps:
+        encoded, data = staged(step, ["t0"], [payload(step, 1)])
+        store.commit(step, lambda folder: codec.write_payload(folder, packs, encoded, data), encoded.meta)
+
+
+def test_the_drive_status_names_the_higher_steps_an_earlier_run_left_on_drive(tmp_path):
+    """A copy Drive keeps can still be below an earlier run's steps there, and a restore after the
+    runtime ends loads the highest: MIRROR.json's `above` names them (empty when there are none)."""
+    from colabkit.checkpoint.mirror import Mirror
+
+    local, drive = tmp_path / "local", tmp_path / "drive"
+    commit_steps(drive, [500, 600])
+    commit_steps(local, [10, 700])
+    mirror = Mirror(local, drive, keep=3)
+    mirror.push(local / "step-10")
+    mirror.drain()
+    status = read_status(local)
+    assert status["mirrored"] == "step-10" and status["error"] is None and status["above"] == ["step-600", "step-500"]
+    mirror.push(local / "step-700")
+    mirror.drain()
+    status = read_status(local)
+    assert status["mirrored"] == "step-700" and status["above"] == []
+
+
+def test_a_failed_write_of_the_mirror_status_does_not_stop_the_copies_to_drive(tmp_path, monkeypatch):
+    """MIRROR.json could not be written once (the local disk full for a moment; here its temporary
+    file's name is taken by a folder) after a copy: the thread died, Drive silently got no later
+    checkpoint, and the writer's last drain() waited forever. The next copy lands and is recorded."""
+    from colabkit.checkpoint import mirror as mirror_module
+    from colabkit.checkpoint.mirror import Mirror
+    from colabkit.checkpoint.store import CheckpointStore
+
+    local, drive = tmp_path / "local", tmp_path / "drive"
+    commit_steps(local, [1, 2])
+    blocker = local / "MIRROR.tmp"
+    real_copy = mirror_module.copy_checkpoint
+
+    def copy_then_fill_the_disk(source, store):
+        copied = real_copy(source, store)
+        if source.name == "step-1":
+            blocker.mkdir()
+        return copied
+
+    monkeypatch.setattr(mirror_module, "copy_checkpoint", copy_then_fill_the_disk)
+    mirror = Mirror(local, drive, keep=3)
+    mirror.push(local / "step-1")
+    until(lambda: blocker.exists() and not mirror.reading())  # the status write after the copy failed
+    assert read_status(local)["pending"] == "step-1"
+    blocker.rmdir()
+    mirror.push(local / "step-2")
+    mirror.drain(timeout=20)
+    assert mirror._thread.is_alive() and CheckpointStore(drive).latest_valid()[0].id == "step-2"
+    status = read_status(local)
+    assert status["mirrored"] == "step-2" and status["pending"] is None and status["error"] is None
+
+
+def test_the_writers_last_drain_returns_when_the_mirror_thread_has_ended(tmp_path, monkeypatch):
+    """Whatever ends the copying thread, drain() (no timeout: the writer's last act) returns
+    instead of waiting forever, retention need not spare what it will never copy, and the next
+    push raises, so the writer says the copy did not start."""
+    import threading
+
+    import pytest
+
+    from colabkit.checkpoint import mirror as mirror_module
+    from colabkit.checkpoint.mirror import Mirror
+
+    local = tmp_path / "local"
+    commit_steps(local, [1, 2])
+
+    def ends_the_thread(source, store):
+        raise SystemExit("gone")
+
+    monkeypatch.setattr(mirror_module, "copy_checkpoint", ends_the_thread)
+    mirror = Mirror(local, tmp_path / "drive", keep=3)
+    mirror.push(local / "step-1")
+    mirror._thread.join(10)
+    draining = threading.Thread(target=mirror.drain, daemon=True)
+    draining.start()
+    draining.join(10)
+    assert not draining.is_alive() and mirror.reading() == set()
+    with pytest.raises(RuntimeError, match=r"the thread that copies checkpoints there stopped \(SystemExit: gone\)"):
+        mirror.push(local / "step-2")
+
+
+def test_a_format_3_checkpoint_is_copied_in_format_3_and_its_copy_restores(tmp_path):
+    """copy_checkpoint (the Drive mirror's, and the SageMaker local run's) committed a format-3
+    checkpoint under a format-4 manifest: the copy verified, and did not load (tensors.json is
+    format 3's rows). It keeps its format, and restores as the original does."""
+    from colabkit.checkpoint.mirror import copy_checkpoint
+    from colabkit.checkpoint.store import CheckpointStore
+
+    original = tmp_path / "original"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "checkpoint-format-3" / "store", original)
+    source, _ = CheckpointStore(original).latest_valid()
+    assert source.manifest["format"] == 3
+    assert copy_checkpoint(source.path, CheckpointStore(tmp_path / "copy"))
+    copy, skipped = CheckpointStore(tmp_path / "copy").latest_valid()
+    assert copy.id == source.id and copy.manifest["format"] == 3 and not skipped
+
+    def restored(root):
+        model = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(35)))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        namespace = {}
+        ck = Checkpointer(to=root, model=model, optimizer=optimizer)
+        assert ck.restore(namespace=namespace).notes == []
+        ck.close()
+        return model.state_dict(), optimizer.state_dict()["state"], namespace["extra"]["note"]
+
+    (weights, momenta, note), (weights_copy, momenta_copy, note_copy) = restored(original), restored(tmp_path / "copy")
+    assert weights.keys() == weights_copy.keys() and all(torch.equal(weights[k], weights_copy[k]) for k in weights)
+    assert len(momenta) == 70 and all(torch.equal(momenta[i]["momentum_buffer"], momenta_copy[i]["momentum_buffer"])
+                                      for i in momenta)
+    assert note == note_copy == "format 3"
+
+
+def test_a_drive_copy_kept_below_an_earlier_runs_steps_is_said_in_the_cell(tmp_path, capsys):
+    """A new VM: the local store is empty, Drive holds step-500 and step-600 of an earlier run and
+    keeps 5. This run's step-10 is kept on Drive, but after the runtime ends a restore loads
+    step-600: the local store has nothing above it, so only Drive's status knew."""
+    import numpy as np
+
+    from colabkit.storage import Places
+
+    drive = tmp_path / "drive"
+    commit_steps(drive, [500, 600])
+    ck = Checkpointer(places=Places(tmp_path / "runtime", drive), keep=5, w=np.zeros(4))
+    for step in (10, 11):
+        ck.step = step
+        ck.save(wait=True)
+        until(lambda: (read_status(ck.store.root) or {}).get("mirrored") == f"step-{step}")
+    ck.close()
+    said = capsys.readouterr().err
+    assert said.count(f"is saved, but {drive} also holds step-600, step-500, higher steps from before") == 1, said
+    assert "loads the highest, step-600, not this run" in said

@@ -390,10 +390,14 @@ class Checkpointer:
 
     def _say_mirror_failure(self) -> None:
         """The Drive copy's last failure, said in the cell once (the panel shows it too): copies
-        that keep failing would otherwise leave Drive without the checkpoints unnoticed."""
+        that keep failing would otherwise leave Drive without the checkpoints unnoticed. And a copy
+        kept on Drive below higher steps there, as for the local store (_say_above)."""
         from .mirror import read_status
 
-        error = (read_status(self.store.root) or {}).get("error") if self.mirror_store is not None else None
+        status = (read_status(self.store.root) or {}) if self.mirror_store is not None else {}
+        if status.get("above") and status.get("mirrored"):  # Drive kept the copy, below an earlier run's steps
+            self._say_above(codec.step_of(status["mirrored"]), status["above"], self.mirror_store.root)
+        error = status.get("error")
         if error and error != self._mirror_said:
             say(f"the copy of a checkpoint to {self.mirror_store.root} failed ({error}); the local checkpoints are "
                 "intact, and the next checkpoint's copy tries again.")

@@ -6,8 +6,12 @@ are committed to local disk, and this mirror, a thread of the writer process, co
 to Drive through the same atomic commit (the packs Drive's pool lacks, the payload, then the
 manifest, then the rename): only the tensors that changed travel. Only the newest
 waiting checkpoint is copied: a mirror that falls behind skips to the latest. Its progress is in
-MIRROR.json beside the local store, for the panel. `DriveSpace` reads Drive's free space for the
-panel's warning that the next checkpoint would not fit.
+MIRROR.json beside the local store, for the panel and the cell: `pending` (the checkpoint waiting or
+being copied), `mirrored` and `mirrored_at` (the last copy that is on Drive), `above` (Drive's
+committed checkpoints with a higher step than `mirrored`, from an earlier run that counted further:
+a restore after the runtime ends loads the highest, not this run), `error` (the last copy's failure,
+None once one lands), `remote` and `updated`. `DriveSpace` reads Drive's free space for the panel's
+warning that the next checkpoint would not fit.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ def copy_checkpoint(source: Path, store: CheckpointStore) -> bool:
             return False
     except codec.CheckpointDamaged:  # not there, or not whole: copy it
         pass
-    meta = {k: v for k, v in manifest.items() if k not in ("format", "step", "files", "packs", "hash")}  # keeps its time
+    # Keeps its time, and its format: the files are copied as they are (format 3's under a format-4
+    # manifest verified, and did not load).
+    meta = {k: v for k, v in manifest.items() if k not in ("step", "files", "packs", "hash")}
 
     def write_payload(folder: Path) -> codec.Written:
         for name, record in manifest["packs"].items():
@@ -62,15 +68,20 @@ class Mirror:
         self.remote = CheckpointStore(remote_root, keep)
         self._pending: Path | None = None
         self._source: Path | None = None  # the one being copied
+        self._stopped: str | None = None  # why the thread ended (it should not)
+        self._status: dict = {}  # the fields this mirror recorded, written again with each write
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="colabkit-mirror", daemon=True)
         self._thread.start()
 
     def push(self, checkpoint: Path) -> None:
-        """Copy this committed checkpoint next (replacing one still waiting)."""
+        """Copy this committed checkpoint next (replacing one still waiting); raises if the thread
+        that copies has ended, so the writer says it instead of Drive falling behind unnoticed."""
         with self._cond:
+            if self._stopped is not None:
+                raise RuntimeError(f"the thread that copies checkpoints there stopped ({self._stopped})")
             self._pending = checkpoint
-            self._write_status(pending=checkpoint.name)
+            self._record(pending=checkpoint.name)
             self._cond.notify()
 
     def reading(self) -> set[str]:
@@ -78,29 +89,64 @@ class Mirror:
         until the copy is done (with --keep 1, or saves faster than Drive, it deleted them
         mid-copy and every copy failed)."""
         with self._cond:
+            if self._stopped is not None:  # nothing will copy them
+                return set()
             return {source.name for source in (self._pending, self._source) if source is not None}
 
     def drain(self, timeout: float | None = None) -> None:
-        """Wait until nothing is waiting or being copied (the writer's last act before it exits)."""
+        """Wait until nothing is waiting or being copied, or the thread has ended (the writer's last
+        act before it exits: it waited forever on a thread that had died)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._pending is None and self._source is None, timeout)
+            self._cond.wait_for(
+                lambda: self._stopped is not None or (self._pending is None and self._source is None), timeout)
 
     def _run(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._pending is not None)
+                    source = self._source = self._pending
+                    self._pending = None
+                fields = self._copy(source)
+                with self._cond:
+                    self._source = None
+                    self._record(**fields, pending=self._pending.name if self._pending else None)
+                    self._cond.notify_all()
+        except BaseException as exc:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending is not None)
-                source = self._source = self._pending
-                self._pending = None
-            error = None
-            try:
-                copy_checkpoint(source, self.remote)
-            except Exception as exc:  # Drive unmounted, quota, ...: shown in the panel, retried next time
-                error = f"{type(exc).__name__}: {exc}"
-            with self._cond:
-                self._source = None
-                self._write_status(mirrored=None if error else source.name, error=error,
-                                   pending=self._pending.name if self._pending else None)
+                self._stopped = f"{type(exc).__name__}: {exc}"
                 self._cond.notify_all()
+            raise
+
+    def _copy(self, source: Path) -> dict:
+        """Copy `source` to Drive; the status fields that say how it went. A copy that Drive's
+        retention deleted at once (higher steps there) failed: it is not on Drive."""
+        try:
+            copy_checkpoint(source, self.remote)
+            step = codec.step_of(source.name)
+            above = [folder.name for folder in self.remote.committed_folders() if codec.step_of(folder.name) > step]
+            if not (self.remote.root / source.name).is_dir():
+                return {"error": (
+                    f"Drive's retention deleted the copy at once: it keeps the {self.remote.keep} highest steps, and "
+                    f"{', '.join(above)} there, from an earlier run that counted further, are above this run's, so "
+                    f"Drive does not hold this run. Delete those from {self.remote.root}, or save this run elsewhere "
+                    "(%checkpoint every ... --to PATH)")}
+        except Exception as exc:  # Drive unmounted, quota, ...: shown in the panel, retried next time
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"mirrored": source.name, "error": None, "above": above}
+
+    def _record(self, **fields) -> None:
+        """Put `fields` in MIRROR.json. A write that fails (the local disk full for a moment) must not
+        stop the copies (it killed the thread): what it carried is written with the next."""
+        now = time.time()
+        self._status.update({k: v for k, v in fields.items() if v is not None or k in ("error", "pending")},
+                            remote=str(self.remote.root), updated=now)
+        if fields.get("mirrored"):
+            self._status["mirrored_at"] = now
+        try:
+            self._write_status(**self._status)
+        except OSError:
+            pass
 
     def _write_status(self, **fields) -> None:
         path = self.local_root / STATUS
@@ -108,10 +154,7 @@ class Mirror:
             status = json.loads(path.read_text())
         except (OSError, ValueError):
             status = {}
-        status.update({k: v for k, v in fields.items() if v is not None or k in ("error", "pending")})
-        status.update(remote=str(self.remote.root), updated=time.time())
-        if fields.get("mirrored"):
-            status["mirrored_at"] = time.time()
+        status.update(fields)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(status))
         os.replace(tmp, path)
