@@ -1,8 +1,10 @@
 """Saving and restoring real PyTorch and NumPy training state through the Checkpointer."""
 
 import copy
+import enum
 import json
 import random
+import sys
 import warnings
 
 import numpy as np
@@ -378,3 +380,92 @@ def test_the_reused_layout_keeps_no_tensor_alive_between_saves(tmp_path):
         elif not isinstance(item, type):
             pending.extend(gc.get_referents(item))
     assert tensors == []
+
+
+def test_a_tensor_made_under_inference_mode_is_saved_at_each_save_and_restored(tmp_path):
+    """A tensor made under torch.inference_mode() has no version counter to say it is unchanged
+    (reading it raised from every save): each save stages it and the writer hashes it. A restore
+    into a live module of such tensors, which torch won't write into, is refused and said."""
+    with torch.inference_mode():
+        ema = torch.randn(100)
+        frozen = torch.nn.Linear(2, 2)
+    ck = Checkpointer(to=tmp_path, ema=ema, frozen=frozen)
+    for step in (1, 2):
+        ck.step = step
+        ck.save(wait=True)
+        assert ck.last["ok"], ck.last
+        with torch.inference_mode():
+            ema.add_(1)  # between saves, where no counter sees it
+    ck.step = 3
+    ck.save(wait=True)
+    ck.close()
+    fresh = torch.nn.Linear(2, 2)
+    namespace = {}
+    Checkpointer(to=tmp_path, frozen=fresh).restore(namespace=namespace)
+    assert torch.equal(namespace["ema"], ema) and torch.equal(fresh.weight, frozen.weight)
+    with pytest.raises(ColabkitError, match="inference tensor"):
+        Checkpointer(to=tmp_path, frozen=frozen).restore(namespace={})
+
+
+class Phase(enum.IntEnum):
+    WARMUP = 0
+    MAIN = 1
+
+
+class Mode(str, enum.Enum):
+    TRAIN = "train"
+
+
+def test_subclasses_of_json_types_are_pickled_or_said_never_saved_as_their_base(tmp_path, capsys, monkeypatch):
+    """An IntEnum, a str Enum or HTTPStatus, as a value or a dict key, came back as its base type
+    (HTTPStatus.OK as 200), and one of the notebook's classes (__main__) lost every save: the
+    writer could not unpickle the job. They are pickled now; np.float64 and np.str_ (a float and
+    a str) are NumPy scalars; a class no pickle can find is named and skipped."""
+    import http
+
+    monkeypatch.setattr(sys.modules["__main__"], "Phase", Phase, raising=False)
+    monkeypatch.setattr(Phase, "__module__", "__main__")  # as a notebook defines it
+
+    def local():
+        class Rate(float):
+            pass
+        return Rate(0.1)
+
+    values = {"phase": Phase.MAIN, "config": {"mode": Mode.TRAIN, "status": http.HTTPStatus.OK},
+              "keyed": {Phase.WARMUP: 3}, "scalars": {"x": np.float64(0.5), "s": np.str_("a")}}
+    ck = Checkpointer(to=tmp_path, **values, rate={"lr": local()})
+    ck.save(wait=True)
+    ck.close()
+    assert ck.last["ok"], ck.last
+    assert "colabkit: not saved: rate (dict can't be saved (AttributeError: Can't pickle local object" \
+        in capsys.readouterr().err
+    structure = json.loads(next(tmp_path.glob("step-*/state.json")).read_text())["structure"]["objects"]
+    assert {name: entry["kind"] for name, entry in structure.items()} == \
+        {"phase": "pickled", "config": "pickled", "keyed": "pickled", "scalars": "value"}
+    namespace = {}
+    restored = Checkpointer(to=tmp_path).restore(namespace=namespace)
+    assert set(namespace) == {"scalars"} and set(restored.unrestored) == {"phase", "config", "keyed", "rate"}
+    Checkpointer(to=tmp_path).restore(trust=True, namespace=namespace)
+    for name, value in values.items():
+        assert namespace[name] == value, name
+    assert type(namespace["phase"]) is Phase and type(next(iter(namespace["keyed"]))) is Phase
+    assert [type(v) for v in namespace["config"].values()] == [Mode, http.HTTPStatus]
+    assert [type(v) for v in namespace["scalars"].values()] == [np.float64, np.str_]
+
+
+def test_a_model_with_a_tensor_on_the_meta_device_is_named_and_skipped_not_pickled(tmp_path, capsys):
+    """A tensor on the meta device (accelerate's init_empty_weights) has no data: staging it raised
+    from deep inside the save. The model is said not saved, naming the tensor, and the rest saved."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    model[1].to_empty(device="meta")
+    other = torch.nn.Linear(2, 2)
+    ck = Checkpointer(to=tmp_path, model=model, other=other)
+    ck.save(wait=True)
+    ck.close()
+    assert ck.last["ok"], ck.last
+    assert "colabkit: not saved: model (Sequential holds model.1.weight on the meta device, with no data to save" \
+        in capsys.readouterr().err
+    assert not any(tmp_path.rglob("objects.pkl"))  # pickled, it would come back as empty as it is
+    fresh = torch.nn.Linear(2, 2)
+    restored = Checkpointer(to=tmp_path, other=fresh).restore(namespace={})
+    assert list(restored.unrestored) == ["model"] and torch.equal(fresh.weight, other.weight)

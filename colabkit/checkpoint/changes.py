@@ -8,9 +8,9 @@ from `t.numpy()`: measured with torch 2.13), so a candidate's bytes are hashed (
 a memcpy's speed) and compared with the hash the writer recorded: it is referenced only when they
 match, and staged otherwise. A tensor whose counter moved is staged without hashing.
 
-NumPy arrays and GPU tensors are always staged (an array has no version counter; hashing a GPU
-tensor would cost its copy to the host); the writer hashes them and writes no bytes the pool
-already holds.
+NumPy arrays, tensors made under torch.inference_mode() and GPU tensors are always staged (the
+first two have no version counter; hashing a GPU tensor would cost its copy to the host); the
+writer hashes them and writes no bytes the pool already holds.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ class Changes:
             value = source.value
             # What identifies a CPU tensor's memory and its writes (None: nothing to trust). Only a
             # candidate for "unchanged": the hash of its bytes decides.
+            token = None
             if isinstance(value, tensor_type) and value.is_cpu and value.is_contiguous():
-                token = value.data_ptr(), value._version
-            else:
-                token = None
+                try:
+                    token = value.data_ptr(), value._version
+                except RuntimeError:  # made under torch.inference_mode(): no version counter
+                    pass
             tokens.append(token)
             if token is not None:
                 saved = saved_of(source.key)

@@ -11,7 +11,8 @@
 - Everything else that is plain data (numbers, strings, lists, dicts) goes to state.json, which
   also holds the structure of each state dict, each tensor's device, and the random states.
 - Other picklable values go to objects.pkl, loaded only when the user says they trust it.
-  Values that can't be saved at all (generators, open files, locks) are named and skipped.
+  Values that can't be saved at all (generators, open files, locks, tensors on the meta device)
+  are named and skipped.
 
 A restore says which objects it could not restore: resuming a loop or a framework's run past
 iterations it did not restore would silently train the wrong thing.
@@ -121,6 +122,10 @@ class Unsaveable(Exception):
     pass
 
 
+class Dataless(Unsaveable):
+    """A tensor with no data (on the meta device): pickling would save no data either."""
+
+
 class Layouts:
     """The last save's encoding of each large dict of tensors (a module's state dict), reused
     while its keys and its tensors' dtypes, shapes, devices and requires_grad stay the same: a
@@ -185,6 +190,9 @@ class Layouts:
                 last[5] = json.dumps(last[4], allow_nan=True)
 
 
+_PLAIN = (bool, int, float, str)  # exactly: a subclass (an IntEnum, np.float64) would come back as its base
+
+
 def _json_scalar(dtype: np.dtype) -> bool:
     """Whether a NumPy scalar's .item() is a JSON number, bool or string that its dtype gives back
     exactly (not complex, bytes, datetime64, nor a long double wider than a float)."""
@@ -226,7 +234,7 @@ class Encoder:
             if self.layouts is not None and len(value) >= Layouts.SMALLEST:
                 return self._remembered_dict(value, key)
             return self._dict(value, key)
-        if value is None or isinstance(value, (bool, int, float, str)):
+        if value is None or type(value) in _PLAIN:
             return value
         if type(value) is np.ndarray:  # a subclass (a masked array, np.matrix) would lose what it adds: pickled
             return self._array(value, key)
@@ -272,11 +280,15 @@ class Encoder:
 
     @staticmethod
     def _key(k):
-        if isinstance(k, (str, int, float, bool)) or k is None:
+        if type(k) in _PLAIN or k is None:
             return k
         raise Unsaveable(f"a dict key of type {type(k).__name__}")
 
     def _tensor(self, tensor, key: str):
+        cpu = tensor.is_cpu
+        if not cpu and tensor.is_meta:
+            raise Dataless(f"{key} on the meta device, with no data to save: its weights are not loaded yet "
+                           "(accelerate's init_empty_weights) or offloaded; load them first")
         code = _DTYPE_CODES.get(tensor.dtype) or _torch_code(tensor.dtype)
         if code is None:
             raise Unsaveable(f"a tensor of dtype {tensor.dtype}")
@@ -287,9 +299,9 @@ class Encoder:
         if requires_grad:  # a state dict's tensors are detached already
             tensor = tensor.detach()
         self.capture.sources.append(Source(key, tensor, code, tuple(tensor.shape), tensor.nbytes))
-        if tensor.is_cpu and not requires_grad:  # most of them: a restore decodes 20,000 of these
+        if cpu and not requires_grad:  # most of them: a restore decodes 20,000 of these
             return {"__tensor__": key}
-        entry = {"__tensor__": key} if tensor.is_cpu else {"__tensor__": key, "device": str(tensor.device)}
+        entry = {"__tensor__": key} if cpu else {"__tensor__": key, "device": str(tensor.device)}
         if requires_grad:
             entry["requires_grad"] = True
         return entry
@@ -361,6 +373,9 @@ def capture(objects: dict[str, object], random_states: RandomStates | None = Non
                 continue
             if not isinstance(exc, Unsaveable):
                 raise
+            if isinstance(exc, Dataless):
+                result.skipped[name] = f"{type(value).__name__} holds {exc}"
+                continue
             try:
                 pickle.dumps(value)
             except Exception as exc:  # generators, open files, sockets, locks, DataLoader iterators
