@@ -186,7 +186,8 @@ def test_a_writer_killed_in_the_middle_of_a_stream_loses_that_save_only(tmp_path
     ck.step = 2
     ck.save()  # returns: a dead writer ends the stream, it doesn't hang the training thread
     ck.wait()
-    assert ck.last.get("lost") and "step-2 was lost: the writer process died" in capsys.readouterr().err
+    assert ck.last.get("lost") and "step-2 was lost: the writer process died (killed (SIGKILL: the system's " \
+        "out-of-memory killer, or a kill -9)) while writing it" in capsys.readouterr().err
     monkeypatch.setattr(writer.WriterProcess, "send_chunk", original)
     values["x"] = payload(3, 6)
     ck.step = 3
@@ -366,3 +367,25 @@ def test_a_step_no_checkpoint_name_can_hold_is_refused_not_saved_where_nothing_f
     ck.save(wait=True)
     ck.close()
     assert ck.last["ok"] and [c.id for c in CheckpointStore(tmp_path).list()] == ["step-4"]
+
+
+class OnlyInTheTests:
+    """A class the writer process can't import (this module is not on its path)."""
+
+
+def test_a_writer_that_dies_of_an_error_of_its_own_is_said_as_that_not_as_killed(tmp_path, monkeypatch, capsys):
+    """A job the writer can't read (a class only the notebook has) made it die with a traceback
+    in the kernel's log, and the cell said it was killed, perhaps for memory, at every save."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    ck = Checkpointer(to=tmp_path, w=np.zeros(4))
+    monkeypatch.setattr(Checkpointer, "_meta", lambda self: {"odd": OnlyInTheTests()})
+    ck.save(wait=True)
+    monkeypatch.undo()
+    assert ck.last.get("lost")
+    said = capsys.readouterr().err
+    assert "step-0 was lost: the writer process died (stopped by an error of its own, exit code 1: its " \
+           "traceback is in the kernel's log) while writing it" in said, said
+    ck.save(wait=True)  # a new writer takes the next save
+    ck.close()
+    assert ck.last["ok"]

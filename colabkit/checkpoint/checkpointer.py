@@ -351,9 +351,8 @@ class Checkpointer:
     def _record(self, result: dict) -> None:
         self.last = {**result, "at": time.time()}
         if result.get("lost"):  # an event, not an error: training goes on, the next save is as scheduled
-            say(f"checkpoint step-{result.get('step')} was lost: the writer process died while writing it "
-                "(killed, perhaps for memory). The checkpoints before it are intact; a new writer takes the "
-                "next save, as scheduled.")
+            say(f"checkpoint step-{result.get('step')} was lost: {result['error']} while writing it. The "
+                "checkpoints before it are intact; a new writer takes the next save, as scheduled.")
             return
         if result.get("abandoned"):  # the person's own interrupt: not a fault of the store to fix
             say(f"checkpoint step-{result['step']} was not saved: it was interrupted while training waited for its "

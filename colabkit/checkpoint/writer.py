@@ -179,9 +179,18 @@ def serve(conn) -> None:
         mirror.drain()
 
 
-def lost(step: int) -> dict:
-    """The result of a save whose writer died before it answered (the OOM killer, a user's kill)."""
-    return {"ok": False, "lost": True, "error": "the writer process died", "step": step}
+def lost(step: int, exit_code: int | None) -> dict:
+    """The result of a save whose writer died before it answered, and how it died: killed (the
+    OOM killer, a user's kill) or by an error of its own, whose traceback is in the kernel's log."""
+    if exit_code == -signal.SIGKILL:
+        how = "killed (SIGKILL: the system's out-of-memory killer, or a kill -9)"
+    elif exit_code is not None and exit_code < 0:
+        how = f"killed by signal {-exit_code}"
+    elif exit_code is not None:
+        how = f"stopped by an error of its own, exit code {exit_code}: its traceback is in the kernel's log"
+    else:
+        how = "no longer answering"
+    return {"ok": False, "lost": True, "error": f"the writer process died ({how})", "step": step}
 
 
 class WriterProcess:
@@ -273,7 +282,13 @@ class WriterProcess:
             if self.alive():
                 return None
         self.in_flight, job = None, self.in_flight
-        return result or lost(job["payload"].step)
+        if result is not None:
+            return result
+        try:
+            self.process.wait(5)  # its end of the connection closes a moment before it exits
+        except subprocess.TimeoutExpired:
+            pass
+        return lost(job["payload"].step, self.process.returncode)
 
     def wait(self) -> dict | None:
         while self.in_flight is not None:
