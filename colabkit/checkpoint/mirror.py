@@ -93,6 +93,15 @@ class Mirror:
                 return set()
             return {source.name for source in (self._pending, self._source) if source is not None}
 
+    def close(self) -> None:
+        """Copy what is waiting, then end the thread (the writer's last act before it exits)."""
+        self.drain()
+        with self._cond:
+            if self._stopped is None:
+                self._stopped = "closed"
+            self._cond.notify_all()
+        self._thread.join()
+
     def drain(self, timeout: float | None = None) -> None:
         """Wait until nothing is waiting or being copied, or the thread has ended (the writer's last
         act before it exits: it waited forever on a thread that had died)."""
@@ -104,7 +113,9 @@ class Mirror:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._pending is not None)
+                    self._cond.wait_for(lambda: self._pending is not None or self._stopped is not None)
+                    if self._stopped is not None:  # closed
+                        return
                     source = self._source = self._pending
                     self._pending = None
                 fields = self._copy(source)

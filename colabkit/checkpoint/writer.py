@@ -176,7 +176,7 @@ def serve(conn) -> None:
         except OSError:
             pass  # said with that save's result already; the next session's first save collects
     for mirror in mirrors.values():  # the last checkpoint reaches Drive before the writer goes
-        mirror.drain()
+        mirror.close()
 
 
 def lost(step: int, exit_code: int | None) -> dict:
