@@ -389,3 +389,38 @@ def test_a_writer_that_dies_of_an_error_of_its_own_is_said_as_that_not_as_killed
     ck.save(wait=True)  # a new writer takes the next save
     ck.close()
     assert ck.last["ok"]
+
+
+def test_two_checkpointers_of_one_kernel_never_both_save_into_one_store(tmp_path, capsys):
+    """A generator's and a discriminator's Checkpointer on one folder (or a cell that makes a
+    Checkpointer run again) shared the store's lock: at the same step the second save replaced the
+    first's checkpoint, both reported saved. The first save of the second closes the first, whose
+    next save says why it can't; a Checkpointer made only to restore takes nothing over."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    generator = Checkpointer(to=tmp_path, g=np.zeros(4))
+    generator.step = 1
+    generator.save(wait=True)
+    reader = Checkpointer(to=tmp_path, g=np.ones(4))
+    reader.restore()  # restores only: the generator's Checkpointer still saves
+    generator.step = 2
+    generator.save(wait=True)
+    discriminator = Checkpointer(to=tmp_path, d=np.ones(4))
+    discriminator.step = 2
+    discriminator.save(wait=True)
+    generator.step = 3
+    with pytest.raises(ColabkitError, match=r"(?s)step 3 not saved: a newer Checkpointer of this notebook saves into "
+                                            r".*Save everything from one Checkpointer"):
+        generator.save(wait=True)
+    generator.close()  # closed already: nothing more to do
+    discriminator.step = 3
+    discriminator.save(wait=True)
+    discriminator.close()
+    with pytest.raises(ColabkitError, match="this Checkpointer was closed"):
+        discriminator.save()
+    reader.close()
+    assert [c.step for c in CheckpointStore(tmp_path).list()] == [3, 2, 1]
+    kept = Checkpointer(to=tmp_path, d=None, g=None)
+    restored = kept.restore()
+    kept.close()
+    assert restored.checkpoint.id == "step-3" and "d" in restored.values and "g" in restored.unrestored

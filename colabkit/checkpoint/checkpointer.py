@@ -231,6 +231,8 @@ class Checkpointer:
         self._interrupted: tuple | None = None  # (what, step, the way on from the live state) after an interruption
         self._keep_live = False
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
+        self._closed = False
+        self._replaced = False  # a newer Checkpointer of this kernel saves into the store now (_take_over)
         self.writes = writes_here()
         self.sink = Sink(self.store, self.mirror_store, self.claim.fd)
         self._layouts = state.Layouts()  # the last save's encoding of the model, reused while it fits
@@ -433,6 +435,16 @@ class Checkpointer:
                 self.say_once("read-only", f"checkpoint at step {self.step} not saved: " + self.claim.refusal())
             self.schedule.mark_saved(self.step)
             return False
+        if self._closed and not self._replaced:
+            raise ColabkitError(f"Checkpoint at step {self.step} not saved: this Checkpointer was closed (close(), or "
+                                "%checkpoint off). Make a new one to save again.")
+        if self._replaced:
+            raise ColabkitError(
+                f"Checkpoint at step {self.step} not saved: a newer Checkpointer of this notebook saves into "
+                f"{self.store.root} now, and two saving into one store replace each other's checkpoints at the "
+                "same step. Save everything from one Checkpointer (Checkpointer(every=..., generator=G, "
+                "discriminator=D)), or give each a folder of its own (to=...).")
+        self._take_over()
         self._collect()
         self.step = _checked_step(self.step)
         if self.sink.busy:
@@ -815,8 +827,29 @@ class Checkpointer:
             say(f"the resumed iteration did not iterate {', '.join(missed)}, which the checkpoint expected; the "
                 "batches it had trained are not skipped anywhere, so this run is no longer exact.")
 
+    def _take_over(self) -> None:
+        """Be the one Checkpointer of this kernel that saves into the store: one that saved there
+        before (a cell that made a Checkpointer run again, or a second one on the same folder) is
+        closed, and its next save says why it can't (they shared the store's lock, and replaced each
+        other's checkpoints at the same step, both reported saved). Taken at the first save, so a
+        Checkpointer made only to restore leaves the saving one alone."""
+        saving = _saving.get(self.store.root)
+        previous = saving() if saving is not None else None
+        if previous is self:
+            return
+        _saving[self.store.root] = weakref.ref(self)
+        if previous is not None and not previous._closed:
+            previous._replaced = True
+            try:
+                previous.close()
+            except ColabkitError as exc:  # its last save failed: said, as its own close would have
+                say(str(exc))
+
     def close(self) -> None:
         """Wait for the save in flight and the Drive copy, stop the writer, free the staging buffer."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             result = self.sink.close(waiting=self._say_drive_wait)
         finally:
@@ -861,6 +894,9 @@ class Checkpointer:
             f"this VM's disk, in {self.store.root}; Drive's newest checkpoint is "
             f"{on_drive[0] if on_drive else 'none'}. To have it on Drive, turn checkpointing on again "
             "(%checkpoint every ...) and save (%checkpoint now): that copy brings what Drive lacks.")
+
+
+_saving: dict[Path, weakref.ref] = {}  # store root -> the Checkpointer of this kernel that saves there (_take_over)
 
 
 def _checked_step(step) -> int:

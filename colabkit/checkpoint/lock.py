@@ -7,7 +7,8 @@ commit is done, and a writer killed mid-save leaves it with the kernel. The kern
 lock alone may sweep the store's leftovers. Another kernel gets a read-only view (restore and list
 work). flock is released by the OS when its holders die, so a lock is never stale.
 
-Checkpointers of one kernel share its hold (a second `%checkpoint every` replaces the first).
+Checkpointers of one kernel share its hold; the one that saved last is the only one that saves
+(checkpointer.Checkpointer._take_over: a second `%checkpoint every` replaces the first).
 """
 
 from __future__ import annotations
