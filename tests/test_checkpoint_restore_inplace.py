@@ -12,6 +12,7 @@ import torch
 
 from colabkit.checkpoint import codec, inplace
 from colabkit.checkpoint.checkpointer import Checkpointer
+from colabkit.checkpoint.store import CheckpointStore
 from colabkit.errors import ColabkitError
 from helpers.tensor_index import index_of, rows_by_key
 
@@ -687,3 +688,25 @@ def test_a_checkpoint_an_earlier_colabkit_wrote_in_format_3_restores_exactly(
     assert extra["leaf"].requires_grad and torch.equal(extra["leaf"], torch.tensor([1.5, -2.0]))
     assert extra["array"].dtype == np.int16 and (extra["array"] == np.arange(6).reshape(2, 3)).all()
     assert extra["note"] == "format 3" and torch.equal(extra["half"], torch.arange(4, dtype=torch.bfloat16))
+
+
+def test_a_named_checkpoint_damaged_here_is_restored_from_its_drive_copy(tmp_path):
+    """%checkpoint restore step-N with a damaged local copy failed, while Drive's copy of the same
+    checkpoint was whole; it is now restored from that copy, and the damage is said in a note.
+    With both copies damaged the restore fails, saying so."""
+    from colabkit.checkpoint.checkpointer import restore
+    from colabkit.checkpoint.mirror import copy_checkpoint
+
+    model = torch.nn.Linear(64, 64)
+    ck = save_at(tmp_path / "local", 1, model=model)
+    drive = CheckpointStore(tmp_path / "drive")
+    copy_checkpoint(ck.store.root / "step-1", drive)
+    damage(ck.store.root / "step-1", "model.weight")
+    fresh = torch.nn.Linear(64, 64)
+    restored = restore([ck.store, drive], "step-1", False, {"model": fresh})
+    assert restored.checkpoint.path == drive.root / "step-1" and torch.equal(fresh.weight, model.weight)
+    assert any("do not match their hash" in note and f"its copy in {drive.root} was restored" in note
+               for note in restored.notes), restored.notes
+    damage(drive.root / "step-1", "model.weight")
+    with pytest.raises(ColabkitError, match="step-1"):
+        restore([ck.store, drive], "step-1", False, {"model": torch.nn.Linear(64, 64)})

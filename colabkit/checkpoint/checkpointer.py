@@ -912,25 +912,27 @@ def _checked_step(step) -> int:
 
 def candidates(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> tuple[list[Checkpoint], list[tuple]]:
     """The checkpoints to try, best first, from any of `stores` (a local store and its Drive
-    mirror): `checkpoint_id`, or every committed one, newest step first (local first on a tie);
-    and why the ones whose manifest or sizes are wrong were passed over ((step, why)). No tensor
-    byte is read: the load verifies as it reads."""
+    mirror): `checkpoint_id` (each store's copy of it, local first: a damaged local copy falls
+    back to Drive's), or every committed one, newest step first (local first on a tie); and why
+    the ones whose manifest or sizes are wrong were passed over ((step, why)). No tensor byte is
+    read: the load verifies as it reads."""
     if checkpoint_id != "latest":
-        for store in stores:
-            if (store.root / checkpoint_id).is_dir():
-                checkpoint = store.get(checkpoint_id)
-                codec.check_sizes(checkpoint.path, checkpoint.manifest)
-                return [checkpoint], []
-        stores[0].get(checkpoint_id)  # says clearly that there is no such checkpoint
+        if not any((store.root / checkpoint_id).is_dir() for store in stores):
+            stores[0].get(checkpoint_id)  # says clearly that there is no such checkpoint
+        folders = [[store.root / checkpoint_id] for store in stores if (store.root / checkpoint_id).is_dir()]
+    else:
+        folders = [store.committed_folders() for store in stores]
     found, skipped = [], []
-    for rank, store in enumerate(stores):
-        for folder in store.committed_folders():
+    for rank, store_folders in enumerate(folders):
+        for folder in store_folders:
             try:
                 checkpoint = load_checkpoint(folder)
                 codec.check_sizes(folder, checkpoint.manifest)
                 found.append((-checkpoint.step, rank, checkpoint))
             except codec.CheckpointDamaged as exc:
                 skipped.append((codec.step_of(folder.name), str(exc)))
+    if checkpoint_id != "latest" and not found:
+        raise CheckpointDamaged(" ".join(why for _, why in skipped))
     return [c for _, _, c in sorted(found, key=lambda f: f[:2])], skipped
 
 
@@ -951,7 +953,7 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
         except CheckpointDamaged as exc:
             for name in exc.overwritten:
                 overwritten.setdefault(name, checkpoint.id)
-            if checkpoint_id != "latest":
+            if checkpoint_id != "latest" and checkpoint is tried[-1]:
                 raise
             skipped.append((checkpoint.step, str(exc)))
         except (Exception, KeyboardInterrupt) as exc:  # an older one failed otherwise: the mix still said
@@ -973,6 +975,8 @@ def restore(stores: list[CheckpointStore], checkpoint_id: str, trust: bool, targ
                                         f"found, and {checkpoint.id} does not hold it, so it is a mix of the two: "
                                         "create it again before training on")
     notes = [f"{why} (passed over: newer checkpoint damaged)" for step, why in skipped if step > checkpoint.step]
+    notes += [f"{why} (passed over: its copy in {checkpoint.path.parent} was restored)"
+              for step, why in skipped if step == checkpoint.step]
     notes += outcome.notes
     notes += [f"{name} was not restored: {why}." for name, why in outcome.unrestored.items()]
     return Restored(checkpoint, outcome.values, notes, outcome.unrestored, loaded.step, loaded.position, loaded.pace,
