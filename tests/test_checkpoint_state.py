@@ -2,6 +2,7 @@
 
 import copy
 import enum
+import collections
 import json
 import random
 import sys
@@ -469,3 +470,30 @@ def test_a_model_with_a_tensor_on_the_meta_device_is_named_and_skipped_not_pickl
     fresh = torch.nn.Linear(2, 2)
     restored = Checkpointer(to=tmp_path, other=fresh).restore(namespace={})
     assert list(restored.unrestored) == ["model"] and torch.equal(fresh.weight, other.weight)
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Steps(list):
+    """A list subclass, as a library's own history list would be."""
+
+
+def test_container_subclasses_are_pickled_whole_never_saved_as_their_base(tmp_path):
+    """A defaultdict came back a dict (its missing keys then raised KeyError), a Counter a dict,
+    a namedtuple a tuple (point.x an AttributeError), a list subclass a list: they are pickled
+    whole now (restored with trust, said otherwise). An OrderedDict, what state_dict() returns,
+    comes back a dict in the same order, saved as JSON as before."""
+    values = {"seen": collections.defaultdict(int, {"a": 2}), "counts": collections.Counter("abca"),
+              "point": Point(1, 2), "steps": Steps([1, 2]), "ordered": collections.OrderedDict(b=1, a=2)}
+    ck = Checkpointer(to=tmp_path, **values)
+    ck.save(wait=True)
+    ck.close()
+    structure = json.loads(next(tmp_path.glob("step-*/state.json")).read_text())["structure"]["objects"]
+    assert {name: entry["kind"] for name, entry in structure.items()} == \
+        {"seen": "pickled", "counts": "pickled", "point": "pickled", "steps": "pickled", "ordered": "value"}
+    namespace = {}
+    Checkpointer(to=tmp_path).restore(trust=True, namespace=namespace)
+    for name, value in values.items():
+        assert namespace[name] == value and (type(namespace[name]) is type(value) or name == "ordered"), name
+    assert list(namespace["ordered"]) == ["b", "a"] and namespace["seen"]["new"] == 0 and namespace["point"].y == 2

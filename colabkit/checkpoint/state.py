@@ -22,6 +22,7 @@ torch is never imported here: a tensor can only exist if the user's code importe
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import json
 import math
@@ -191,6 +192,9 @@ class Layouts:
 
 
 _PLAIN = (bool, int, float, str)  # exactly: a subclass (an IntEnum, np.float64) would come back as its base
+# A state_dict() is an OrderedDict, which comes back as a dict in the same order; any other dict
+# subclass (a defaultdict, a Counter) would lose what it adds: pickled.
+_DICTS = (dict, collections.OrderedDict)
 
 
 def _json_scalar(dtype: np.dtype) -> bool:
@@ -230,17 +234,18 @@ class Encoder:
         # The commonest first: a state dict of 20,000 tensors comes through here 20,000 times.
         if isinstance(value, self._tensor_type):
             return self._tensor(value, key)
-        if isinstance(value, dict):
+        kind = type(value)
+        if kind in _DICTS:
             if self.layouts is not None and len(value) >= Layouts.SMALLEST:
                 return self._remembered_dict(value, key)
             return self._dict(value, key)
-        if value is None or type(value) in _PLAIN:
+        if value is None or kind in _PLAIN:
             return value
-        if type(value) is np.ndarray:  # a subclass (a masked array, np.matrix) would lose what it adds: pickled
+        if kind is np.ndarray:  # a subclass (a masked array, np.matrix) would lose what it adds: pickled
             return self._array(value, key)
-        if isinstance(value, (list, tuple)):
+        if kind is list or kind is tuple:  # a subclass (a namedtuple) would come back as its base: pickled
             items = [self.encode(v, f"{key}.{i}") for i, v in enumerate(value)]
-            return items if isinstance(value, list) else {"__tuple__": items}
+            return items if kind is list else {"__tuple__": items}
         if isinstance(value, np.generic) and _json_scalar(value.dtype):
             return {"__numpy_scalar__": value.dtype.str, "value": value.item()}
         if isinstance(value, RandomStates):
