@@ -497,3 +497,43 @@ def test_container_subclasses_are_pickled_whole_never_saved_as_their_base(tmp_pa
     for name, value in values.items():
         assert namespace[name] == value and (type(namespace[name]) is type(value) or name == "ordered"), name
     assert list(namespace["ordered"]) == ["b", "a"] and namespace["seen"]["new"] == 0 and namespace["point"].y == 2
+
+
+class Curriculum:
+    """A notebook's own stateful object whose state dict holds an IntEnum (no JSON for it)."""
+
+    def __init__(self):
+        self.phase, self.seen = Phase.WARMUP, 0
+
+    def state_dict(self):
+        return {"phase": self.phase, "seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.phase, self.seen = state["phase"], state["seen"]
+
+
+def test_an_object_whose_state_dict_needs_pickling_is_restored_in_place_not_rebound(tmp_path, capsys):
+    """A model holding a sparse buffer, or an object whose state dict holds an IntEnum, was pickled
+    whole and, with trust, bound in place of the notebook's object: the optimizer kept training
+    the old model's parameters while the notebook used the new one, unsaid. Their state dicts
+    are pickled now (said at the save), and loaded into the live objects."""
+    model = torch.nn.Linear(3, 3)
+    model.register_buffer("mask", torch.eye(3).to_sparse())
+    curriculum = Curriculum()
+    curriculum.phase, curriculum.seen = Phase.MAIN, 7
+    ck = Checkpointer(to=tmp_path, model=model, curriculum=curriculum)
+    ck.save(wait=True)
+    ck.close()
+    said = capsys.readouterr().err
+    assert "model's state dict holds a sparse or quantized tensor, which colabkit saves only by pickling it" in said
+    assert "curriculum's state dict holds a value of type Phase" in said
+    fresh, fresh_curriculum = torch.nn.Linear(3, 3), Curriculum()
+    fresh.register_buffer("mask", torch.zeros(3, 3).to_sparse())
+    untrusted = Checkpointer(to=tmp_path, model=fresh, curriculum=fresh_curriculum).restore()
+    assert set(untrusted.unrestored) == {"model", "curriculum"} and fresh_curriculum.seen == 0
+    namespace = {}
+    restored = Checkpointer(to=tmp_path, model=fresh, curriculum=fresh_curriculum).restore(trust=True,
+                                                                                           namespace=namespace)
+    assert not restored.unrestored and not namespace  # loaded into them, nothing bound in their place
+    assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.mask.to_dense(), torch.eye(3))
+    assert (fresh_curriculum.phase, fresh_curriculum.seen) == (Phase.MAIN, 7)

@@ -467,6 +467,10 @@ class Checkpointer:
             try:
                 captured = state.capture(self.tracked(), random, extra, job_secrets.given(), layouts)
                 self._say_skipped(captured.skipped)
+                for name, why in captured.pickled_states.items():
+                    self.say_once(f"pickled-{name}", f"{name}'s state dict holds {why}, which colabkit saves only "
+                                  "by pickling it (into objects.pkl): a restore loads it into "
+                                  f"{name} only when you trust the checkpoint (--trust, or trust=True).")
                 streamed = self.sink.save(captured, self.step, self.position, self.pace, self._meta())
                 nbytes = captured.nbytes if streamed is not None else None
             finally:

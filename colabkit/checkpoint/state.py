@@ -4,8 +4,9 @@
   Hugging Face or Lightning trainer in the middle of its run) are captured by that framework's
   adapter (checkpoint/adapters/): arrays as tensors, the rest as JSON, restored into the live object.
 - Objects with state_dict()/load_state_dict() (modules, optimizers, schedulers, GradScaler) are
-  saved as their state dict, never pickled (a class defined in a notebook can't be unpickled in a
-  fresh kernel), and restored in place; a torch.Generator as its state, restored in place.
+  saved as their state dict, never pickled whole (a class defined in a notebook can't be unpickled
+  in a fresh kernel), and restored in place; a state dict holding what the format can't (a sparse
+  tensor, an enum) is pickled, said, and still loaded in place. A torch.Generator as its state.
 - Every tensor and NumPy array (bfloat16 and float8 too) goes to the pool under a dotted key
   ("model.fc.weight", "optimizer.state.0.exp_avg"); see codec.
 - Everything else that is plain data (numbers, strings, lists, dicts) goes to state.json, which
@@ -112,6 +113,7 @@ class Capture:
     structure: dict = field(default_factory=dict)  # JSON-ready
     objects: dict = field(default_factory=dict)  # name -> picklable value
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why it was not saved
+    pickled_states: dict[str, str] = field(default_factory=dict)  # name -> what made its state dict pickled
     fragments: dict[str, str] = field(default_factory=dict)  # placeholder in structure -> its JSON (Layouts)
 
     @property
@@ -250,7 +252,7 @@ class Encoder:
             return {"__numpy_scalar__": value.dtype.str, "value": value.item()}
         if isinstance(value, RandomStates):
             return self._random(value, key)
-        raise Unsaveable(type(value).__name__)
+        raise Unsaveable(f"a value of type {type(value).__name__}")
 
     def _items(self, value: dict, key: str) -> list:
         """A dict's items, its tensors encoded without the general dispatch (a module's state
@@ -381,13 +383,22 @@ def capture(objects: dict[str, object], random_states: RandomStates | None = Non
             if isinstance(exc, Dataless):
                 result.skipped[name] = f"{type(value).__name__} holds {exc}"
                 continue
+            # An object with a state dict is restored by loading its state dict, pickled if need be:
+            # the object itself, unpickled and bound in its place, would leave the notebook's
+            # other references (an optimizer's parameters) on the old one.
+            whole = not has_state_dict(value) or _is_generator(value)
             try:
-                pickle.dumps(value)
-            except Exception as exc:  # generators, open files, sockets, locks, DataLoader iterators
-                result.skipped[name] = f"{type(value).__name__} can't be saved ({type(exc).__name__}: {exc})"
+                kept = value if whole else value.state_dict()
+                pickle.dumps(kept)
+            except Exception as err:  # generators, open files, sockets, locks, DataLoader iterators
+                why = f"{type(err).__name__}: {err}"
+                result.skipped[name] = f"{type(value).__name__} can't be saved ({why})" if whole else \
+                    f"{type(value).__name__}'s state dict holds {exc}, and can't be pickled either ({why})"
                 continue
-            result.objects[name] = value
-            entries[name] = {"kind": "pickled", "type": type(value).__name__}
+            result.objects[name] = kept
+            entries[name] = {"kind": "pickled" if whole else "pickled_state", "type": type(value).__name__}
+            if not whole:
+                result.pickled_states[name] = str(exc)
         held = _secret_in(entries[name], result.objects.get(name), secrets)
         if held is not None:
             del entries[name]
@@ -414,7 +425,7 @@ def _undo(result: Capture, before: tuple[int, int]) -> None:
 def _secret_in(entry: dict, pickled, secrets: dict[str, str] | None) -> str | None:
     """The name of a secret whose value a plain value's entry (or the object it pickles) holds.
     Tensors and framework states are not searched: they hold numbers."""
-    if not secrets or entry["kind"] not in ("value", "pickled"):
+    if not secrets or entry["kind"] not in ("value", "pickled", "pickled_state"):
         return None
     text = json.dumps(entry).encode() + (pickle.dumps(pickled) if pickled is not None else b"")
     return next((name for name, secret in secrets.items() if secret.encode() in text), None)
@@ -722,6 +733,19 @@ def restore(structure: dict, tensors: dict, objects: dict[str, object], pickled:
             else:
                 outcome.unrestored[name] = (f"it ({entry['type']}) is in objects.pkl, which is only loaded when you "
                                             "trust it (--trust, or trust=True)")
+        elif kind == "pickled_state":
+            if target is None or not has_state_dict(target):
+                outcome.unrestored[name] = ("its state dict was saved, but there is no such object to load it into; "
+                                            "create it first (same class and shapes), then restore")
+            elif pickled is None or name not in pickled:
+                outcome.unrestored[name] = (f"its state dict ({entry['type']}) is in objects.pkl, which is only loaded "
+                                            "when you trust it (--trust, or trust=True)")
+            else:
+                try:
+                    target.load_state_dict(pickled[name])
+                except Exception as exc:
+                    raise Refused(name, exc, restored) from exc
+                restored.append(name)
         else:
             restoration = adapters.restore(kind, target, decoder.decode(entry["state"]), name)
             if restoration.problem is not None:
