@@ -46,6 +46,15 @@ def test_an_appender_writes_every_buffer_in_order_and_a_large_one_before_add_ret
         assert durable._sync_file_range  # found in libc, not silently skipped
 
 
+def test_a_file_system_that_writes_nothing_and_says_no_error_fails_the_write(tmp_path, monkeypatch):
+    """pwritev returning 0 for bytes to write (no error) made the writer loop forever, the save
+    never answered."""
+    monkeypatch.setattr(durable.os, "pwritev", lambda fd, buffers, offset: 0)
+    with durable.Appender(tmp_path / "f") as out:
+        with pytest.raises(OSError, match="wrote nothing"):
+            out.add(bytes(2 * durable.SMALL))
+
+
 def test_undo_takes_back_what_was_appended_since_the_mark(tmp_path):
     a, b, c = b"a" * 100, bytes(range(256)) * 10_000, b"c" * 3
     with durable.Appender(tmp_path / "f") as out:

@@ -15,6 +15,7 @@ for checkpoints written by colabkit before format 3.
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import itertools
 import os
@@ -189,6 +190,8 @@ class Appender:
             if done == sum(map(len, batch)):
                 del pending[:len(batch)]
                 continue
+            if done == 0:  # a file system that takes nothing and says no error would loop here forever
+                raise OSError(errno.EIO, "the file system wrote nothing and gave no reason")
             while done >= len(pending[0]):  # a short write: go on from where it stopped
                 done -= len(pending.pop(0))
             if done:
