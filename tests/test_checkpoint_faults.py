@@ -327,3 +327,29 @@ ck.save()
     assert done.returncode == 0, done.stderr
     assert "colabkit: the last checkpoint, step-1, was not saved (" in done.stderr, done.stderr
     assert f"the checkpoints before it in {tmp_path} are intact" in done.stderr
+
+
+def test_a_dead_kernels_writer_still_finishing_is_named_as_that_not_as_another_kernel(tmp_path, monkeypatch):
+    """The kernel that wrote the store is gone and its writer still holds the lock (a long Drive
+    copy) past the wait: the read-only view said the store was in use by another kernel, naming
+    a process that no longer runs."""
+    from colabkit.checkpoint import lock
+
+    root = tmp_path / "store"
+    root.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (root / lock.LOCK).write_text(gone.stdout.strip())  # the kernel that took the lock, ended
+    writer = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fd = os.open({str(root / lock.LOCK)!r}, os.O_RDWR)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "held\n"
+        monkeypatch.setattr(lock, "ORPHAN_WAIT", 0.3)
+        claim = lock.claim(root)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not claim.writes and "another kernel" not in claim.refused
+    assert f"still being written by the writer of a kernel that ended (process {gone.stdout.strip()}'s)" \
+        in claim.refused

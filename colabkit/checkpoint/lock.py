@@ -82,6 +82,11 @@ def claim(root: Path) -> Claim:
         try:
             fd = _lock(root)
         except _Held as held:
+            if held.orphaned:
+                return Claim(root, refused=f"{root} is still being written by the writer of a kernel that ended "
+                                           f"(process {held.pid}'s): it has been finishing that kernel's last save "
+                                           f"or its copy to Drive for over {ORPHAN_WAIT:.0f} s. Run this again once "
+                                           "it is done.")
             return Claim(root, refused=f"{root} is in use by another kernel (process {held.pid}), which saves its "
                                        "checkpoints there; two writers on one store would replace each other's "
                                        "checkpoints.")
@@ -90,8 +95,9 @@ def claim(root: Path) -> Claim:
 
 
 class _Held(Exception):
-    def __init__(self, pid: int | None):
+    def __init__(self, pid: int | None, orphaned: bool = False):
         self.pid = pid
+        self.orphaned = orphaned  # its kernel is gone; its writer still holds the lock
 
 
 def _lock(root: Path) -> int | None:
@@ -111,7 +117,7 @@ def _lock(root: Path) -> int | None:
         pid = _holder(fd)
         if (pid is not None and _alive(pid)) or time.monotonic() > deadline:
             os.close(fd)
-            raise _Held(pid)
+            raise _Held(pid, orphaned=pid is None or not _alive(pid))
         if not waited:  # the kernel that wrote here is gone: its writer is finishing its last commit
             say(f"waiting for the last save of the previous kernel's writer (process {pid}) to finish in {root}.")
             waited = True
