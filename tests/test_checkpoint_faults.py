@@ -282,7 +282,7 @@ def test_a_read_only_store_restores_and_lists_and_refuses_saves_clearly(tmp_path
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert "restored step-2 [2.0, 2.0, 2.0, 2.0]" in done.stdout
-    assert "step-1" in done.stdout.split("restored")[1]  # listed
+    assert "step-1" in done.stdout.split("restored step-2 [")[1]  # listed
     assert "refused: Not saved: colabkit cannot write to" in done.stdout and "read-only" in done.stdout
     assert "--to ANOTHER-FOLDER" in done.stdout
 

@@ -304,3 +304,19 @@ def test_a_finished_trainer_run_is_not_trained_again_in_a_fresh_session_and_trai
     assert steps.count == 0 and output.global_step == 6  # was: one step more (resumed mid-epoch at max_steps)
     assert "step-6 covers the whole run (6 of 6 steps), so there is nothing left to train" in capsys.readouterr().err
     assert all(torch.equal(trained[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_a_restore_through_the_python_api_says_what_it_did_not_restore(tmp_path, capsys):
+    """ck.restore() returned quietly with an object left unrestored (an untrusted pickle): only
+    %checkpoint restore printed the notes. It says them, as the magic does."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    ck = Checkpointer(to=tmp_path, odd={1, 2}, w=np.zeros(2))
+    ck.save(wait=True)
+    ck.close()
+    capsys.readouterr()
+    restored = Checkpointer(to=tmp_path, odd=None, w=None).restore()
+    out = capsys.readouterr().out
+    assert "odd" in restored.unrestored
+    assert out.startswith("colabkit: restored step-0 (step 0)") and "note: odd was not restored: it (set) is in " \
+        "objects.pkl, which is only loaded when you trust it" in out, out

@@ -60,6 +60,11 @@ class Restored:
     extra: dict = field(default_factory=dict)  # the loop's data position, and where inside an iteration
     resume: dict = field(default_factory=dict)  # name -> what a framework's next run resumes from
 
+    def summary(self) -> str:
+        """What a restore says: the checkpoint, and each note (what was passed over or not restored)."""
+        return (f"colabkit: restored {self.checkpoint.id} (step {self.checkpoint.step})"
+                + "".join(f"\n  note: {n}" for n in self.notes))
+
 
 DRIVE_MARGIN = 1 << 20  # a checkpoint's small files (its index, state.json, manifest) beside its tensors
 _ANOTHER = "choose another folder with %checkpoint --to PATH"
@@ -545,13 +550,15 @@ class Checkpointer:
     def stores(self) -> list[CheckpointStore]:
         return [self.store] + ([self.mirror_store] if self.mirror_store else [])
 
-    def restore(self, checkpoint_id: str = "latest", trust: bool | None = None, namespace: dict | None = None) -> Restored | None:
+    def restore(self, checkpoint_id: str = "latest", trust: bool | None = None, namespace: dict | None = None,
+                report: bool = True) -> Restored | None:
         """Load a checkpoint (the newest that verifies, by default) into the tracked objects.
 
         `namespace` (a notebook's variables) supplies objects to load state dicts into that this
         Checkpointer doesn't track, and receives the values restored by name (default: the
         namespace given at creation). The live state is then the checkpoint's: an interrupted loop
-        or run resumes from it.
+        or run resumes from it. `report`: print what was restored and its notes (what was not
+        restored, and why), as %checkpoint restore does; callers that say it their way pass False.
         """
         namespace = self.namespace if namespace is None else namespace
         trust = self.trust if trust is None else trust
@@ -571,6 +578,8 @@ class Checkpointer:
         self._finished.clear()  # the live state is the checkpoint's: the next run resumes from it
         self._source_saved = restored.extra.get("source") or {}
         self.schedule.mark_saved(self.step)
+        if report:
+            print(restored.summary(), flush=True)
         return restored
 
     def keep_live(self) -> None:
@@ -583,7 +592,7 @@ class Checkpointer:
         """The start of a loop or a framework's run: restore the latest checkpoint, all of it, or stop."""
         if self._interrupted is not None:
             raise ColabkitError(self._interruption())
-        restored = self.restore()
+        restored = self.restore(report=False)
         if restored is not None and restored.unrestored:
             raise ColabkitError(_not_skipping(restored, what))
         return restored

@@ -101,7 +101,8 @@ def run(words: list[str], keep: int, to, trust: bool, namespace: dict):
         which = words[1] if len(words) > 1 else "latest"
         active = session.active()
         if active is not None and to is None:
-            restored, stores = active.restore(which, trust=trust, namespace=namespace), active.stores()
+            restored = active.restore(which, trust=trust, namespace=namespace, report=False)
+            stores = active.stores()
         else:
             from .. import runtime
 
@@ -113,8 +114,7 @@ def run(words: list[str], keep: int, to, trust: bool, namespace: dict):
         if restored is None:
             print(f"colabkit: no checkpoint to restore in {stores[0].root}.")
             return None
-        print(f"colabkit: restored {restored.checkpoint.id} (step {restored.checkpoint.step})"
-              + "".join(f"\n  note: {n}" for n in restored.notes))
+        print(restored.summary())
         return None
     if action == "keep":
         checkpointer = session.active()
