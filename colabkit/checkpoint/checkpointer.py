@@ -1024,11 +1024,16 @@ def _decode(checkpoint: Checkpoint, trust: bool, targets: dict):
             return loaded, state.restore(loaded.structure, loaded.tensors, targets, loaded.objects, plan.objects)
     except state.Refused as refused:
         before = f" {', '.join(refused.restored)} had been restored from it already." if refused.restored else ""
+        if "inference tensor" in str(refused.error):  # torch's words for a write into one outside inference_mode
+            todo = (f"{refused.name}'s tensors were made under torch.inference_mode(), and torch lets nothing write "
+                    f"into them outside it: create {refused.name} outside inference_mode")
+        else:
+            todo = (f"Create {refused.name} as it was when saved (the same architecture and dtype; for an "
+                    "optimizer, the same parameter groups)")
         raise ColabkitError(
             f"{checkpoint.id} does not fit the notebook's {refused.name}: its load_state_dict refused what was "
-            f"saved ({type(refused.error).__name__}: {str(refused.error)[:600]}).{before} Create {refused.name} as "
-            "it was when saved (the same architecture and dtype; for an optimizer, the same parameter groups), "
-            "then restore again.") from refused.error
+            f"saved ({type(refused.error).__name__}: {str(refused.error)[:600]}).{before} {todo}, then restore "
+            "again.") from refused.error
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         damaged = CheckpointDamaged(f"{checkpoint.id}: {codec.STATE} cannot be decoded ({type(exc).__name__}: "
                                     f"{str(exc)[:200]}).")
