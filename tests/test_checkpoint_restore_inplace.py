@@ -710,3 +710,6 @@ def test_a_named_checkpoint_damaged_here_is_restored_from_its_drive_copy(tmp_pat
     damage(drive.root / "step-1", "model.weight")
     with pytest.raises(ColabkitError, match="step-1"):
         restore([ck.store, drive], "step-1", False, {"model": torch.nn.Linear(64, 64)})
+    for name in ("../drive/step-1", "pool", codec.POOL + "/../step-1"):  # only a step-N of the stores is one
+        with pytest.raises(ColabkitError, match=f"There is no checkpoint {name!r} in"):
+            restore([ck.store, drive], name, False, {"model": torch.nn.Linear(64, 64)})

@@ -930,8 +930,8 @@ def candidates(stores: list[CheckpointStore], checkpoint_id: str = "latest") -> 
     the ones whose manifest or sizes are wrong were passed over ((step, why)). No tensor byte is
     read: the load verifies as it reads."""
     if checkpoint_id != "latest":
-        if not any((store.root / checkpoint_id).is_dir() for store in stores):
-            stores[0].get(checkpoint_id)  # says clearly that there is no such checkpoint
+        if codec.step_of(checkpoint_id) is None or not any((store.root / checkpoint_id).is_dir() for store in stores):
+            stores[0].get(checkpoint_id)  # says clearly that there is no such checkpoint (a path is none)
         folders = [[store.root / checkpoint_id] for store in stores if (store.root / checkpoint_id).is_dir()]
     else:
         folders = [store.committed_folders() for store in stores]
