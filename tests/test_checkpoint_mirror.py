@@ -430,3 +430,28 @@ def test_a_drive_copy_kept_below_an_earlier_runs_steps_is_said_in_the_cell(tmp_p
     said = capsys.readouterr().err
     assert said.count(f"is saved, but {drive} also holds step-600, step-500, higher steps from before") == 1, said
     assert "loads the highest, step-600, not this run" in said
+
+
+def test_a_drive_copy_that_lands_while_drives_old_packs_cant_be_deleted_is_a_copy_not_a_failure(tmp_path, capsys):
+    """A folder on Drive without a manifest (a half-synced copy) stops the deletion of Drive's old
+    packs; the copy committed before that, yet the mirror reported it failed ("Drive copy: none
+    yet"), at every save. The copy is said landed, and the packs left are said once."""
+    import numpy as np
+
+    from colabkit.storage import Places
+
+    drive = tmp_path / "drive"
+    (drive / "step-900").mkdir(parents=True)
+    (drive / "step-900" / "state.json").write_text("{}")
+    ck = Checkpointer(places=Places(tmp_path / "runtime", drive), keep=1, w=np.zeros(4))
+    for step in (1, 2, 3):
+        ck.objects["w"] = np.full(4, float(step))
+        ck.step = step
+        ck.save(wait=True)
+        until(lambda: (read_status(ck.store.root) or {}).get("mirrored") == f"step-{step}")
+    ck.close()
+    status = read_status(ck.store.root)
+    assert status["error"] is None and "step-900 has no manifest.json" in status["unswept"]
+    said = capsys.readouterr().err
+    assert said.count(f"the copies on Drive landed, but the packs no kept checkpoint needs in {drive}") == 1, said
+    assert "failed" not in said and "also holds" not in said  # step-900 is no checkpoint a restore loads

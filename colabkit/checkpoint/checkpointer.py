@@ -378,8 +378,8 @@ class Checkpointer:
                 "(%checkpoint restore, then train), or save this run elsewhere (--to PATH), or delete them.")
         if result.get("above"):
             self._say_above(result["step"], result["above"], self.store.root)
-        if result.get("warning"):  # saved, but something after the commit went wrong
-            say(result["warning"])
+        if result.get("warning"):  # saved, but something after the commit went wrong: said once, as it recurs
+            self.say_once(f"warning-{result['warning']}", result["warning"])
         self._say_mirror_failure()
 
     def _say_above(self, step: int, higher: list[str], where: Path) -> None:
@@ -403,6 +403,10 @@ class Checkpointer:
         status = (read_status(self.store.root) or {}) if self.mirror_store is not None else {}
         if status.get("above") and status.get("mirrored"):  # Drive kept the copy, below an earlier run's steps
             self._say_above(codec.step_of(status["mirrored"]), status["above"], self.mirror_store.root)
+        if status.get("unswept"):
+            self.say_once(f"unswept-{status['unswept']}", f"the copies on Drive landed, but the packs no kept checkpoint "
+                          f"needs in {self.mirror_store.root} could not be deleted ({status['unswept']}), so they "
+                          "still take Drive's space; each copy tries again.")
         error = status.get("error")
         if error and error != self._mirror_said:
             say(f"the copy of a checkpoint to {self.mirror_store.root} failed ({error}); the local checkpoints are "

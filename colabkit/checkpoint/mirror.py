@@ -10,7 +10,8 @@ MIRROR.json beside the local store, for the panel and the cell: `pending` (the c
 being copied), `mirrored` and `mirrored_at` (the last copy that is on Drive), `above` (Drive's
 committed checkpoints with a higher step than `mirrored`, from an earlier run that counted further:
 a restore after the runtime ends loads the highest, not this run), `error` (the last copy's failure,
-None once one lands), `remote` and `updated`. `DriveSpace` reads Drive's free space for the panel's
+None once one lands), `unswept` (why Drive's packs no kept checkpoint needs were not deleted after
+the last copy, which landed), `remote` and `updated`. `DriveSpace` reads Drive's free space for the panel's
 warning that the next checkpoint would not fit.
 """
 
@@ -135,7 +136,7 @@ class Mirror:
         try:
             copy_checkpoint(source, self.remote)
             step = codec.step_of(source.name)
-            above = [folder.name for folder in self.remote.committed_folders() if codec.step_of(folder.name) > step]
+            above = [kept.id for kept in self.remote.list() if kept.step > step]  # what a restore could load
             if not (self.remote.root / source.name).is_dir():
                 return {"error": (
                     f"Drive's retention deleted the copy at once: it keeps the {self.remote.keep} highest steps, and "
@@ -144,13 +145,13 @@ class Mirror:
                     "(%checkpoint every ... --to PATH)")}
         except Exception as exc:  # Drive unmounted, quota, ...: shown in the panel, retried next time
             return {"error": f"{type(exc).__name__}: {exc}"}
-        return {"mirrored": source.name, "error": None, "above": above}
+        return {"mirrored": source.name, "error": None, "above": above, "unswept": self.remote.unswept}
 
     def _record(self, **fields) -> None:
         """Put `fields` in MIRROR.json. A write that fails (the local disk full for a moment) must not
         stop the copies (it killed the thread): what it carried is written with the next."""
         now = time.time()
-        self._status.update({k: v for k, v in fields.items() if v is not None or k in ("error", "pending")},
+        self._status.update({k: v for k, v in fields.items() if v is not None or k in ("error", "pending", "unswept")},
                             remote=str(self.remote.root), updated=now)
         if fields.get("mirrored"):
             self._status["mirrored_at"] = now

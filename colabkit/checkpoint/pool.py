@@ -360,7 +360,8 @@ def collect(store_root: str | os.PathLike) -> list[str]:
             needed |= set(codec.read_manifest(root / name).get("packs", {}))
         except codec.CheckpointDamaged as exc:
             raise CollectBlocked(f"{exc} What {name} points at can't be known, so no pack is deleted while it is "
-                                 f"there: delete {root / name} (it can't be restored) to free the space") from None
+                                 f"there: delete {root / name} to free the space, if no colabkit can restore "
+                                 "it") from None
     deleted = []
     for path in folder.iterdir():
         if path.name.endswith(codec.PACK_SUFFIX) and path.name not in needed:

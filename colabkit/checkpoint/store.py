@@ -84,6 +84,7 @@ class CheckpointStore:
                                 "checkpoint would delete each one as soon as it is written.")
         self.root = Path(root)
         self.keep = int(keep)
+        self.unswept: str | None = None  # why the last commit's collect deleted nothing (apply_retention)
 
     # -- writing ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -163,8 +164,12 @@ class CheckpointStore:
             os.rename(old, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
             deleted.append(old)
-        if collect:
-            self.collect()
+        if collect:  # after the rename: a collect that fails leaves the commit done, and says why here
+            try:
+                self.collect()
+                self.unswept = None
+            except OSError as exc:
+                self.unswept = f"{type(exc).__name__}: {exc}"
         return deleted
 
     def collect(self) -> list[str]:
