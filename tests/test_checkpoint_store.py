@@ -406,6 +406,10 @@ def test_two_checkpointers_of_one_kernel_never_both_save_into_one_store(tmp_path
     generator.step = 2
     generator.save(wait=True)
     discriminator = Checkpointer(to=tmp_path, d=np.ones(4))
+    discriminator.step = -1
+    with pytest.raises(ColabkitError, match="whole number"):
+        discriminator.save()  # refused before anything is saved: the generator's still saves
+    generator.save(wait=True)
     discriminator.step = 2
     discriminator.save(wait=True)
     generator.step = 3
@@ -424,3 +428,23 @@ def test_two_checkpointers_of_one_kernel_never_both_save_into_one_store(tmp_path
     restored = kept.restore()
     kept.close()
     assert restored.checkpoint.id == "step-3" and "d" in restored.values and "g" in restored.unrestored
+
+
+def test_a_checkpointer_made_in_python_that_saves_into_the_sessions_store_unhooks_the_session(shell, tmp_path,
+                                                                                              capsys):
+    """%checkpoint every saves into a folder, then a Checkpointer made in Python saves into the
+    same one: the session's Checkpointer was closed but left hooked, so its next due optimizer step
+    raised inside opt.step() and the panel showed it on. The session is turned off, said."""
+    from colabkit.checkpoint import session
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    shell.user_ns["w"] = np.zeros(4)
+    shell.run_line_magic("checkpoint", f"every 1 steps w --to {tmp_path}")
+    active = session.active()
+    active.save(wait=True)
+    mine = Checkpointer(to=tmp_path, v=np.ones(4))
+    mine.step = 1
+    mine.save(wait=True)
+    mine.close()
+    assert session.active() is None and active._closed
+    assert "%checkpoint every stopped: a Checkpointer made in Python saves into" in capsys.readouterr().err

@@ -453,7 +453,6 @@ class Checkpointer:
                 f"{self.store.root} now, and two saving into one store replace each other's checkpoints at the "
                 "same step. Save everything from one Checkpointer (Checkpointer(every=..., generator=G, "
                 "discriminator=D)), or give each a folder of its own (to=...).")
-        self._take_over()
         self._collect()
         self.step = _checked_step(self.step)
         if self.sink.busy:
@@ -480,6 +479,7 @@ class Checkpointer:
                     self.say_once(f"pickled-{name}", f"{name}'s state dict holds {why}, which colabkit saves only "
                                   "by pickling it (into objects.pkl): a restore loads it into "
                                   f"{name} only when you trust the checkpoint (--trust, or trust=True).")
+                self._take_over()  # once this save is sure to go to the writer
                 streamed = self.sink.save(captured, self.step, self.position, self.pace, self._meta())
                 nbytes = captured.nbytes if streamed is not None else None
             finally:
@@ -855,12 +855,21 @@ class Checkpointer:
         if previous is self:
             return
         _saving[self.store.root] = weakref.ref(self)
-        if previous is not None and not previous._closed:
-            previous._replaced = True
-            try:
+        if previous is None or previous._closed:
+            return
+        previous._replaced = True
+        from . import session
+
+        try:
+            if session.active() is previous:  # unhooked too: its hooks would raise inside the training loop
+                session.deactivate()
+                say(f"%checkpoint every stopped: a Checkpointer made in Python saves into {self.store.root} now, "
+                    "and two saving into one store would replace each other's checkpoints. Track everything in one "
+                    "of them, or give this one a folder of its own (to=...).")
+            else:
                 previous.close()
-            except ColabkitError as exc:  # its last save failed: said, as its own close would have
-                say(str(exc))
+        except ColabkitError as exc:  # its last save failed: said, as its own close would have
+            say(str(exc))
 
     def close(self) -> None:
         """Wait for the save in flight and the Drive copy, stop the writer, free the staging buffer."""
