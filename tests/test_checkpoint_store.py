@@ -186,8 +186,8 @@ def test_a_writer_killed_in_the_middle_of_a_stream_loses_that_save_only(tmp_path
     ck.step = 2
     ck.save()  # returns: a dead writer ends the stream, it doesn't hang the training thread
     ck.wait()
-    assert ck.last.get("lost") and "step-2 was lost: the writer process died (killed (SIGKILL: the system's " \
-        "out-of-memory killer, or a kill -9)) while writing it" in capsys.readouterr().err
+    assert ck.last.get("lost") and "step-2 was lost: the writer process died (killed by SIGKILL: the system's " \
+        "out-of-memory killer, or a kill -9) while writing it" in capsys.readouterr().err
     monkeypatch.setattr(writer.WriterProcess, "send_chunk", original)
     values["x"] = payload(3, 6)
     ck.step = 3

@@ -200,3 +200,16 @@ def test_a_job_whose_last_checkpoint_fails_fails_and_says_it(tmp_path):
     ])
     assert done.returncode == 1, done.stdout + done.stderr
     assert "[colabkit] the job's last checkpoint failed: Checkpoint step-0 was not saved" in done.stderr, done.stderr
+
+
+def test_a_job_whose_python_checkpointer_loses_its_last_save_fails(tmp_path):
+    """A Checkpointer made in Python (never %checkpoint) whose last save was lost, its writer
+    killed: the job ended green (the loss said only at exit, if at all)."""
+    done, _, _ = run_job(tmp_path, [
+        f"import os, signal, numpy as np\nfrom colabkit import Checkpointer\n"
+        f"ck = Checkpointer(to={str(tmp_path / 'store')!r}, w=np.ones(3))\nck.save(wait=True)\n"
+        "ck.step = 1\nos.kill(ck.sink._writer_process().process.pid, signal.SIGKILL)\nck.save()",
+    ])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[colabkit] the job's last checkpoint failed: checkpoint step-1 is not in" in done.stderr, done.stderr
+    assert "the writer process died (killed" in done.stderr

@@ -355,11 +355,12 @@ class Checkpointer:
         if result is not None:
             self._record(result)
 
-    def _record(self, result: dict) -> None:
+    def _record(self, result: dict, closing: bool = False) -> None:
         self.last = {**result, "at": time.time()}
         if result.get("lost"):  # an event, not an error: training goes on, the next save is as scheduled
+            after = "" if closing else " a new writer takes the next save, as scheduled."
             say(f"checkpoint step-{result.get('step')} was lost: {result['error']} while writing it. The "
-                "checkpoints before it are intact; a new writer takes the next save, as scheduled.")
+                f"checkpoints before it are intact;{after or ' it was the last one.'}")
             return
         if result.get("abandoned"):  # the person's own interrupt: not a fault of the store to fix
             say(f"checkpoint step-{result['step']} was not saved: it was interrupted while training waited for its "
@@ -881,7 +882,7 @@ class Checkpointer:
         finally:
             self.claim.release()
         if result is not None:
-            self._record(result)
+            self._record(result, closing=True)
         elif self.last is not None:
             self._say_mirror_failure()  # the copy that ran while the writer closed
         self._say_drive_cut()
@@ -923,6 +924,35 @@ class Checkpointer:
 
 
 _saving: dict[Path, weakref.ref] = {}  # store root -> the Checkpointer of this kernel that saves there (_take_over)
+
+
+def close_all() -> list[str]:
+    """At a job's end: turn %checkpoint off and close every Checkpointer of this kernel that saved,
+    waiting for their last saves; why a last checkpoint is not in its store, for each that is not
+    (a lost or refused save too, which a close only says)."""
+    from . import session
+
+    failures, reported = [], set()
+    active = session.active()
+    try:
+        session.deactivate()
+    except ColabkitError as exc:
+        failures.append(str(exc))
+        reported.add(id(active))
+    for ref in list(_saving.values()):
+        checkpointer = ref()
+        if checkpointer is None or id(checkpointer) in reported:
+            continue
+        try:
+            checkpointer.close()
+        except ColabkitError as exc:
+            failures.append(str(exc))
+            continue
+        last = checkpointer.last
+        if last is not None and not last.get("ok"):
+            failures.append(f"checkpoint step-{last.get('step')} is not in {checkpointer.store.root}: "
+                            + (last.get("error") or "retention deleted it at once (higher steps are kept there)"))
+    return failures
 
 
 def _checked_step(step) -> int:

@@ -183,9 +183,11 @@ def lost(step: int, exit_code: int | None) -> dict:
     """The result of a save whose writer died before it answered, and how it died: killed (the
     OOM killer, a user's kill) or by an error of its own, whose traceback is in the kernel's log."""
     if exit_code == -signal.SIGKILL:
-        how = "killed (SIGKILL: the system's out-of-memory killer, or a kill -9)"
+        how = "killed by SIGKILL: the system's out-of-memory killer, or a kill -9"
     elif exit_code is not None and exit_code < 0:
         how = f"killed by signal {-exit_code}"
+    elif exit_code == 0:
+        how = "it stopped, unable to read the save from the trainer"
     elif exit_code is not None:
         how = f"stopped by an error of its own, exit code {exit_code}: its traceback is in the kernel's log"
     else:

@@ -127,24 +127,23 @@ def main(folder: Path) -> int:
                 status = 1
                 break
     finally:
-        status = _finish_checkpoints() or status
-        kept = results.collect(content, model_dir / results.CONTENT)
-        print(results.describe_collected(kept), flush=True)
+        try:
+            status = _finish_checkpoints() or status
+        finally:
+            kept = results.collect(content, model_dir / results.CONTENT)
+            print(results.describe_collected(kept), flush=True)
     return status
 
 
 def _finish_checkpoints() -> int:
-    """Wait for the notebook's last checkpoint; 1 when it failed. Left to the exit, its failure
-    went unsaid and the job ended green, so the notebook would bring back an older checkpoint."""
-    from ..checkpoint import session
-    from ..errors import ColabkitError
+    """Wait for the notebook's last checkpoints; 1 when one is not saved. Left to the exit, a
+    failure went unsaid and the job ended green, so the notebook would bring back an older one."""
+    from ..checkpoint.checkpointer import close_all
 
-    try:
-        session.deactivate()
-    except ColabkitError as exc:
-        print(f"[colabkit] the job's last checkpoint failed: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    failures = close_all()
+    for failure in failures:
+        print(f"[colabkit] the job's last checkpoint failed: {failure}", file=sys.stderr, flush=True)
+    return 1 if failures else 0
 
 
 def _ipython_major() -> int:
