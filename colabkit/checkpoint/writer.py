@@ -154,6 +154,7 @@ def serve(conn) -> None:
                     mirrors[key] = Mirror(Path(job["root"]), Path(job["mirror"]), job["keep"])
                 mirrors[key].push(checkpoint.path)
             except Exception as exc:
+                mirrors.pop(key, None)  # a new Mirror for the next checkpoint (this one's thread may have ended)
                 warnings.append(f"{checkpoint.id} is saved in {job['root']}, but its copy to {job['mirror']} could "
                                 f"not be started ({type(exc).__name__}: {exc}); the next checkpoint tries again.")
         if warnings:
