@@ -455,3 +455,27 @@ def test_a_drive_copy_that_lands_while_drives_old_packs_cant_be_deleted_is_a_cop
     said = capsys.readouterr().err
     assert said.count(f"the copies on Drive landed, but the packs no kept checkpoint needs in {drive}") == 1, said
     assert "failed" not in said and "also holds" not in said  # step-900 is no checkpoint a restore loads
+
+
+def test_interrupting_the_wait_for_the_drive_copy_stops_it_and_says_what_it_leaves(
+        fake_colab, monkeypatch, tmp_path, capsys):
+    """An interrupt while closing waits for a slow Drive copy left the writer running and the
+    staging memory held, with a second close doing nothing; now the writer is stopped, the memory
+    freed, and the unfinished copy said."""
+    import pytest
+
+    drive_folder = runtime.mount()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_DRIVE_COPY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")])))
+    monkeypatch.setattr(Checkpointer, "_say_drive_wait", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    ck = Checkpointer(every="1 steps", w=torch.arange(1000.0))
+    ck.save(wait=True)
+    until(lambda: (read_status(ck.store.root) or {}).get("pending") == "step-0")
+    writer = ck.sink._writer.process
+    with pytest.raises(KeyboardInterrupt):
+        ck.close()
+    assert writer.poll() is not None and ck.sink._writer is None and ck.sink._buffer is None
+    assert f"the copy of step-0 to {drive_folder / 'checkpoints'} did not finish (you interrupted the wait for it)" \
+        in capsys.readouterr().err

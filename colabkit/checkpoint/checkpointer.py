@@ -879,6 +879,9 @@ class Checkpointer:
         self._closed = True
         try:
             result = self.sink.close(waiting=self._say_drive_wait)
+        except KeyboardInterrupt:  # the wait for the Drive copy cut short: what it leaves is said
+            self._say_drive_cut("you interrupted the wait for it")
+            raise
         finally:
             self.claim.release()
         if result is not None:
@@ -903,7 +906,7 @@ class Checkpointer:
             say(f"finishing the copy of {copying} to {self.mirror_store.root} before checkpointing stops "
                 f"(at most {CLOSE_WAIT:.0f} s).")
 
-    def _say_drive_cut(self) -> None:
+    def _say_drive_cut(self, why: str | None = None) -> None:
         """After the writer is gone: a Drive copy it had not finished (stopped after CLOSE_WAIT, or
         the writer died) leaves that checkpoint on this VM's disk only, which a person who turned
         checkpointing off expects on Drive."""
@@ -916,8 +919,8 @@ class Checkpointer:
             on_drive = [f.name for f in self.mirror_store.committed_folders()]
         except OSError:  # Drive unmounted meanwhile
             on_drive = []
-        say(f"the copy of {copying} to {self.mirror_store.root} did not finish (it was stopped "
-            f"{CLOSE_WAIT:.0f} s after checkpointing stopped, or its writer died), so {copying} is only on "
+        why = why or f"it was stopped {CLOSE_WAIT:.0f} s after checkpointing stopped, or its writer died"
+        say(f"the copy of {copying} to {self.mirror_store.root} did not finish ({why}), so {copying} is only on "
             f"this VM's disk, in {self.store.root}; Drive's newest checkpoint is "
             f"{on_drive[0] if on_drive else 'none'}. To have it on Drive, turn checkpointing on again "
             "(%checkpoint every ...) and save (%checkpoint now): that copy brings what Drive lacks.")

@@ -233,10 +233,12 @@ class Sink:
         try:
             return self.wait()
         finally:
-            if self._writer is not None:
-                self._writer.close(waiting)
-                self._writer = None
-            self._release_buffer()
+            writer, self._writer = self._writer, None
+            try:
+                if writer is not None:
+                    writer.close(waiting)
+            finally:  # also when an interrupt stopped the wait for the writer
+                self._release_buffer()
 
     def _close_at_exit(self) -> None:
         """At interpreter exit, for a Checkpointer never closed (a script): finish the last save,

@@ -306,16 +306,18 @@ class WriterProcess:
         then not on Drive: Checkpointer.close says so)."""
         self._conn.close()  # the writer finishes its job, reads EOF and exits
         try:
-            self.process.wait(CLOSE_NOTICE)
-            return
-        except subprocess.TimeoutExpired:
-            if waiting is not None:
-                waiting()
-        try:
+            try:
+                self.process.wait(CLOSE_NOTICE)
+                return
+            except subprocess.TimeoutExpired:
+                if waiting is not None:
+                    waiting()
             self.process.wait(CLOSE_WAIT - CLOSE_NOTICE)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # waited long enough, or told to stop waiting
             self.process.kill()
             self.process.wait()
+            if sys.exc_info()[0] is KeyboardInterrupt:
+                raise
 
 
 if __name__ == "__main__":
