@@ -165,3 +165,42 @@ def test_an_interrupted_loop_run_again_says_what_happens_and_resumes_exactly_onc
     assert "resumed from step-10: 1 iteration(s) done, continuing at 2 of 3" in output(nb, 7)
     assert_identical(torch.load(reference["final"], weights_only=True),
                      torch.load(interrupted["final"], weights_only=True))
+
+
+def two_phases_notebook(store, progress, loaded, final, slow):
+    phase = "for epoch in colabkit.resumable(range(2)):\n    for x, y in train_loader:\n" + indent(
+        step_cell(progress, slow, 18))
+    return ["%load_ext colabkit", setup_cell(loaded).replace("NUMBER", "64"),  # 8 steps an epoch
+            f"%checkpoint every 5 steps model opt sched --to {store}", phase, phase, final_cell(final)]
+
+
+def test_a_second_resumable_loop_trains_in_one_session_and_resumes_after_a_restart(tmp_path):
+    """Two resumable() phases: each loop restored the latest checkpoint and counted its iterations
+    from the same count, so in one session the second phase was skipped as done (rolling back what
+    ran between), and after a restart the first phase resumed at the second's count. Now the
+    second trains on in one session; killed in it, the first is skipped as done and the second
+    resumes at its place, every leaf as in an uninterrupted run."""
+    paths = runs(tmp_path, "reference", "resumed")
+    reference, resumed = paths["reference"], paths["resumed"]
+    nb = execute(two_phases_notebook(**reference, slow=0.0), tmp_path / "reference")
+    assert lines(reference["progress"]) == list(range(1, 33))  # was: 1-16, the second phase skipped
+    assert "a loop already ran to its end with this checkpointing" in output(nb, 4)
+    execute(two_phases_notebook(**resumed, slow=0.3), tmp_path / "resumed", kill_after=22,
+            progress=resumed["progress"])
+    killed = lines(resumed["progress"])
+    nb = execute(two_phases_notebook(**resumed, slow=0.0), tmp_path / "resumed")
+    assert "this is loop 1 of this checkpointing, and the latest checkpoint was taken in loop 2" in output(nb, 3)
+    assert "resumed from step-21: 0 iteration(s) done, continuing at 1 of 2" in output(nb, 4)  # after 16 + 5
+    assert lines(resumed["progress"])[len(killed):] == list(range(22, 33))
+    assert_identical(torch.load(reference["final"], weights_only=True), torch.load(resumed["final"], weights_only=True))
+
+
+def test_a_resumable_loop_inside_another_is_refused_saying_how(tmp_path):
+    """Both counted their iterations as one loop's: a restart resumed them at each other's count."""
+    from nbclient.exceptions import CellExecutionError
+
+    with pytest.raises(CellExecutionError, match=r"resumable\(\) inside another resumable\(\) can't be resumed"):
+        execute(["%load_ext colabkit", "import colabkit, numpy as np\nw = np.zeros(2)",
+                 f"%checkpoint every 1 steps w --to {tmp_path / 'store'}",
+                 "for epoch in colabkit.resumable(range(2)):\n    for i in colabkit.resumable(range(3)):\n        pass"],
+                tmp_path)

@@ -236,6 +236,8 @@ class Checkpointer:
         self._interrupted: tuple | None = None  # (what, step, the way on from the live state) after an interruption
         self._keep_live = False
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
+        self._loops_done = 0  # resumable() loops that ran to their end with this Checkpointer
+        self._restore_at: int | None = None  # the loop a checkpoint from a later loop is restored at (loop())
         self._closed = False
         self._replaced = False  # a newer Checkpointer of this kernel saves into the store now (_take_over)
         self.writes = writes_here()
@@ -542,7 +544,8 @@ class Checkpointer:
         if torch is not None:
             versions["torch"] = str(torch.__version__)  # a TorchVersion would make the writer import torch
         return {"colabkit": VERSION, "platform": platform.detect_name(), "notebook": runtime.current().notebook.name,
-                "position": self.position, "pace": self.pace, "total": self.total, "libraries": versions}
+                "position": self.position, "loop": self._loops_done + (self._loop is not None) or 1,
+                "pace": self.pace, "total": self.total, "libraries": versions}
 
     def wait(self) -> None:
         """Block until the save in flight is committed; raise its error if it failed."""
@@ -581,6 +584,9 @@ class Checkpointer:
         self._interrupted = None
         self._keep_live = False
         self._finished.clear()  # the live state is the checkpoint's: the next run resumes from it
+        # `position` counts in the checkpoint's loop: the next loop is that one (loop()).
+        self._restore_at = restored.checkpoint.manifest.get("loop", 1)
+        self._loops_done = self._restore_at - 1
         self._source_saved = restored.extra.get("source") or {}
         self.schedule.mark_saved(self.step)
         if report:
@@ -728,15 +734,34 @@ class Checkpointer:
         save at consistent points when due, and once more at the end."""
         from .progress import LoopProgress
 
+        if self._loop is not None:
+            raise ColabkitError(
+                "resumable() inside another resumable() can't be resumed exactly: both count their iterations "
+                "as the one loop's. Make the outer loop resumable() and the inner one plain (for epoch in "
+                "resumable(range(E)): for batch in train_loader: ...): a checkpoint inside an epoch finds its "
+                "place in a named DataLoader again.")
         source = _Source(iterable)
         inside = None
+        skip = self._skipped_loop()
+        if skip is not None:
+            say(skip)
+            self._loops_done += 1
+            return
         if self._keep_live:
             self._keep_live, restored, start = False, None, self.position
             say(f"going on from the live state, as %checkpoint keep said: iteration {start + 1} starts again "
                 "from its beginning with the weights it had when interrupted.")
             iterator = source.resume({}, start)
+        elif self._loops_done and self._restore_at is None:  # after a loop of this session: a new one
+            if self._interrupted is not None:
+                raise ColabkitError(self._interruption())
+            self.say_once("loop-again", "resumable(): a loop already ran to its end with this checkpointing, so "
+                          "this one starts at its first iteration from the live state, as a plain loop would.")
+            restored, start, self.position, self._source_saved = None, 0, 0, {}
+            iterator = source.resume({}, 0)
         else:
             restored = self._resume("resumable()")
+            self._restore_at = None
             start = self.position if restored is not None else 0
             if restored is None:
                 self.position = 0
@@ -786,10 +811,27 @@ class Checkpointer:
             if not self.schedule.saved_at(self.step) or self.schedule.forced:
                 self._save(force=True)
             self.wait()
+            self._loops_done += 1
             progress.update(self.position, self.pace, self.last, done=True)
         finally:
             self._loop = None
             progress.close(self.position, self.pace, self.last)  # a loop left early says it stopped
+
+    def _skipped_loop(self) -> str | None:
+        """Whether the loop starting now ran to its end before the latest checkpoint was taken (in a
+        later loop of the notebook: a run of all its cells again after a restart), and what to say:
+        it is skipped, and the checkpoint is restored at its own loop. Every loop restored the
+        latest checkpoint and counted its iterations from the same count, so a second loop was
+        skipped as done, or a first one by a later loop's count, and the live state rolled back."""
+        if self._loops_done == 0 and not self._keep_live and self._interrupted is None:
+            found, _ = candidates(self.stores())
+            self._restore_at = found[0].manifest.get("loop", 1) if found else None
+        loop = self._loops_done + 1
+        if self._restore_at is None or loop >= self._restore_at:
+            return None
+        return (f"resumable(): this is loop {loop} of this checkpointing, and the latest checkpoint was taken in "
+                f"loop {self._restore_at}, so this one ran to its end before it: skipped. The checkpoint is "
+                f"restored when loop {self._restore_at} starts.")
 
     def _note_seeded(self, loop: _Loop) -> None:
         """DataLoaders with their own generator= draw each epoch's order from it: saved with the loop."""
