@@ -204,3 +204,25 @@ def test_a_resumable_loop_inside_another_is_refused_saying_how(tmp_path):
                  f"%checkpoint every 1 steps w --to {tmp_path / 'store'}",
                  "for epoch in colabkit.resumable(range(2)):\n    for i in colabkit.resumable(range(3)):\n        pass"],
                 tmp_path)
+
+
+def test_a_mid_epoch_checkpoint_holds_batchnorm_statistics_as_of_its_step(tmp_path):
+    """A save due at step 10 is taken at step 11's pre-hook, after step 11's forward pass had
+    updated BatchNorm's running statistics: the resumed run forwarded that batch again and counted
+    it twice (running_mean, running_var, num_batches_tracked off an uninterrupted run's). The
+    buffers are saved as they were after step 10."""
+    def notebook(store, progress, loaded, final, slow):
+        cells = epoch_loop_notebook(store, progress, loaded, final, slow)[:5]
+        cells[1] = cells[1].replace("torch.nn.Linear(8, 16), torch.nn.ReLU()",
+                                    "torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU()")
+        return cells
+
+    paths = runs(tmp_path, "reference", "resumed")
+    reference, resumed = paths["reference"], paths["resumed"]
+    execute(notebook(**reference, slow=0.0), tmp_path / "reference")
+    execute(notebook(**resumed, slow=0.3), tmp_path / "resumed", kill_after=12, progress=resumed["progress"])
+    nb = execute(notebook(**resumed, slow=0.0), tmp_path / "resumed")
+    assert "resumed from step-10: 1 iteration(s) done, continuing at 2 of 3" in output(nb, 3)
+    want, got = (torch.load(run["final"], weights_only=True) for run in (reference, resumed))
+    assert int(got["model"]["1.num_batches_tracked"]) == 24
+    assert_identical(want, got)

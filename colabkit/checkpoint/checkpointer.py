@@ -175,11 +175,43 @@ _UNTRACKED = object()  # a framework run of nothing tracked: torch's step hooks 
 
 @dataclass
 class _Pending:
-    """A save that came due at an optimizer step: the random states right after that step, and
-    the loop iteration's DataLoader positions then."""
+    """A save that came due at an optimizer step: the random states right after that step, the
+    loop iteration's DataLoader positions then, and the tracked modules' buffers then."""
 
     random: RandomStates
     loaders: list
+    buffers: list  # (buffer, its value after the step): _buffers_now
+
+
+def _buffers_now(objects) -> list[tuple]:
+    """Each persistent buffer of these objects' modules with a copy of its value now. The save
+    due at a step is taken at the next step's pre-hook, after that step's forward pass, which
+    changes buffers (a BatchNorm's running statistics): saved as they were, the resumed run would
+    count that batch in them twice."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    noted = []
+    for value in objects:
+        if isinstance(value, torch.nn.Module):
+            for module in value.modules():
+                for name, buffer in module._buffers.items():
+                    if buffer is not None and name not in module._non_persistent_buffers_set:
+                        noted.append((buffer, buffer.detach().clone()))
+    return noted
+
+
+@contextlib.contextmanager
+def _buffers_as_noted(noted: list[tuple]):
+    """The buffers hold their noted values while a save copies them, then their live ones again."""
+    live = [buffer.detach().clone() for buffer, _ in noted]
+    try:
+        for buffer, value in noted:
+            buffer.detach().copy_(value)
+        yield
+    finally:
+        for (buffer, _), value in zip(noted, live):
+            buffer.detach().copy_(value)
 
 
 class Checkpointer:
@@ -315,7 +347,8 @@ class Checkpointer:
                 self._loop.steps_seen = True
                 self._loop.steps_in_iteration += 1
         if self._pending is not None or self.due():
-            self._pending = _Pending(RandomStates.capture(), self._loop.loaders() if self._loop else [])
+            self._pending = _Pending(RandomStates.capture(), self._loop.loaders() if self._loop else [],
+                                     _buffers_now(self.tracked().values()))
 
     def before_optimizer_step(self, optimizer) -> None:
         """torch's step pre-hook: the previous step's iteration is complete, so take a due save."""
@@ -331,7 +364,7 @@ class Checkpointer:
         self._collect()
         self._raise_error()
         pending, self._pending = self._pending, None
-        if not self._save(force=self.schedule.forced, random=pending.random, extra=extra):
+        if not self._save(force=self.schedule.forced, random=pending.random, extra=extra, buffers=pending.buffers):
             self._pending = pending
 
     def _inside_iteration(self) -> dict | None:
@@ -441,7 +474,8 @@ class Checkpointer:
             self.wait()
         return saved
 
-    def _save(self, force: bool, random: RandomStates | None = None, extra: dict | None = None) -> bool:
+    def _save(self, force: bool, random: RandomStates | None = None, extra: dict | None = None,
+              buffers: list = ()) -> bool:
         if not self.writes or not self.claim.writes:
             if not self.claim.writes:
                 self.say_once("read-only", f"checkpoint at step {self.step} not saved: " + self.claim.refusal())
@@ -474,7 +508,7 @@ class Checkpointer:
         if self._loop is not None and self._loop.seeded:
             extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
         layouts = self._layouts
-        with collector.paused():
+        with collector.paused(), _buffers_as_noted(buffers):
             try:
                 captured = state.capture(self.tracked(), random, extra, job_secrets.given(), layouts)
                 self._say_skipped(captured.skipped)
