@@ -320,3 +320,24 @@ def test_a_restore_through_the_python_api_says_what_it_did_not_restore(tmp_path,
     assert "odd" in restored.unrestored
     assert out.startswith("colabkit: restored step-0 (step 0)") and "note: odd was not restored: it (set) is in " \
         "objects.pkl, which is only loaded when you trust it" in out, out
+
+
+def test_resuming_into_an_iterable_whose_place_cant_be_found_says_its_items_are_drawn_again(tmp_path, capsys):
+    """resumable(tqdm(train_loader)), resumable(enumerate(loader)) or a generator: the items a
+    checkpoint covers were drawn again to be skipped, a shuffle drawn anew, and only "continuing
+    at 3" said. A sequence (a range, a list) is the same again, and says nothing more."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+
+    ck = Checkpointer(every="1 steps", to=tmp_path, w=np.zeros(2))
+    assert list(ck.loop([10, 20])) == [10, 20]
+    ck.close()
+    capsys.readouterr()
+    again = Checkpointer(every="1 steps", to=tmp_path, w=np.zeros(2))
+    assert list(again.loop(x for x in (10, 20, 30))) == [30]
+    again.close()
+    said = capsys.readouterr().err
+    assert "resuming 2 items into this loop's generator, which colabkit can't find its place in again" in said
+    listed = Checkpointer(every="1 steps", to=tmp_path, w=np.zeros(2))
+    assert list(listed.loop([10, 20, 30, 40])) == [40]
+    listed.close()
+    assert "find its place" not in capsys.readouterr().err

@@ -21,6 +21,7 @@ skipping finished iterations without restoring what they trained would train the
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import errno
 import itertools
@@ -138,6 +139,12 @@ class _Source:
         if position and self.loader is not None:
             say(f"resuming {position} batches into this DataLoader without its saved position: they are loaded "
                 "again to be skipped, in a new shuffle order (not what the interrupted run trained on).")
+        elif position and not isinstance(self.iterable, collections.abc.Sequence):  # a range, a list: the same again
+            say(f"resuming {position} items into this loop's {type(self.iterable).__name__}, which colabkit can't "
+                "find its place in again: its first items are drawn again to be skipped, which is what the "
+                "interrupted run trained on only if drawing them again gives the same items (a shuffling "
+                "DataLoader wrapped in it, or a generator that draws random numbers, does not). Pass the "
+                "DataLoader itself (resumable(train_loader)): colabkit replays its order.")
         return itertools.islice(iterator, position, None) if position else iterator
 
 
