@@ -221,16 +221,16 @@ def test_torch_imported_after_checkpoint_imports_whole_and_its_dataloader_is_hoo
     assert done.stdout.strip().splitlines()[-1] == "True | patch.<locals>.make.<locals>.__iter__", done.stderr[-2000:]
 
 
-def test_a_dataloaders_own_generator_is_saved_at_an_iteration_end_and_restored(shell, tmp_path):
-    def loader():
-        return torch.utils.data.DataLoader(list(range(16)), batch_size=4, shuffle=True,
-                                           generator=torch.Generator().manual_seed(5))
-
-    reference = loader()
+@pytest.mark.parametrize("order", ["shuffle=True, generator=torch.Generator().manual_seed(5)",
+                                   "sampler=torch.utils.data.RandomSampler(range(16), "
+                                   "generator=torch.Generator().manual_seed(5))"])
+def test_a_dataloaders_own_generator_is_saved_at_an_iteration_end_and_restored(shell, tmp_path, order):
+    """Its own generator=, or its sampler's (which was not saved: the resumed epoch repeated the
+    first epoch's order)."""
+    construct = f"torch.utils.data.DataLoader(list(range(16)), batch_size=4, {order})"
+    reference = eval(construct)
     want = [[batch.tolist() for batch in reference] for _ in range(3)]
-    make = ("loader = torch.utils.data.DataLoader(list(range(16)), batch_size=4, shuffle=True,\n"
-            "                                     generator=torch.Generator().manual_seed(5))\n"
-            "orders = []")
+    make = f"loader = {construct}\norders = []"
     loop = "for epoch in colabkit.resumable(range(EPOCHS)):\n    orders.append([b.tolist() for b in loader])"
     run(shell, f"import torch, colabkit\nmodel = torch.nn.Linear(1, 1)\n{make}")
     run(shell, f"%checkpoint every 1 steps model --to {tmp_path}")

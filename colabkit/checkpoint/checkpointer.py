@@ -513,7 +513,9 @@ class Checkpointer:
         if extra is None:
             extra = {"source": self._source_saved}
         if self._loop is not None and self._loop.seeded:
-            extra["generators"] = {name: loader.generator.get_state() for name, loader in self._loop.seeded.items()}
+            from .adapters.torch_data import order_generator
+
+            extra["generators"] = {name: order_generator(loader).get_state() for name, loader in self._loop.seeded.items()}
         layouts = self._layouts
         with collector.paused(), _buffers_as_noted(buffers):
             try:
@@ -875,9 +877,12 @@ class Checkpointer:
                 f"restored when loop {self._restore_at} starts.")
 
     def _note_seeded(self, loop: _Loop) -> None:
-        """DataLoaders with their own generator= draw each epoch's order from it: saved with the loop."""
+        """DataLoaders with their own generator (generator=, or their sampler's) draw each epoch's
+        order from it: saved with the loop."""
+        from .adapters.torch_data import order_generator
+
         for loader, _ in loop.loaders():
-            if getattr(loader, "generator", None) is not None:
+            if order_generator(loader) is not None:
                 name = self.name_of(loader)
                 if name is not None:
                     loop.seeded[name] = loader
@@ -888,13 +893,18 @@ class Checkpointer:
                                             "(train_loader = DataLoader(..., generator=g)).")
 
     def _restore_generators(self, saved: dict) -> None:
+        if not saved:
+            return
+        from .adapters.torch_data import order_generator
+
         for name, generator_state in saved.items():
             loader = (self.namespace or {}).get(name, self.objects.get(name))
-            if getattr(loader, "generator", None) is None:
+            generator = order_generator(loader)
+            if generator is None:
                 raise ColabkitError(f"resumable() did not resume: the checkpoint holds the state of {name}'s own "
-                                    f"generator=, but there is no DataLoader named {name} with a generator here. "
+                                    f"generator, but there is no DataLoader named {name} with a generator here. "
                                     "Create it as before, then run this again.")
-            loader.generator.set_state(generator_state)
+            generator.set_state(generator_state)
 
     def _expect_inside(self, inside: dict) -> list[str]:
         """A checkpoint from the middle of an iteration: its named DataLoaders skip the batches already

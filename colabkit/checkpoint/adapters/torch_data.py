@@ -56,6 +56,17 @@ class Replay:
     after: object = None  # state.RandomStates to put back once the skip is done
 
 
+def order_generator(loader):
+    """The generator a loader draws its shuffle order from when it has its own: its generator=,
+    or its sampler's (RandomSampler(data, generator=g), also under a batch_sampler); None when
+    the order comes from the global random state."""
+    for holder in (loader, getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        generator = getattr(holder, "generator", None)
+        if isinstance(generator, torch.Generator):
+            return generator
+    return None
+
+
 def replayable(loader) -> bool:
     """A plain DataLoader: its position is colabkit's to keep (a stateful one keeps its own)."""
     return isinstance(loader, DataLoader) and not callable(getattr(loader, "load_state_dict", None))
@@ -131,7 +142,7 @@ _ORIGINAL: list = []
 
 def _replay(loader, replay: Replay, original_iter):
     torch.set_rng_state(replay.random)
-    generator = getattr(loader, "generator", None)
+    generator = order_generator(loader)
     if generator is not None and replay.generator is not None:
         generator.set_state(replay.generator)
     record = Epoch(replay.random, replay.generator, None, next(_serials), replay.batches)
@@ -178,7 +189,7 @@ def patch(session, module):
                 expected = _first.pop()
             if expected is not None:
                 return _replay(self, expected, original)
-            generator = self.generator
+            generator = order_generator(self)
             record = Epoch(torch.get_rng_state(), generator.get_state() if generator is not None else None,
                            None, next(_serials))
             iterator = original(self)
