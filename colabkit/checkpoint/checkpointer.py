@@ -879,10 +879,8 @@ class Checkpointer:
     def _note_seeded(self, loop: _Loop) -> None:
         """DataLoaders with their own generator (generator=, or their sampler's) draw each epoch's
         order from it: saved with the loop."""
-        from .adapters.torch_data import order_generator
-
-        for loader, _ in loop.loaders():
-            if order_generator(loader) is not None:
+        for loader, _ in loop.loaders():  # only when torch_data is loaded: importing it would import torch
+            if sys.modules["colabkit.checkpoint.adapters.torch_data"].order_generator(loader) is not None:
                 name = self.name_of(loader)
                 if name is not None:
                     loop.seeded[name] = loader
