@@ -341,3 +341,31 @@ def test_resuming_into_an_iterable_whose_place_cant_be_found_says_its_items_are_
     assert list(listed.loop([10, 20, 30, 40])) == [40]
     listed.close()
     assert "find its place" not in capsys.readouterr().err
+
+
+def test_steps_go_on_counting_when_the_optimizer_is_made_anew(tmp_path):
+    """A new optimizer each fold (or after unfreezing layers): the step counted as the most steps
+    of one optimizer stopped at the first one's count, and no checkpoint was taken after the first
+    fold, unsaid. A GAN's two optimizers still count one step per round."""
+    from colabkit.checkpoint.checkpointer import Checkpointer
+    from colabkit.checkpoint.store import CheckpointStore
+
+    model = torch.nn.Linear(2, 1)
+    ck = Checkpointer(every="4 steps", to=tmp_path, model=model)
+    folds = []  # each fold's optimizer kept, as a notebook's variables may keep them
+    for fold in range(3):
+        folds.append(torch.optim.SGD(model.parameters(), lr=0.01))
+        for _ in range(4):
+            ck.before_optimizer_step(folds[-1])
+            ck.after_optimizer_step(folds[-1])
+            ck.wait()  # each save written before the next step (a real step takes longer than a commit here)
+    assert ck.step == 4 + 3 + 3  # a new optimizer's first step is taken as joining the last one's step
+    generator, critic = torch.optim.SGD(model.parameters(), lr=0.01), torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(4):
+        for optimizer in (generator, critic):
+            ck.before_optimizer_step(optimizer)
+            ck.after_optimizer_step(optimizer)
+            ck.wait()
+    ck.close()
+    assert ck.step == 10 + 3  # one step a round of the two
+    assert [c.step for c in CheckpointStore(tmp_path).list()][:2] == [12, 8]  # was: step-4 alone

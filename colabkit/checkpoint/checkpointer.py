@@ -264,8 +264,7 @@ class Checkpointer:
         self._error: str | None = None
         self._said: set[str] = set()
         self._saving_step: int | None = None  # the step of the last save handed to the sink
-        self._optimizer_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._counted = 0  # the most steps one optimizer took since the count began (a restore)
+        self._round: weakref.WeakSet = weakref.WeakSet()  # the optimizers that stepped in this step (after_optimizer_step)
         self._pending: _Pending | None = None
         self._loop: _Loop | None = None
         self._source_saved: dict = {}  # the last loop's data position, for saves after it
@@ -344,15 +343,18 @@ class Checkpointer:
         """torch's step post-hook: count the step; if a save is due, note the random states now."""
         if self._run is not None:
             return
-        count = self._optimizer_steps.get(optimizer, 0) + 1
-        self._optimizer_steps[optimizer] = count
-        if count > self._counted:  # steps count once however many optimizers take them (a GAN's two)
-            self.step += count - self._counted
-            self._counted = count
+        # A step counts once however many optimizers take it (a GAN's two): a new one begins when an
+        # optimizer steps again. (Counted as the most steps of any one optimizer, the steps stopped
+        # at a replaced optimizer's count: a new optimizer each fold, and no checkpoint after the first.)
+        if optimizer in self._round or not self._round:
+            self._round = weakref.WeakSet((optimizer,))
+            self.step += 1
             self._stepped()
             if self._loop is not None:
                 self._loop.steps_seen = True
                 self._loop.steps_in_iteration += 1
+        else:
+            self._round.add(optimizer)
         if self._pending is not None or self.due():
             self._pending = _Pending(RandomStates.capture(), self._loop.loaders() if self._loop else [],
                                      _buffers_now(self.tracked().values()))
@@ -361,8 +363,8 @@ class Checkpointer:
         """torch's step pre-hook: the previous step's iteration is complete, so take a due save."""
         if self._run is not None or self._pending is None:
             return
-        if self._optimizer_steps.get(optimizer, 0) < self._counted:
-            return  # another optimizer is a step ahead: the iteration is not over
+        if optimizer not in self._round:
+            return  # it joins this step (a GAN's second optimizer): the step is not over
         extra = None
         if self._loop is not None:
             extra = self._inside_iteration()
@@ -621,8 +623,7 @@ class Checkpointer:
         if namespace is not None:
             namespace.update(restored.values)
         self.step, self.position, self.pace = restored.step, restored.position, restored.pace
-        self._optimizer_steps = weakref.WeakKeyDictionary()
-        self._counted = 0
+        self._round = weakref.WeakSet()
         self._pending = None
         self._interrupted = None
         self._keep_live = False
