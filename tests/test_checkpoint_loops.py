@@ -226,3 +226,27 @@ def test_a_mid_epoch_checkpoint_holds_batchnorm_statistics_as_of_its_step(tmp_pa
     want, got = (torch.load(run["final"], weights_only=True) for run in (reference, resumed))
     assert int(got["model"]["1.num_batches_tracked"]) == 24
     assert_identical(want, got)
+
+
+def test_an_iteration_resumed_in_its_middle_that_makes_its_model_anew_says_it_is_not_exact(tmp_path):
+    """k-fold code makes each fold's model and optimizer inside the resumed iteration: the
+    checkpoint was restored into the old ones, the new ones trained only on the batches the skip
+    left, and the resume said only that the loader skipped the trained batches."""
+    def notebook(store, progress, loaded, final, slow):
+        cells = epoch_loop_notebook(store, progress, loaded, final, slow)[:4]
+        cells[1] += ("\ndef make():\n    m = torch.nn.Linear(8, 1)\n    return m, torch.optim.SGD(m.parameters(), lr=0.01)\n"
+                     "model, opt = make()")
+        cells[2] = f"%checkpoint every 5 steps model opt --to {store}"
+        cells[3] = ("for fold in colabkit.resumable(range(2)):\n    model, opt = make()\n    for x, y in train_loader:\n"
+                    "        opt.zero_grad(); torch.nn.functional.mse_loss(model(x), y).backward(); opt.step()\n"
+                    f"        open({str(progress)!r}, 'a').write('1\\n'); time.sleep({slow})")
+        return cells
+
+    paths = runs(tmp_path, "resumed")
+    resumed = paths["resumed"]
+    execute(notebook(**resumed, slow=0.3), tmp_path / "resumed", kill_after=7, progress=resumed["progress"])
+    nb = execute(notebook(**resumed, slow=0.0), tmp_path / "resumed")
+    said = output(nb, 3)
+    assert "resumed from step-5: 0 iteration(s) done, continuing at 1 of 2" in said
+    assert "the resumed iteration made model, opt anew, so the checkpoint's state restored into the old ones is " \
+           "not what it trained" in said

@@ -274,6 +274,7 @@ class Checkpointer:
         self._interrupted: tuple | None = None  # (what, step, the way on from the live state) after an interruption
         self._keep_live = False
         self._expected: list[str] = []  # named loaders a mid-iteration resume expects the iteration to iterate
+        self._resumed_into: dict = {}  # the tracked objects a mid-iteration resume restored into
         self._loops_done = 0  # resumable() loops that ran to their end with this Checkpointer
         self._restore_at: int | None = None  # the loop a checkpoint from a later loop is restored at (loop())
         self._closed = False
@@ -924,10 +925,25 @@ class Checkpointer:
             notes.append(f"in the middle of iteration {self.position + 1}: {name} skips the {saved['batches']} batches "
                          "already trained, without loading them")
         self._expected = list(inside["loaders"])
+        self._resumed_into = self.tracked()  # what the checkpoint was restored into (_check_expected)
         return notes
 
     def _check_expected(self, loop: _Loop) -> None:
+        """At the end of an iteration resumed in its middle: say what makes it not what the
+        interrupted run would have trained (a DataLoader it expected not iterated; an object the
+        checkpoint was restored into made anew in the iteration, as k-fold code makes each fold's
+        model, which then trained only on the batches the skip left)."""
         names, self._expected = self._expected, []
+        restored_into, self._resumed_into = self._resumed_into, {}
+        now = self.tracked()
+        anew = [name for name, value in restored_into.items() if now.get(name) is not value]
+        if anew:
+            say(f"the resumed iteration made {', '.join(anew)} anew, so the checkpoint's state restored into the "
+                f"old {'ones' if len(anew) > 1 else 'one'} is not what it trained, while its DataLoaders skipped the "
+                "batches the interrupted run had trained: this iteration is not what an uninterrupted run trains. "
+                "Make them before the resumable() loop: for code that makes a model each fold, for fold in "
+                "range(K): model, opt = make(); for epoch in colabkit.resumable(range(E)): ... (loops in a row "
+                "resume exactly).")
         if not names:
             return
         from .adapters import torch_data
