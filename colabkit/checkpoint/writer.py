@@ -137,7 +137,10 @@ def serve(conn) -> None:
             result = {"ok": True, "id": checkpoint.id, "step": checkpoint.step,
                       "seconds": time.perf_counter() - started, "bytes": checkpoint.size,
                       "hashes": _kept(checkpoint, written[0])}
-            higher = [kept.id for kept in store.list() if kept.step > payload.step]
+            try:
+                higher = [kept.id for kept in store.list() if kept.step > payload.step]
+            except OSError:  # the commit is done: what is above it is only for saying
+                higher = []
             if not checkpoint.path.is_dir():  # retention kept `keep` higher steps: this one went at once
                 result["outranked"] = higher
             elif higher:  # kept, but a restore loads the highest step, not this one
