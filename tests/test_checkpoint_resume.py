@@ -274,9 +274,9 @@ def test_a_finished_trainer_run_is_not_trained_again_in_a_fresh_session_and_trai
         def on_step_end(self, args, state, control, **kwargs):
             self.count += 1
 
-    def trainer(model, steps):
+    def trainer(model, steps, max_steps=6):
         data = [{"input_ids": torch.randint(0, 50, (8,)), "labels": torch.tensor(i % 2)} for i in range(16)]  # 4 steps an epoch
-        args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4,
+        args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=max_steps, per_device_train_batch_size=4,
                                  save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
         return Trainer(model=model, args=args, train_dataset=data, callbacks=[steps])
 
@@ -304,6 +304,13 @@ def test_a_finished_trainer_run_is_not_trained_again_in_a_fresh_session_and_trai
     assert steps.count == 0 and output.global_step == 6  # was: one step more (resumed mid-epoch at max_steps)
     assert "step-6 covers the whole run (6 of 6 steps), so there is nothing left to train" in capsys.readouterr().err
     assert all(torch.equal(trained[k], v) for k, v in fresh.state_dict().items())
+
+    longer, steps = model(), Steps()  # a fresh session asking for more steps: the rest is trained
+    session.activate(Checkpointer(every="2 steps", to=tmp_path / "store", model=longer))
+    output = trainer(longer, steps, max_steps=10).train()
+    session.deactivate()
+    assert steps.count == 4 and output.global_step == 10  # was: none ("covers the whole run")
+    assert "Trainer.train() resumes from step-6 (global step 6)" in capsys.readouterr().out
 
 
 def test_a_restore_through_the_python_api_says_what_it_did_not_restore(tmp_path, capsys):

@@ -97,9 +97,16 @@ def restore(target, state: dict, name: str) -> Restoration:
     return Restoration(resume=state)
 
 
-def _covers_the_run(saved: dict) -> bool:
+def _covers_the_run(saved: dict, args) -> bool:
+    """Whether the checkpoint finished the run the live Trainer asks for: its last step reached,
+    and no more steps or epochs asked now (a run extended after it finished, max_steps=8 then 16,
+    was said to have nothing left, and trained nothing; HF's own resume trains the rest)."""
     document = saved["trainer_state"]
-    return document.get("max_steps", 0) > 0 and document["global_step"] >= document["max_steps"]
+    if document.get("max_steps", 0) <= 0 or document["global_step"] < document["max_steps"]:
+        return False
+    if args.max_steps > 0:
+        return args.max_steps <= document["max_steps"]
+    return args.num_train_epochs <= document.get("num_train_epochs", args.num_train_epochs)
 
 
 def _write_folder(trainer, saved: dict, random: RandomStates, folder: str) -> None:
@@ -152,7 +159,7 @@ def patch(session, module):
                 found = checkpointer.resume_run(name, "Trainer.train()")
                 if found is not None:
                     saved, restored = found
-                    if _covers_the_run(saved):
+                    if _covers_the_run(saved, self.args):
                         return _finished(self, saved, restored.checkpoint.id)
                     folder = tempfile.mkdtemp(prefix="colabkit-trainer-resume-")
                     _write_folder(self, saved, RandomStates.capture(), folder)
