@@ -444,9 +444,7 @@ class Checkpointer:
         """The Drive copy's last failure, said in the cell once (the panel shows it too): copies
         that keep failing would otherwise leave Drive without the checkpoints unnoticed. And a copy
         kept on Drive below higher steps there, as for the local store (_say_above)."""
-        from .mirror import read_status
-
-        status = (read_status(self.store.root) or {}) if self.mirror_store is not None else {}
+        status = self._mirror_status()
         if status.get("above") and status.get("mirrored"):  # Drive kept the copy, below an earlier run's steps
             self._say_above(codec.step_of(status["mirrored"]), status["above"], self.mirror_store.root)
         if status.get("unswept"):
@@ -693,8 +691,6 @@ class Checkpointer:
 
     def status(self) -> str | None:
         """One line for the panel: the last checkpoint and, on Drive, how far its copy lags."""
-        from .mirror import read_status
-
         if self.last is None:
             return None
         if not self.last["ok"]:
@@ -706,7 +702,7 @@ class Checkpointer:
         if self.last.get("streamed"):
             line += f" · larger than free RAM allows: streamed, training paused {self.last['pause']:.1f} s"
         if self.mirror_store is not None:
-            mirror = read_status(self.store.root) or {}
+            mirror = self._mirror_status()
             copied = mirror.get("mirrored") or "none yet"
             line += f" · Drive copy: {copied}"
             if mirror.get("pending"):
@@ -999,11 +995,15 @@ class Checkpointer:
         self._say_drive_cut()
         self._raise_error()
 
-    def _copying(self) -> str | None:
-        """The checkpoint the Drive copy is on or about to be (MIRROR.json), None when none is."""
+    def _mirror_status(self) -> dict:
+        """The Drive copy's progress as the writer's mirror records it (MIRROR.json); {} without Drive."""
         from .mirror import read_status
 
-        return (read_status(self.store.root) or {}).get("pending") if self.mirror_store is not None else None
+        return (read_status(self.store.root) or {}) if self.mirror_store is not None else {}
+
+    def _copying(self) -> str | None:
+        """The checkpoint the Drive copy is on or about to be, None when none is."""
+        return self._mirror_status().get("pending")
 
     def _say_drive_wait(self) -> None:
         """Closing waits for the writer's Drive copy: say why the cell is still running."""
